@@ -1,0 +1,267 @@
+//! A blocking client: connect over TCP, do the handshake (checking the server's
+//! proof too), then requests with ids, pipelined or one at a time. Shared by the
+//! tests, the CLI client and the tools.
+
+use crate::auth::{self, Key};
+use crate::proto::encode_frame;
+use byteorder::{BigEndian, ByteOrder};
+use serde_json::{Map, Value, json};
+use std::collections::VecDeque;
+use std::io::{self, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// Largest header the client accepts from a server (a sanity bound, not a protocol limit).
+const MAX_HEADER: usize = 1 << 24;
+
+/// One frame as received: its JSON header and its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub header: Map<String, Value>,
+    pub body: Vec<u8>,
+}
+
+impl Frame {
+    /// The reply status, or 0 for a push.
+    pub fn status(&self) -> u64 {
+        self.header
+            .get("status")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    }
+
+    pub fn id(&self) -> Option<u64> {
+        self.header.get("id").and_then(Value::as_u64)
+    }
+
+    /// The push name (`op`), for frames without a status.
+    pub fn op(&self) -> Option<&str> {
+        self.header.get("op").and_then(Value::as_str)
+    }
+
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.header.get(key).and_then(Value::as_str)
+    }
+
+    /// The error message of a reply with status >= 400.
+    pub fn error(&self) -> Option<&str> {
+        self.str("error")
+    }
+
+    pub fn is_push(&self) -> bool {
+        !self.header.contains_key("status")
+    }
+}
+
+/// Reads one frame (blocking).
+pub fn read_frame<R: Read>(r: &mut R) -> io::Result<Frame> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = BigEndian::read_u32(&len) as usize;
+    if len == 0 || len > MAX_HEADER {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad header length {len}"),
+        ));
+    }
+    let mut head = vec![0u8; len];
+    r.read_exact(&mut head)?;
+    let header: Map<String, Value> =
+        serde_json::from_slice(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let size = match header.get("size") {
+        None => 0,
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad size"))?,
+    };
+    let mut body = Vec::new();
+    r.take(size).read_to_end(&mut body)?;
+    if body.len() as u64 != size {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(Frame { header, body })
+}
+
+/// Who the client is: a user and key, or nobody (for `--no-auth` servers).
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    Key { user: String, key: Key },
+    Anonymous,
+}
+
+fn auth_error(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, msg.into())
+}
+
+fn protocol_error(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    next_id: u64,
+    /// Pushes that arrived while waiting for a reply.
+    pushes: VecDeque<Frame>,
+    /// The hello push the server greeted us with.
+    pub hello: Frame,
+    /// The user the server accepted.
+    pub user: String,
+}
+
+impl Client {
+    /// Connects and authenticates. Fails when the server is unreachable, rejects
+    /// us, or cannot prove it knows our key (mutual authentication).
+    pub fn connect<A: ToSocketAddrs>(addr: A, creds: &Credentials) -> io::Result<Client> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        let writer = stream.try_clone()?;
+        let mut client = Client {
+            reader: BufReader::with_capacity(64 * 1024, stream),
+            writer,
+            next_id: 1,
+            pushes: VecDeque::new(),
+            hello: Frame {
+                header: Map::new(),
+                body: Vec::new(),
+            },
+            user: String::new(),
+        };
+        client.set_timeout(Some(Duration::from_secs(30)))?;
+        client.hello = read_frame(&mut client.reader)?;
+        if client.hello.op() != Some("hello") {
+            return Err(protocol_error("no hello from server"));
+        }
+        client.handshake(creds)?;
+        Ok(client)
+    }
+
+    fn handshake(&mut self, creds: &Credentials) -> io::Result<()> {
+        match (self.hello.str("auth"), creds) {
+            (Some("none"), _) => {
+                self.user = "anonymous".into();
+                Ok(())
+            }
+            (Some("hmac-sha256"), Credentials::Key { user, key }) => {
+                let nonce = self
+                    .hello
+                    .str("nonce")
+                    .and_then(auth::hex32)
+                    .ok_or_else(|| protocol_error("hello has no valid nonce"))?;
+                let cnonce = auth::random32()?;
+                let mac = auth::client_mac(key, &nonce, &cnonce, user);
+                let header = json!({"op": "auth", "user": user, "cnonce": hex::encode(cnonce), "mac": hex::encode(mac)});
+                self.write_raw(&header, &[])?;
+                let reply = self.read_reply()?;
+                if reply.status() != 200 {
+                    return Err(auth_error(format!(
+                        "server refused authentication: {} {}",
+                        reply.status(),
+                        reply.error().unwrap_or("")
+                    )));
+                }
+                let proof = reply.str("mac").and_then(auth::hex32).unwrap_or_default();
+                if !auth::verify_server(key, &nonce, &cnonce, user, &proof) {
+                    return Err(auth_error(
+                        "server failed mutual authentication (it does not know our key)",
+                    ));
+                }
+                self.user = user.clone();
+                Ok(())
+            }
+            (Some("hmac-sha256"), Credentials::Anonymous) => {
+                Err(auth_error("server requires a key"))
+            }
+            (other, _) => Err(protocol_error(format!("unknown auth scheme {other:?}"))),
+        }
+    }
+
+    /// Sets the read timeout (None blocks forever).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.reader.get_ref().set_read_timeout(timeout)
+    }
+
+    fn write_raw(&mut self, header: &Value, body: &[u8]) -> io::Result<()> {
+        let head = serde_json::to_vec(header)?;
+        self.writer.write_all(&encode_frame(&head, body))
+    }
+
+    /// Sends a request without waiting; returns the id it was given.
+    /// `fields` is a JSON object of the op's fields (or `null`).
+    pub fn send(&mut self, op: &str, fields: Value, body: &[u8]) -> io::Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut header = match fields {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        header.insert("op".into(), op.into());
+        header.insert("id".into(), id.into());
+        if !body.is_empty() {
+            header.insert("size".into(), body.len().into());
+        }
+        self.write_raw(&Value::Object(header), body)?;
+        Ok(id)
+    }
+
+    /// Reads the next reply, keeping pushes that come first for [`Client::next_push`].
+    pub fn read_reply(&mut self) -> io::Result<Frame> {
+        loop {
+            let frame = read_frame(&mut self.reader)?;
+            if !frame.is_push() {
+                return Ok(frame);
+            }
+            if frame.op() == Some("bye") {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("server closed: {}", frame.str("reason").unwrap_or("")),
+                ));
+            }
+            self.pushes.push_back(frame);
+        }
+    }
+
+    /// Sends a request and waits for its reply.
+    pub fn request(&mut self, op: &str, fields: Value, body: &[u8]) -> io::Result<Frame> {
+        let id = self.send(op, fields, body)?;
+        let reply = self.read_reply()?;
+        if reply.id() != Some(id) {
+            return Err(protocol_error(format!(
+                "reply id {:?}, expected {id}",
+                reply.id()
+            )));
+        }
+        Ok(reply)
+    }
+
+    /// A push received earlier, or the next frame if it is one.
+    pub fn next_push(&mut self) -> io::Result<Frame> {
+        match self.pushes.pop_front() {
+            Some(p) => Ok(p),
+            None => read_frame(&mut self.reader),
+        }
+    }
+
+    /// The raw socket, for tests that misbehave on purpose.
+    pub fn stream(&self) -> &TcpStream {
+        &self.writer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_frame_parses_and_bounds() {
+        let bytes = encode_frame(br#"{"status":200,"id":3,"size":2}"#, b"hi");
+        let f = read_frame(&mut &bytes[..]).unwrap();
+        assert_eq!(
+            (f.status(), f.id(), f.body.as_slice()),
+            (200, Some(3), &b"hi"[..])
+        );
+        let short = encode_frame(br#"{"size":5}"#, b"hi");
+        assert!(read_frame(&mut &short[..]).is_err());
+        assert!(read_frame(&mut &[0u8, 0, 0, 0][..]).is_err());
+    }
+}

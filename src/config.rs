@@ -1,0 +1,70 @@
+//! Every limit and default of the server in one place (contract sections 9 and 10).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
+pub const DEFAULT_DATA_DIR: &str = "./frameloop-data";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Users file; `<data-dir>/users` unless given.
+    pub users_file: PathBuf,
+    pub no_auth: bool,
+    pub max_conns: usize,
+    pub max_header: u32,
+    pub max_body: u64,
+    pub max_outbuf: usize,
+    pub idle_timeout: Duration,
+    pub auth_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        let data_dir = PathBuf::from(DEFAULT_DATA_DIR);
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            users_file: data_dir.join("users"),
+            data_dir,
+            no_auth: false,
+            max_conns: 10_000,
+            max_header: 65_536,
+            max_body: 16 * 1024 * 1024,
+            max_outbuf: 8 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(300),
+            auth_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Seconds as given on the command line ("times are seconds, fractions allowed").
+pub fn parse_secs(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a positive number of seconds"))
+}
+
+/// Fixed tuning of the loop, with the reason for each value.
+pub mod tuning {
+    /// Bytes read per `read` call, into one buffer shared by all connections
+    /// (an idle connection holds no read buffer at all).
+    pub const READ_CHUNK: usize = 64 * 1024;
+    /// Reads per connection per turn before others get their turn (fairness);
+    /// a connection with more to read is revisited next turn.
+    pub const READS_PER_TURN: usize = 4;
+    /// Accepts per turn before the rest of the loop runs.
+    pub const ACCEPTS_PER_TURN: usize = 256;
+    /// How long accepting pauses after running out of descriptors.
+    pub const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+    /// How long a closing connection may take to send what it owes.
+    pub const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+    /// How long a closing connection reads and drops after shutting down writing.
+    pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+    /// Connections beyond `--max-conns` still get their 503 politely, up to this many at once.
+    pub const OVERFLOW_CONNS: usize = 1024;
+}

@@ -1,0 +1,198 @@
+//! Request headers: the JSON object of a frame, parsed by serde without copying.
+//! Each known field stays a raw JSON slice until an op asks for it with a type.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// Why a header is not a valid frame header (a framing error: 400 and close).
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeaderError {
+    NotUtf8,
+    NotObject,
+    Json(String),
+    BadSize,
+}
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderError::NotUtf8 => f.write_str("header is not valid UTF-8"),
+            HeaderError::NotObject => f.write_str("header is not a JSON object"),
+            HeaderError::Json(e) => write!(f, "header is not valid JSON: {e}"),
+            HeaderError::BadSize => f.write_str("size must be a non-negative integer"),
+        }
+    }
+}
+
+/// A request header. Known fields are kept as raw JSON (a present `null` is kept
+/// too, so it can be told apart from an absent field); unknown keys are ignored.
+/// Adding a field for a new op is one line here.
+#[derive(Debug, Default, Deserialize)]
+pub struct Header<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    pub op: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    pub id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present", rename = "size")]
+    size_raw: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    pub format: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    pub user: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    pub cnonce: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    pub mac: Option<&'a RawValue>,
+    /// Body length, validated.
+    #[serde(skip)]
+    pub size: u64,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+impl<'a> Header<'a> {
+    /// Parses header bytes. A duplicate known key is rejected as malformed JSON.
+    pub fn parse(bytes: &'a [u8]) -> Result<Header<'a>, HeaderError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| HeaderError::NotUtf8)?;
+        // serde would also accept a JSON array as a struct (by position): refuse it first.
+        if !text.trim_start().starts_with('{') {
+            return Err(HeaderError::NotObject);
+        }
+        let mut header: Header =
+            serde_json::from_str(text).map_err(|e| HeaderError::Json(e.to_string()))?;
+        header.size = match header.size_raw {
+            None => 0,
+            Some(raw) => u64_of(raw).ok_or(HeaderError::BadSize)?,
+        };
+        Ok(header)
+    }
+
+    /// The request id: `Ok(None)` when absent, `Err` when present but not a u64.
+    pub fn id(&self) -> Result<Option<u64>, FieldError> {
+        match self.id {
+            None => Ok(None),
+            Some(raw) => u64_of(raw)
+                .map(Some)
+                .ok_or(FieldError::Type("id", "an unsigned integer")),
+        }
+    }
+
+    /// The op name, when it is a string.
+    pub fn op(&self) -> Option<Cow<'a, str>> {
+        self.op.and_then(|raw| string_of(raw))
+    }
+}
+
+/// A request-level field problem (400, connection stays open).
+#[derive(Debug, PartialEq, Eq)]
+pub enum FieldError {
+    Missing(&'static str),
+    Type(&'static str, &'static str),
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldError::Missing(name) => write!(f, "missing field {name}"),
+            FieldError::Type(name, want) => write!(f, "field {name} must be {want}"),
+        }
+    }
+}
+
+fn u64_of(raw: &RawValue) -> Option<u64> {
+    serde_json::from_str::<u64>(raw.get()).ok()
+}
+
+/// A JSON string, borrowed when it has no escapes.
+fn string_of(raw: &RawValue) -> Option<Cow<'_, str>> {
+    if let Ok(s) = serde_json::from_str::<&str>(raw.get()) {
+        return Some(Cow::Borrowed(s));
+    }
+    serde_json::from_str::<String>(raw.get())
+        .ok()
+        .map(Cow::Owned)
+}
+
+/// An optional string field of a request.
+pub fn opt_str<'a>(
+    raw: Option<&'a RawValue>,
+    name: &'static str,
+) -> Result<Option<Cow<'a, str>>, FieldError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) => string_of(raw)
+            .map(Some)
+            .ok_or(FieldError::Type(name, "a string")),
+    }
+}
+
+/// A required string field of a request.
+pub fn req_str<'a>(
+    raw: Option<&'a RawValue>,
+    name: &'static str,
+) -> Result<Cow<'a, str>, FieldError> {
+    opt_str(raw, name)?.ok_or(FieldError::Missing(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_typed_lazily() {
+        let h =
+            Header::parse(br#" {"op":"time","id":7,"size":0,"format":"%H","extra":[1,{"x":2}]}"#)
+                .unwrap();
+        assert_eq!(h.op().as_deref(), Some("time"));
+        assert_eq!(h.id(), Ok(Some(7)));
+        assert_eq!(opt_str(h.format, "format").unwrap().as_deref(), Some("%H"));
+        assert_eq!(opt_str(h.user, "user"), Ok(None));
+    }
+
+    #[test]
+    fn bad_ids_are_request_errors() {
+        for id in ["-1", "1.5", "\"5\"", "null", "18446744073709551616"] {
+            let text = format!(r#"{{"op":"ping","id":{id}}}"#);
+            let h = Header::parse(text.as_bytes()).unwrap();
+            assert!(h.id().is_err(), "{id}");
+        }
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        let h = Header::parse(br#"{"op":"p\u0069ng"}"#).unwrap();
+        assert_eq!(h.op().as_deref(), Some("ping"));
+    }
+
+    #[test]
+    fn framing_errors() {
+        assert_eq!(Header::parse(b"[]").unwrap_err(), HeaderError::NotObject);
+        assert_eq!(Header::parse(b"5").unwrap_err(), HeaderError::NotObject);
+        assert_eq!(
+            Header::parse(b"{\"size\":\"3\"}").unwrap_err(),
+            HeaderError::BadSize
+        );
+        assert_eq!(
+            Header::parse(b"{\"size\":null}").unwrap_err(),
+            HeaderError::BadSize
+        );
+        assert_eq!(
+            Header::parse(b"\xc3\x28").unwrap_err(),
+            HeaderError::NotUtf8
+        );
+        assert!(matches!(
+            Header::parse(b"{} x").unwrap_err(),
+            HeaderError::Json(_)
+        ));
+        assert_eq!(
+            Header::parse(b"{\"size\":18446744073709551615}")
+                .unwrap()
+                .size,
+            u64::MAX
+        );
+    }
+}

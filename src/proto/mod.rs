@@ -1,0 +1,10 @@
+//! The wire format of contract section 1, as pure code over bytes: decoding
+//! (`codec`, `header`) and encoding (`reply`). No sockets here.
+
+pub mod codec;
+pub mod header;
+pub mod reply;
+
+pub use codec::{Decoder, Event, FrameError, Limits};
+pub use header::{FieldError, Header};
+pub use reply::{HeadWriter, encode_frame};

@@ -1,0 +1,153 @@
+//! The event loop: one `mio::Poll`, a timer heap and a queue of tokens to revisit.
+//! It dispatches readiness, timers and revisits to a [`Handler`]; it knows nothing
+//! of connections, frames or ops (Redis's `ae.c` in spirit, libuv's phases in order).
+
+mod timer;
+
+pub use timer::{TimerId, Timers};
+
+use mio::event::{Event, Source};
+use mio::{Events, Interest, Poll, Registry, Token};
+use std::collections::VecDeque;
+use std::io;
+use std::time::{Duration, Instant};
+
+/// What the loop calls back. One method per phase of a turn.
+pub trait Handler {
+    /// A source became ready (edge-triggered: drain it, or revisit it later).
+    fn ready(&mut self, reactor: &mut Reactor, token: Token, readiness: Readiness);
+    /// A timer armed with [`Reactor::add_timer`] is due.
+    fn timer(&mut self, reactor: &mut Reactor, token: Token, id: TimerId);
+    /// A token queued with [`Reactor::revisit`] gets its turn.
+    fn revisit(&mut self, reactor: &mut Reactor, token: Token);
+    /// Last phase of every turn, before sleeping: flush output, apply interest, free what closed.
+    fn end_of_turn(&mut self, reactor: &mut Reactor);
+    /// Checked before each turn; true ends [`Reactor::run`].
+    fn is_done(&self) -> bool;
+}
+
+/// Readiness of one event, with hang-ups and errors folded in: both show up as
+/// readable or writable, and the next read or write reports what happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    pub readable: bool,
+    pub writable: bool,
+}
+
+impl Readiness {
+    fn of(event: &Event) -> Readiness {
+        Readiness {
+            readable: event.is_readable() || event.is_read_closed() || event.is_error(),
+            writable: event.is_writable() || event.is_write_closed() || event.is_error(),
+        }
+    }
+}
+
+/// Readiness events fetched per poll; more wait for the next turn.
+const EVENTS_PER_POLL: usize = 1024;
+
+pub struct Reactor {
+    poll: Poll,
+    timers: Timers,
+    revisits: VecDeque<Token>,
+    now: Instant,
+    turns: u64,
+}
+
+impl Reactor {
+    pub fn new() -> io::Result<Reactor> {
+        Ok(Reactor {
+            poll: Poll::new()?,
+            timers: Timers::default(),
+            revisits: VecDeque::new(),
+            now: Instant::now(),
+            turns: 0,
+        })
+    }
+
+    /// Runs turns until the handler is done. Each turn, in order:
+    /// poll -> timers -> I/O events -> revisits -> end of turn.
+    pub fn run<H: Handler>(&mut self, handler: &mut H) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        while !handler.is_done() {
+            self.poll_once(&mut events)?;
+            self.fire_timers(handler);
+            for event in events.iter() {
+                handler.ready(self, event.token(), Readiness::of(event));
+            }
+            self.run_revisits(handler);
+            handler.end_of_turn(self);
+        }
+        Ok(())
+    }
+
+    /// Phase 1: sleep until an event or the nearest timer; not at all while
+    /// tokens wait for a revisit (their bytes will raise no new edge).
+    fn poll_once(&mut self, events: &mut Events) -> io::Result<()> {
+        let timeout = if self.revisits.is_empty() {
+            self.timers.until_next(Instant::now())
+        } else {
+            Some(Duration::ZERO)
+        };
+        match self.poll.poll(events, timeout) {
+            Ok(()) => {}
+            // A signal interrupted the wait: just start the turn.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
+            Err(e) => return Err(e),
+        }
+        // One clock reading per turn: every deadline this turn is measured from it.
+        self.now = Instant::now();
+        self.turns += 1;
+        Ok(())
+    }
+
+    /// Phase 2: every timer due by `now`.
+    fn fire_timers<H: Handler>(&mut self, handler: &mut H) {
+        while let Some((id, token)) = self.timers.pop_due(self.now) {
+            handler.timer(self, token, id);
+        }
+    }
+
+    /// Phase 4: tokens queued before this phase began. A token queued again while
+    /// it runs waits for the next turn, after the next poll: that is the fairness.
+    fn run_revisits<H: Handler>(&mut self, handler: &mut H) {
+        for _ in 0..self.revisits.len() {
+            if let Some(token) = self.revisits.pop_front() {
+                handler.revisit(self, token);
+            }
+        }
+    }
+
+    /// The time this turn started.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Turns run so far.
+    pub fn turns(&self) -> u64 {
+        self.turns
+    }
+
+    pub fn registry(&self) -> &Registry {
+        self.poll.registry()
+    }
+
+    pub fn register<S: Source + ?Sized>(
+        &self,
+        source: &mut S,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.poll.registry().register(source, token, interest)
+    }
+
+    /// Arms a one-shot timer. To cancel, forget the id and ignore it when it fires.
+    pub fn add_timer(&mut self, deadline: Instant, token: Token) -> TimerId {
+        self.timers.add(deadline, token)
+    }
+
+    /// Asks for `token` to be handed back next turn without waiting for an event.
+    pub fn revisit(&mut self, token: Token) {
+        self.revisits.push_back(token);
+    }
+}

@@ -1,0 +1,568 @@
+//! The server: the reactor's [`Handler`]. It accepts connections, reads and
+//! decodes their frames, hands them to the services, writes replies and closes.
+
+use crate::config::{Config, tuning};
+use crate::conn::{Conn, State};
+use crate::net::{IoClass, Stream, classify, is_resource_exhaustion};
+use crate::proto::{Decoder, Event};
+use crate::reactor::{Handler, Reactor, Readiness, TimerId};
+use crate::service::{Next, Services};
+use mio::net::TcpListener;
+use mio::{Interest, Token};
+use slab::Slab;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+
+/// Token of the TCP listener. Connections use their slab key as token.
+const LISTENER: Token = Token(usize::MAX - 1);
+
+pub struct Server {
+    config: Config,
+    listener: TcpListener,
+    conns: Slab<Conn>,
+    services: Services,
+    /// One read buffer for every connection: bytes are decoded straight out of it.
+    scratch: Vec<u8>,
+    /// Connections with output queued this turn, written at the end of the turn.
+    to_flush: Vec<usize>,
+    /// Connections closed this turn, freed at the end of the turn (two-phase
+    /// close: a slab key is not reused while events for it may still be in hand).
+    to_free: Vec<usize>,
+    /// Set while accepting is paused after running out of descriptors.
+    accept_timer: Option<TimerId>,
+    /// Whether the current out-of-descriptors episode was logged.
+    accept_starved: bool,
+}
+
+impl Server {
+    /// Binds the listener. The server starts serving in [`Server::run`].
+    pub fn bind(config: Config, services: Services) -> io::Result<Server> {
+        // mio sets SO_REUSEADDR, so a restart right after a stop binds at once.
+        let listener = TcpListener::bind(config.listen)?;
+        Ok(Server {
+            config,
+            listener,
+            conns: Slab::new(),
+            services,
+            scratch: vec![0; tuning::READ_CHUNK],
+            to_flush: Vec::new(),
+            to_free: Vec::new(),
+            accept_timer: None,
+            accept_starved: false,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until the process is stopped.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut reactor = Reactor::new()?;
+        reactor.register(&mut self.listener, LISTENER, Interest::READABLE)?;
+        reactor.run(&mut self)
+    }
+
+    // ----- accepting -------------------------------------------------------
+
+    fn accept(&mut self, r: &mut Reactor) {
+        if self.accept_timer.is_some() {
+            return; // paused; the timer resumes accepting
+        }
+        for _ in 0..tuning::ACCEPTS_PER_TURN {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.accept_starved {
+                        log::warn!("accepting connections again");
+                        self.accept_starved = false;
+                    }
+                    // Replies are batched per turn already; do not let Nagle delay them.
+                    let _ = stream.set_nodelay(true);
+                    self.open(r, Stream::Tcp(stream), peer.to_string());
+                }
+                Err(e) if classify(&e) == IoClass::WouldBlock => return,
+                Err(e) if classify(&e) == IoClass::Retry => continue,
+                // The client gave up before we accepted: only that connection is gone.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    // EMFILE and friends: the connection stays in the kernel's backlog and,
+                    // edge-triggered, nothing wakes us for it again. Retrying at once would
+                    // spin; exiting would drop every client. Pause and retry on a timer.
+                    if !self.accept_starved {
+                        let why = if is_resource_exhaustion(&e) {
+                            "out of descriptors"
+                        } else {
+                            "error"
+                        };
+                        log::warn!(
+                            "accept: {e} ({why}); pausing accepts, retrying every {:?}",
+                            tuning::ACCEPT_PAUSE
+                        );
+                        self.accept_starved = true;
+                    }
+                    self.accept_timer = Some(r.add_timer(r.now() + tuning::ACCEPT_PAUSE, LISTENER));
+                    return;
+                }
+            }
+        }
+        // More may be waiting; give the connections their turn first.
+        r.revisit(LISTENER);
+    }
+
+    fn open(&mut self, r: &mut Reactor, stream: Stream, peer: String) {
+        let now = r.now();
+        let over_limit = self.services.stats.conns_open as usize >= self.config.max_conns;
+        if over_limit && self.conns.len() >= self.config.max_conns + tuning::OVERFLOW_CONNS {
+            self.services.stats.conns_refused += 1;
+            return; // dropping the stream closes it
+        }
+        let authenticated = self.services.no_auth();
+        let decoder = Decoder::new(self.services.limits(authenticated));
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let conn = entry.insert(Conn::new(stream, peer, State::Greeting, decoder, now));
+        if let Err(e) = r.register(&mut conn.stream, Token(key), Interest::READABLE) {
+            log::warn!("register {}: {e}", conn.peer);
+            self.conns.remove(key);
+            return;
+        }
+        if over_limit {
+            // Over --max-conns: a 503 and a polite close, never served.
+            self.services.stats.conns_refused += 1;
+            self.services.busy(&mut conn.out);
+            self.close_politely(r, key, "over max-conns", None);
+            return;
+        }
+        conn.counted = true;
+        self.services.stats.conns_open += 1;
+        self.services.stats.conns_total += 1;
+        log::info!(
+            "open {} ({} open)",
+            conn.peer,
+            self.services.stats.conns_open
+        );
+        if let Err(e) = self.services.greet(&mut conn.session, &mut conn.out) {
+            log::error!("greeting {}: {e}", conn.peer);
+            self.close_now(key, "server fault");
+            return;
+        }
+        if authenticated {
+            conn.set_state(key, State::Serving);
+            conn.timer = Some(r.add_timer(now + self.config.idle_timeout, Token(key)));
+        } else {
+            conn.timer = Some(r.add_timer(now + self.config.auth_timeout, Token(key)));
+        }
+        self.mark_flush(key);
+    }
+
+    // ----- reading and decoding ---------------------------------------------
+
+    /// Serves a connection's input: stashed bytes first, then the socket.
+    fn read_requests(&mut self, r: &mut Reactor, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.backpressured {
+            return; // flush() queues a revisit once the output drains below half
+        }
+        if !conn.stash.is_empty() {
+            let mut stash = std::mem::take(&mut conn.stash);
+            let used = self.feed(r, key, &stash);
+            if used < stash.len() {
+                stash.drain(..used);
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.stash = stash;
+                }
+                self.mark_flush(key);
+                return;
+            }
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        self.read_socket(r, key, &mut scratch);
+        self.scratch = scratch;
+        self.mark_flush(key);
+    }
+
+    /// Reads until `WouldBlock` (edge-triggered readiness fires once per arrival,
+    /// so stopping early would strand bytes), within a per-turn budget (fairness).
+    fn read_socket(&mut self, r: &mut Reactor, key: usize, scratch: &mut [u8]) {
+        for _ in 0..tuning::READS_PER_TURN {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if !conn.state.takes_requests() || conn.backpressured {
+                return;
+            }
+            match conn.stream.read(scratch) {
+                Ok(0) => return self.peer_eof(r, key),
+                Ok(n) => {
+                    self.services.stats.bytes_in += n as u64;
+                    conn.last_active = r.now();
+                    let input = scratch.get(..n).unwrap_or_default();
+                    let used = self.feed(r, key, input);
+                    if used < n {
+                        // Paused mid-buffer: keep the rest for when it resumes.
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.stash
+                                .extend_from_slice(input.get(used..).unwrap_or_default());
+                        }
+                        return;
+                    }
+                }
+                Err(e) => match classify(&e) {
+                    IoClass::WouldBlock => return,
+                    IoClass::Retry => continue,
+                    IoClass::Fatal => return self.close_now(key, "read error"),
+                },
+            }
+        }
+        // Budget spent and the socket may hold more: no new edge will come for
+        // those bytes, so ask to be revisited next turn, after the others.
+        self.queue_revisit(r, key);
+    }
+
+    /// Runs `input` through the connection's decoder and the services. Returns the
+    /// bytes used: fewer than `input.len()` when the connection paused at a frame
+    /// boundary (output over the limit), all of them when it started closing.
+    fn feed(&mut self, r: &mut Reactor, key: usize, input: &[u8]) -> usize {
+        let mut pos = 0;
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return input.len();
+            };
+            if !conn.state.takes_requests() {
+                return input.len();
+            }
+            if conn.backpressured && conn.decoder.at_boundary() {
+                return pos;
+            }
+            let rest = input.get(pos..).unwrap_or_default();
+            let next = match conn.decoder.decode(rest) {
+                Err(e) => {
+                    self.services.framing_error(&e, &mut conn.out);
+                    Next::Close("framing error")
+                }
+                Ok((n, event)) => {
+                    pos += n;
+                    match event {
+                        None => return pos,
+                        Some(Event::Head { header, oversized }) => {
+                            self.services
+                                .head(&mut conn.session, &header, oversized, &mut conn.out)
+                        }
+                        Some(Event::Body(chunk)) => {
+                            self.services.body(&mut conn.session, chunk);
+                            Next::Continue
+                        }
+                        Some(Event::End) => self.services.end(&mut conn.session, &mut conn.out),
+                    }
+                }
+            };
+            if conn.out.len() > self.config.max_outbuf {
+                // Stop reading this connection until its output drains below half.
+                conn.backpressured = true;
+            }
+            match next {
+                Next::Continue => {}
+                Next::Authenticated => {
+                    conn.decoder.set_limits(self.services.limits(true));
+                    conn.set_state(key, State::Serving);
+                    conn.timer = Some(r.add_timer(r.now() + self.config.idle_timeout, Token(key)));
+                }
+                Next::Close(reason) => {
+                    self.close_politely(r, key, reason, None);
+                    return input.len();
+                }
+            }
+        }
+    }
+
+    /// The peer closed its sending side. Replies already owed are still sent.
+    fn peer_eof(&mut self, r: &mut Reactor, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.peer_eof = true;
+        let reason = if conn.decoder.is_idle() {
+            "peer closed"
+        } else {
+            "peer closed mid-frame"
+        };
+        self.close_politely(r, key, reason, None);
+    }
+
+    // ----- writing -----------------------------------------------------------
+
+    fn mark_flush(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.dirty
+        {
+            conn.dirty = true;
+            self.to_flush.push(key);
+        }
+    }
+
+    fn queue_revisit(&mut self, r: &mut Reactor, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.revisit_queued
+        {
+            conn.revisit_queued = true;
+            r.revisit(Token(key));
+        }
+    }
+
+    /// Writes what the connection owes, then sets its interest from its state.
+    fn flush(&mut self, r: &mut Reactor, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.dirty = false;
+        if conn.state == State::Closed {
+            return;
+        }
+        if !conn.out.is_empty() {
+            match conn.out.write_to(&mut conn.stream) {
+                Ok(n) => {
+                    if n > 0 {
+                        self.services.stats.bytes_out += n as u64;
+                        conn.last_active = r.now();
+                    }
+                }
+                Err(_) => return self.close_now(key, "write error"),
+            }
+        }
+        if conn.backpressured && conn.out.len() < self.config.max_outbuf / 2 {
+            // Resume reading. Bytes already in the kernel buffer raise no new
+            // readable edge, so the revisit queue must bring the connection back.
+            conn.backpressured = false;
+            self.queue_revisit(r, key);
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.state == State::Flushing && conn.out.is_empty() {
+            return self.start_draining(r, key);
+        }
+        // Interest follows from state: WRITABLE only while output is left over.
+        let want = if conn.out.is_empty() {
+            Interest::READABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        };
+        if want != conn.interest {
+            match r.registry().reregister(&mut conn.stream, Token(key), want) {
+                Ok(()) => conn.interest = want,
+                Err(_) => self.close_now(key, "reregister failed"),
+            }
+        }
+    }
+
+    // ----- closing -----------------------------------------------------------
+
+    /// Closing politely, step 1: stop serving, queue the `bye` (if any) and send
+    /// everything owed, within `FLUSH_LIMIT`.
+    fn close_politely(
+        &mut self,
+        r: &mut Reactor,
+        key: usize,
+        reason: &'static str,
+        bye: Option<&str>,
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn.state.takes_requests() {
+            return;
+        }
+        if let Some(bye) = bye {
+            self.services.bye(&mut conn.out, bye);
+        }
+        conn.close_reason = reason;
+        conn.stash = Vec::new();
+        conn.set_state(key, State::Flushing);
+        conn.timer = Some(r.add_timer(r.now() + tuning::FLUSH_LIMIT, Token(key)));
+        self.mark_flush(key);
+    }
+
+    /// Step 2: everything is sent. Shut down our side and read-and-drop for up to
+    /// `DRAIN_LIMIT`, so unread client bytes do not turn our close into a reset
+    /// that destroys the last frame before the client reads it.
+    fn start_draining(&mut self, r: &mut Reactor, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.peer_eof || conn.stream.shutdown_write().is_err() {
+            let reason = conn.close_reason;
+            return self.close_now(key, reason);
+        }
+        conn.set_state(key, State::Draining);
+        conn.timer = Some(r.add_timer(r.now() + tuning::DRAIN_LIMIT, Token(key)));
+        // Bytes already buffered raise no new edge: look at them next turn.
+        self.queue_revisit(r, key);
+    }
+
+    /// Reads and drops until the peer's EOF (then closes) or `WouldBlock`.
+    fn drain(&mut self, r: &mut Reactor, key: usize) {
+        for _ in 0..tuning::READS_PER_TURN {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    let reason = conn.close_reason;
+                    return self.close_now(key, reason);
+                }
+                Ok(n) => self.services.stats.bytes_in += n as u64,
+                Err(e) => match classify(&e) {
+                    IoClass::WouldBlock => return,
+                    IoClass::Retry => continue,
+                    IoClass::Fatal => {
+                        let reason = conn.close_reason;
+                        return self.close_now(key, reason);
+                    }
+                },
+            }
+        }
+        self.queue_revisit(r, key);
+    }
+
+    /// Step 3 (or at once, after an I/O error): mark closed; freed at end of turn.
+    fn close_now(&mut self, key: usize, reason: &'static str) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.state == State::Closed {
+            return;
+        }
+        if conn.close_reason.is_empty() {
+            conn.close_reason = reason;
+        }
+        conn.set_state(key, State::Closed);
+        self.to_free.push(key);
+    }
+
+    fn free(&mut self, r: &mut Reactor, key: usize) {
+        let Some(mut conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        let _ = r.registry().deregister(&mut conn.stream);
+        if conn.counted {
+            self.services.stats.conns_open -= 1;
+            log::info!(
+                "close {} ({}), {} open",
+                conn.peer,
+                conn.close_reason,
+                self.services.stats.conns_open
+            );
+        }
+        // Dropping the stream closes the descriptor.
+    }
+
+    // ----- timers ------------------------------------------------------------
+
+    /// The connection's one timer fired; what it means depends on the state.
+    fn deadline(&mut self, r: &mut Reactor, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let now = r.now();
+        match conn.state {
+            State::Greeting => self.close_politely(r, key, "auth timeout", Some("auth timeout")),
+            State::Serving => {
+                let due = conn.last_active + self.config.idle_timeout;
+                if due <= now {
+                    self.close_politely(r, key, "idle timeout", Some("idle timeout"));
+                } else {
+                    // Activity since the timer was armed: lazily re-arm for the new deadline.
+                    conn.timer = Some(r.add_timer(due, Token(key)));
+                }
+            }
+            State::Flushing => self.close_now(key, "flush timeout"),
+            State::Draining => {
+                let reason = conn.close_reason;
+                self.close_now(key, reason);
+            }
+            State::Closed => {}
+        }
+    }
+}
+
+impl Handler for Server {
+    fn ready(&mut self, r: &mut Reactor, token: Token, readiness: Readiness) {
+        if token == LISTENER {
+            return self.accept(r);
+        }
+        let key = token.0;
+        let Some(state) = self.conns.get(key).map(|c| c.state) else {
+            return;
+        };
+        if readiness.readable {
+            match state {
+                State::Greeting | State::Serving => self.read_requests(r, key),
+                State::Draining => self.drain(r, key),
+                // Flushing: input waits in the kernel until we drain it.
+                State::Flushing | State::Closed => {}
+            }
+        }
+        if readiness.writable {
+            self.mark_flush(key);
+        }
+    }
+
+    fn timer(&mut self, r: &mut Reactor, token: Token, id: TimerId) {
+        if token == LISTENER {
+            if self.accept_timer == Some(id) {
+                self.accept_timer = None;
+                self.accept(r);
+            }
+            return;
+        }
+        let key = token.0;
+        // Only the connection's current timer counts; any other is stale (lazy cancel).
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.timer == Some(id)
+        {
+            conn.timer = None;
+            self.deadline(r, key);
+        }
+    }
+
+    fn revisit(&mut self, r: &mut Reactor, token: Token) {
+        if token == LISTENER {
+            return self.accept(r);
+        }
+        let key = token.0;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.revisit_queued = false;
+        let state = conn.state;
+        match state {
+            State::Greeting | State::Serving => self.read_requests(r, key),
+            State::Draining => self.drain(r, key),
+            State::Flushing | State::Closed => {}
+        }
+    }
+
+    fn end_of_turn(&mut self, r: &mut Reactor) {
+        // Write at the end of the turn: replies produced by several events go out in one writev.
+        while !self.to_flush.is_empty() {
+            let mut to_flush = std::mem::take(&mut self.to_flush);
+            for key in to_flush.drain(..) {
+                self.flush(r, key);
+            }
+            if self.to_flush.is_empty() {
+                self.to_flush = to_flush; // keep the allocation
+            }
+        }
+        let mut to_free = std::mem::take(&mut self.to_free);
+        for key in to_free.drain(..) {
+            self.free(r, key);
+        }
+        self.to_free = to_free;
+    }
+
+    fn is_done(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,332 @@
+//! The service layer: takes decoded frames from the server and writes replies.
+//! Sans-IO: it sees headers, body bytes and an output buffer, never a socket.
+//! This file holds the op table, the handshake (contract section 3) and request dispatch.
+
+pub mod ops;
+pub mod stats;
+
+use crate::auth::{self, AUTH_FAILED, Nonce, Users};
+use crate::outbuf::OutBuf;
+use crate::proto::header::{FieldError, req_str};
+use crate::proto::{FrameError, HeadWriter, Header, Limits};
+use stats::Stats;
+use std::time::Instant;
+
+/// Every op the server knows. Adding an op: a variant, its name, its body policy, a handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Auth,
+    Ping,
+    Echo,
+    Upper,
+    Stamp,
+    Time,
+    Stats,
+}
+
+impl Op {
+    pub const ALL: [Op; 7] = [
+        Op::Auth,
+        Op::Ping,
+        Op::Echo,
+        Op::Upper,
+        Op::Stamp,
+        Op::Time,
+        Op::Stats,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Auth => "auth",
+            Op::Ping => "ping",
+            Op::Echo => "echo",
+            Op::Upper => "upper",
+            Op::Stamp => "stamp",
+            Op::Time => "time",
+            Op::Stats => "stats",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Op> {
+        Op::ALL.into_iter().find(|op| op.name() == name)
+    }
+
+    /// Ops that need their whole body in memory (bounded by `--max-body`).
+    pub fn buffers_body(self) -> bool {
+        matches!(self, Op::Echo | Op::Upper | Op::Stamp)
+    }
+}
+
+/// What the server should do after a frame event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Continue,
+    /// Authentication succeeded: lift the pre-auth limits.
+    Authenticated,
+    /// Close the connection politely (the reply saying why is already queued).
+    Close(&'static str),
+}
+
+/// What the service keeps per connection.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// The authenticated user; `None` during the handshake.
+    pub user: Option<String>,
+    /// The nonce of our hello.
+    nonce: Nonce,
+    /// The request whose body is arriving.
+    body: Body,
+}
+
+#[derive(Debug, Default)]
+enum Body {
+    /// No body expected, or one to drop (an op that takes none, or an error already replied).
+    #[default]
+    Drop,
+    /// Collecting the body of `op`; the bytes grow as they arrive.
+    Collect {
+        op: Op,
+        id: Option<u64>,
+        bytes: Vec<u8>,
+    },
+}
+
+pub struct Services {
+    pub stats: Stats,
+    users: Users,
+    no_auth: bool,
+    /// Decoder limits after authentication.
+    open_limits: Limits,
+}
+
+impl Services {
+    pub fn new(users: Users, no_auth: bool, open_limits: Limits, started: Instant) -> Services {
+        Services {
+            stats: Stats::new(started),
+            users,
+            no_auth,
+            open_limits,
+        }
+    }
+
+    /// Decoder limits for a new connection, and the limits once it authenticates.
+    pub fn limits(&self, authenticated: bool) -> Limits {
+        if authenticated {
+            self.open_limits
+        } else {
+            Limits::PRE_AUTH
+        }
+    }
+
+    /// Whether new connections skip the handshake.
+    pub fn no_auth(&self) -> bool {
+        self.no_auth
+    }
+
+    /// Queues the hello push for a new connection. With `--no-auth` the session starts
+    /// authenticated as `anonymous`.
+    pub fn greet(&mut self, session: &mut Session, out: &mut OutBuf) -> std::io::Result<()> {
+        let server = concat!("frameloop/", env!("CARGO_PKG_VERSION"));
+        let (max_header, max_body) = (self.open_limits.max_header, self.open_limits.max_body);
+        if self.no_auth {
+            session.user = Some("anonymous".to_string());
+            out.append(|buf| {
+                let mut w = HeadWriter::push(buf, "hello");
+                w.field("proto", &1)
+                    .field("server", server)
+                    .field("auth", "none");
+                w.field("max_header", &max_header)
+                    .field("max_body", &max_body);
+                w.finish(0);
+            });
+        } else {
+            session.nonce = auth::random32()?;
+            let mut hex = [0u8; 64];
+            // 32 bytes always fit 64 hex digits.
+            let _ = hex::encode_to_slice(session.nonce, &mut hex);
+            let nonce = std::str::from_utf8(&hex).unwrap_or_default();
+            out.append(|buf| {
+                let mut w = HeadWriter::push(buf, "hello");
+                w.field("proto", &1)
+                    .field("server", server)
+                    .field("auth", "hmac-sha256");
+                w.field("nonce", nonce)
+                    .field("max_header", &max_header)
+                    .field("max_body", &max_body);
+                w.finish(0);
+            });
+        }
+        self.stats.frames_out += 1;
+        Ok(())
+    }
+
+    /// A header arrived. Replies now when the request needs no body; otherwise
+    /// prepares to collect or drop the body that follows.
+    pub fn head(
+        &mut self,
+        session: &mut Session,
+        header: &Header,
+        oversized: bool,
+        out: &mut OutBuf,
+    ) -> Next {
+        self.stats.frames_in += 1;
+        session.body = Body::Drop;
+        let op = header.op().as_deref().and_then(Op::parse);
+        if let Some(op) = op {
+            self.stats.count_op(op);
+        }
+        let id = match header.id() {
+            Ok(id) => id,
+            Err(e) => {
+                self.error(out, 400, None, &e.to_string());
+                return if session.user.is_none() {
+                    Next::Close("bad request before auth")
+                } else {
+                    Next::Continue
+                };
+            }
+        };
+        if session.user.is_none() {
+            return match op {
+                Some(Op::Auth) => self.authenticate(session, header, id, out),
+                _ => {
+                    self.stats.auth_failures += 1;
+                    self.error(out, 401, id, AUTH_FAILED);
+                    Next::Close("request before auth")
+                }
+            };
+        }
+        match op {
+            None => {
+                let msg = match header.op() {
+                    None => "missing op (a string)".to_string(),
+                    Some(name) => format!("unknown op {name:?}"),
+                };
+                self.error(out, 400, id, &msg);
+            }
+            Some(Op::Auth) => self.error(out, 400, id, "already authenticated"),
+            Some(op) if op.buffers_body() => {
+                if oversized {
+                    self.error(out, 413, id, "body is over the limit");
+                } else {
+                    // Grows with the bytes that arrive, never from the claimed size.
+                    session.body = Body::Collect {
+                        op,
+                        id,
+                        bytes: Vec::new(),
+                    };
+                }
+            }
+            Some(op) => {
+                let result = ops::run(op, header, &self.stats);
+                self.finish(out, id, result);
+            }
+        }
+        Next::Continue
+    }
+
+    /// A piece of the current request's body.
+    pub fn body(&mut self, session: &mut Session, chunk: &[u8]) {
+        if let Body::Collect { bytes, .. } = &mut session.body {
+            bytes.extend_from_slice(chunk);
+        }
+    }
+
+    /// The current frame is complete: reply to a request that collected its body.
+    pub fn end(&mut self, session: &mut Session, out: &mut OutBuf) -> Next {
+        if let Body::Collect { op, id, bytes } = std::mem::take(&mut session.body) {
+            let result = ops::run_with_body(op, bytes);
+            self.finish(out, id, result);
+        }
+        Next::Continue
+    }
+
+    /// A framing error: one reply without id; the server then closes.
+    pub fn framing_error(&mut self, err: &FrameError, out: &mut OutBuf) {
+        self.stats.protocol_errors += 1;
+        self.error(out, err.status(), None, &err.message());
+    }
+
+    /// The `bye` push sent before the server closes a connection on its own.
+    pub fn bye(&mut self, out: &mut OutBuf, reason: &str) {
+        out.append(|buf| {
+            let mut w = HeadWriter::push(buf, "bye");
+            w.field("reason", reason);
+            w.finish(0);
+        });
+        self.stats.frames_out += 1;
+    }
+
+    /// The 503 for a connection over `--max-conns`.
+    pub fn busy(&mut self, out: &mut OutBuf) {
+        self.error(out, 503, None, "too many connections");
+    }
+
+    fn authenticate(
+        &mut self,
+        session: &mut Session,
+        header: &Header,
+        id: Option<u64>,
+        out: &mut OutBuf,
+    ) -> Next {
+        let fields = || -> Result<_, FieldError> {
+            Ok((
+                req_str(header.user, "user")?,
+                req_str(header.cnonce, "cnonce")?,
+                req_str(header.mac, "mac")?,
+            ))
+        };
+        let checked = fields().ok().and_then(|(user, cnonce, mac)| {
+            let cnonce = auth::hex32(&cnonce)?;
+            let mac = auth::hex32(&mac)?;
+            // An unknown user costs the same HMAC as a known one, so timing does not tell them apart.
+            let key = self.users.key(&user).copied();
+            let ok = auth::verify_client(
+                &key.unwrap_or_default(),
+                &session.nonce,
+                &cnonce,
+                &user,
+                &mac,
+            );
+            (ok && key.is_some()).then(|| (user, cnonce, key.unwrap_or_default()))
+        });
+        let Some((user, cnonce, key)) = checked else {
+            self.stats.auth_failures += 1;
+            self.error(out, 401, id, AUTH_FAILED);
+            return Next::Close("authentication failed");
+        };
+        let proof = auth::server_mac(&key, &session.nonce, &cnonce, &user);
+        let mut hex = [0u8; 64];
+        let _ = hex::encode_to_slice(proof, &mut hex);
+        out.append(|buf| {
+            let mut w = HeadWriter::reply(buf, 200, id);
+            w.field("user", user.as_ref())
+                .field("mac", std::str::from_utf8(&hex).unwrap_or_default());
+            w.finish(0);
+        });
+        self.stats.frames_out += 1;
+        session.user = Some(user.into_owned());
+        Next::Authenticated
+    }
+
+    /// Queues an op's reply, or its error.
+    fn finish(
+        &mut self,
+        out: &mut OutBuf,
+        id: Option<u64>,
+        result: Result<ops::Reply, ops::OpError>,
+    ) {
+        match result {
+            Ok(reply) => {
+                reply.write(out, id);
+                self.stats.frames_out += 1;
+            }
+            Err(e) => self.error(out, e.status, id, &e.message),
+        }
+    }
+
+    fn error(&mut self, out: &mut OutBuf, status: u16, id: Option<u64>, message: &str) {
+        out.append(|buf| HeadWriter::error(buf, status, id, message).finish(0));
+        self.stats.frames_out += 1;
+    }
+}
