@@ -104,11 +104,13 @@ impl OutBuf {
             }
             k -= left;
             self.pos = 0;
-            if let Some(mut done) = self.chunks.pop_front() {
-                if self.chunks.is_empty() && self.tail_open && done.capacity() <= SPARE_MAX {
-                    done.clear();
-                    self.spare = done;
-                }
+            if let Some(mut done) = self.chunks.pop_front()
+                && self.chunks.is_empty()
+                && self.tail_open
+                && done.capacity() <= SPARE_MAX
+            {
+                done.clear();
+                self.spare = done;
             }
         }
         if self.chunks.is_empty() {

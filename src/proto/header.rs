@@ -83,7 +83,7 @@ impl<'a> Header<'a> {
 
     /// The op name, when it is a string.
     pub fn op(&self) -> Option<Cow<'a, str>> {
-        self.op.and_then(|raw| string_of(raw))
+        self.op.and_then(string_of)
     }
 }
 
