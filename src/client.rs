@@ -242,6 +242,15 @@ impl Client {
         }
     }
 
+    /// The socket, for callers that take over the connection after the handshake
+    /// (the load generator). Fails if the server already sent more than was read.
+    pub fn into_stream(self) -> io::Result<TcpStream> {
+        if !self.reader.buffer().is_empty() || !self.pushes.is_empty() {
+            return Err(protocol_error("unread frames after the handshake"));
+        }
+        Ok(self.reader.into_inner())
+    }
+
     /// The raw socket, for tests that misbehave on purpose.
     pub fn stream(&self) -> &TcpStream {
         &self.writer

@@ -6,12 +6,14 @@
 //! - [`proto`]: the frame codec, sans-IO (bytes in, frames out).
 //! - [`service`]: the ops, one module per section of the contract.
 //! - [`auth`]: the HMAC challenge-response math and the users file.
-//! - [`client`]: a blocking client library; [`config`]: every limit and default.
+//! - [`client`]: a blocking client library; [`load`]: the load generator;
+//!   [`config`]: every limit and default.
 
 pub mod auth;
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod load;
 pub mod net;
 pub mod outbuf;
 pub mod proto;

@@ -2,7 +2,9 @@
 
 use argh::FromArgs;
 use frameloop::auth::{self, Users};
+use frameloop::client::Credentials;
 use frameloop::config::{self, Config};
+use frameloop::load::LoadConfig;
 use frameloop::proto::Limits;
 use frameloop::server::Server;
 use frameloop::service::Services;
@@ -23,6 +25,7 @@ struct Cli {
 enum Command {
     Serve(ServeArgs),
     Keygen(KeygenArgs),
+    Load(LoadArgs),
 }
 
 /// Run the server (zero-config: 127.0.0.1:7878, ./frameloop-data).
@@ -81,6 +84,117 @@ struct KeygenArgs {
     name: String,
 }
 
+/// Drive a server with N connections in closed loop and report requests per second.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "load")]
+struct LoadArgs {
+    /// server address (default 127.0.0.1:7878)
+    #[argh(
+        option,
+        default = "config::DEFAULT_ADDR.parse().expect(\"valid default\")"
+    )]
+    addr: std::net::SocketAddr,
+    /// connections (default 50)
+    #[argh(option, default = "50")]
+    conns: usize,
+    /// requests in flight per connection (default 1)
+    #[argh(option, default = "1")]
+    pipeline: usize,
+    /// op to send: ping, echo, upper, stamp, time (default echo)
+    #[argh(option, default = "String::from(\"echo\")")]
+    op: String,
+    /// body size in bytes for echo, upper, stamp (default 64)
+    #[argh(option, default = "64")]
+    size: usize,
+    /// measured seconds (default 5)
+    #[argh(
+        option,
+        default = "Duration::from_secs(5)",
+        from_str_fn(config::parse_secs)
+    )]
+    duration: Duration,
+    /// seconds run before measuring (default 1)
+    #[argh(
+        option,
+        default = "Duration::from_secs(1)",
+        from_str_fn(parse_secs_or_zero)
+    )]
+    warmup: Duration,
+    /// user name (default guest)
+    #[argh(option, default = "String::from(\"guest\")")]
+    user: String,
+    /// users file to read the key from (default ./frameloop-data/users)
+    #[argh(
+        option,
+        default = "PathBuf::from(config::DEFAULT_DATA_DIR).join(\"users\")"
+    )]
+    users: PathBuf,
+    /// connect without authentication (for --no-auth servers)
+    #[argh(switch)]
+    no_auth: bool,
+    /// print one JSON line instead of a table
+    #[argh(switch)]
+    json: bool,
+}
+
+fn parse_secs_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    config::parse_secs(text)
+}
+
+fn load(args: LoadArgs) -> Result<(), String> {
+    let creds = if args.no_auth {
+        Credentials::Anonymous
+    } else {
+        let users = Users::load(&args.users)?;
+        let key = *users
+            .key(&args.user)
+            .ok_or_else(|| format!("no user {} in {}", args.user, args.users.display()))?;
+        Credentials::Key {
+            user: args.user,
+            key,
+        }
+    };
+    if args.conns == 0 || args.pipeline == 0 {
+        return Err("--conns and --pipeline must be at least 1".into());
+    }
+    let cfg = LoadConfig {
+        addr: args.addr,
+        creds,
+        conns: args.conns,
+        pipeline: args.pipeline,
+        op: args.op,
+        size: args.size,
+        duration: args.duration,
+        warmup: args.warmup,
+    };
+    let report = frameloop::load::run(&cfg).map_err(|e| format!("load: {e}"))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!(
+            "{} conns x pipeline {}, {} {} B, {:.1} s: {:.0} req/s, {} requests, {} errors",
+            report.conns,
+            report.pipeline,
+            report.op,
+            report.size,
+            report.seconds,
+            report.rps,
+            report.requests,
+            report.errors
+        );
+    }
+    if report.errors > 0 {
+        return Err(format!("{} replies were wrong", report.errors));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
@@ -88,6 +202,7 @@ fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Load(args) => load(args),
         Command::Keygen(args) => auth::keygen_line(&args.name)
             .map(|line| println!("{line}"))
             .map_err(|e| e.to_string()),

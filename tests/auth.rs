@@ -23,7 +23,11 @@ fn hello_has_the_contract_fields() {
     assert_eq!(hello.str("auth"), Some("hmac-sha256"));
     let nonce = hello.str("nonce").unwrap();
     assert_eq!(nonce.len(), 64);
-    assert!(nonce.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    assert!(
+        nonce
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    );
     assert_eq!(hello.header["max_header"], json!(65536));
     assert_eq!(hello.header["max_body"], json!(16777216));
     // Fresh per connection.
@@ -44,7 +48,9 @@ fn mutual_auth_succeeds_and_server_proves_the_key() {
         user: "guest".into(),
         key: server.key(),
     };
-    let err = Client::connect(other.addr, &creds).err().expect("must fail");
+    let err = Client::connect(other.addr, &creds)
+        .err()
+        .expect("must fail");
     assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
 }
 
@@ -70,20 +76,44 @@ fn every_auth_failure_is_the_same_401_then_close() {
     };
     let c = hex::encode(cnonce);
     // Wrong key.
-    refused(&server, |n| json!({"op":"auth","user":"guest","cnonce":c,"mac":mac_for(n,"guest",&[1;32])}));
+    refused(
+        &server,
+        |n| json!({"op":"auth","user":"guest","cnonce":c,"mac":mac_for(n,"guest",&[1;32])}),
+    );
     // Unknown user (with a MAC made for it).
-    refused(&server, |n| json!({"op":"auth","user":"mallory","cnonce":c,"mac":mac_for(n,"mallory",&key)}));
+    refused(
+        &server,
+        |n| json!({"op":"auth","user":"mallory","cnonce":c,"mac":mac_for(n,"mallory",&key)}),
+    );
     // MAC for another user name.
-    refused(&server, |n| json!({"op":"auth","user":"guest","cnonce":c,"mac":mac_for(n,"guest2",&key)}));
+    refused(
+        &server,
+        |n| json!({"op":"auth","user":"guest","cnonce":c,"mac":mac_for(n,"guest2",&key)}),
+    );
     // Bad hex, wrong lengths.
-    refused(&server, |_| json!({"op":"auth","user":"guest","cnonce":c,"mac":"zz".repeat(32)}));
-    refused(&server, |n| json!({"op":"auth","user":"guest","cnonce":&c[..62],"mac":mac_for(n,"guest",&key)}));
-    refused(&server, |n| json!({"op":"auth","user":"guest","cnonce":c,"mac":&mac_for(n,"guest",&key)[..62]}));
+    refused(
+        &server,
+        |_| json!({"op":"auth","user":"guest","cnonce":c,"mac":"zz".repeat(32)}),
+    );
+    refused(
+        &server,
+        |n| json!({"op":"auth","user":"guest","cnonce":&c[..62],"mac":mac_for(n,"guest",&key)}),
+    );
+    refused(
+        &server,
+        |n| json!({"op":"auth","user":"guest","cnonce":c,"mac":&mac_for(n,"guest",&key)[..62]}),
+    );
     // Missing and mistyped fields.
     refused(&server, |_| json!({"op":"auth","user":"guest"}));
-    refused(&server, |n| json!({"op":"auth","user":5,"cnonce":c,"mac":mac_for(n,"guest",&key)}));
+    refused(
+        &server,
+        |n| json!({"op":"auth","user":5,"cnonce":c,"mac":mac_for(n,"guest",&key)}),
+    );
     // A MAC over another connection's nonce (replay).
-    refused(&server, |_| json!({"op":"auth","user":"guest","cnonce":c,"mac":mac_for(&"00".repeat(32),"guest",&key)}));
+    refused(
+        &server,
+        |_| json!({"op":"auth","user":"guest","cnonce":c,"mac":mac_for(&"00".repeat(32),"guest",&key)}),
+    );
     assert!(server.stats()["auth_failures"].as_u64().unwrap() >= 9);
 }
 
@@ -95,9 +125,15 @@ fn uppercase_hex_is_accepted() {
     let nonce = auth::hex32(hello.str("nonce").unwrap()).unwrap();
     let cnonce = [0xab; 32];
     let mac = hex::encode_upper(auth::client_mac(&key, &nonce, &cnonce, "guest"));
-    raw.request(json!({"op":"auth","id":4,"user":"guest","cnonce":hex::encode_upper(cnonce),"mac":mac}), b"");
+    raw.request(
+        json!({"op":"auth","id":4,"user":"guest","cnonce":hex::encode_upper(cnonce),"mac":mac}),
+        b"",
+    );
     let r = raw.recv();
-    assert_eq!((r.status(), r.id(), r.str("user")), (200, Some(4), Some("guest")));
+    assert_eq!(
+        (r.status(), r.id(), r.str("user")),
+        (200, Some(4), Some("guest"))
+    );
     let mac = r.str("mac").unwrap();
     assert_eq!(mac, mac.to_lowercase());
 }
@@ -119,7 +155,10 @@ fn pre_auth_limits_are_tighter() {
     let server = Server::start(&[]);
     // A header over 4096 bytes: 431.
     let (mut raw, _) = server.raw();
-    raw.send(&format!(r#"{{"op":"auth","pad":"{}"}}"#, "x".repeat(4100)), b"");
+    raw.send(
+        &format!(r#"{{"op":"auth","pad":"{}"}}"#, "x".repeat(4100)),
+        b"",
+    );
     assert_eq!(raw.recv().status(), 431);
     raw.expect_closed();
     // A body: 400.
@@ -135,11 +174,17 @@ fn auth_timeout_says_bye_then_closes() {
     let (mut raw, _) = server.raw();
     let start = Instant::now();
     let bye = raw.recv();
-    assert_eq!((bye.op(), bye.str("reason")), (Some("bye"), Some("auth timeout")));
+    assert_eq!(
+        (bye.op(), bye.str("reason")),
+        (Some("bye"), Some("auth timeout"))
+    );
     assert!(bye.is_push());
     raw.expect_closed();
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(3), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
 }
 
 #[test]
@@ -147,7 +192,10 @@ fn authenticated_connections_do_not_hit_the_auth_timeout() {
     let server = Server::start(&["--auth-timeout", "0.2"]);
     let mut client = server.client();
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(client.request("ping", json!({}), b"").unwrap().status(), 200);
+    assert_eq!(
+        client.request("ping", json!({}), b"").unwrap().status(),
+        200
+    );
 }
 
 #[test]
@@ -172,7 +220,10 @@ fn first_start_creates_a_private_users_file_with_guest() {
     let users = Users::load(&path).unwrap();
     assert_eq!(users.len(), 1);
     assert!(users.key("guest").is_some());
-    assert!(server.log().contains(&path.display().to_string()), "log says where");
+    assert!(
+        server.log().contains(&path.display().to_string()),
+        "log says where"
+    );
 }
 
 #[test]
@@ -185,7 +236,11 @@ fn users_file_from_keygen_with_comments() {
     assert!(out.status.success());
     let line = String::from_utf8(out.stdout).unwrap();
     let users_path = dir.path().join("my-users");
-    std::fs::write(&users_path, format!("# team\n\n   # indented comment\n{line}")).unwrap();
+    std::fs::write(
+        &users_path,
+        format!("# team\n\n   # indented comment\n{line}"),
+    )
+    .unwrap();
     let users = Users::load(&users_path).unwrap();
     let key = *users.key("alice.b-2").unwrap();
     let server = Server::start(&["--users", users_path.to_str().unwrap()]);

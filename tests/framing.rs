@@ -37,7 +37,10 @@ fn a_frame_sent_one_byte_at_a_time() {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let reply = raw.recv();
-    assert_eq!((reply.status(), reply.id(), reply.body.as_slice()), (200, Some(5), &b"abc"[..]));
+    assert_eq!(
+        (reply.status(), reply.id(), reply.body.as_slice()),
+        (200, Some(5), &b"abc"[..])
+    );
 }
 
 /// Sends `bytes` on a fresh authenticated connection; expects one error reply, then a close.
@@ -60,17 +63,36 @@ fn framing_errors_reply_then_close() {
     framing_error(&server, &encode_frame(b"not json", b""), 400);
     framing_error(&server, &encode_frame(b"[1,2,3]", b""), 400);
     framing_error(&server, &encode_frame(b"\"op\"", b""), 400);
-    framing_error(&server, &encode_frame(b"{\"op\":\"ping\",\"x\":\"\xff\xfe\"}", b""), 400);
-    framing_error(&server, &encode_frame(br#"{"op":"echo","size":-1}"#, b""), 400);
-    framing_error(&server, &encode_frame(br#"{"op":"echo","size":"3"}"#, b"abc"), 400);
-    framing_error(&server, &encode_frame(br#"{"op":"echo","size":2.5}"#, b"abc"), 400);
+    framing_error(
+        &server,
+        &encode_frame(b"{\"op\":\"ping\",\"x\":\"\xff\xfe\"}", b""),
+        400,
+    );
+    framing_error(
+        &server,
+        &encode_frame(br#"{"op":"echo","size":-1}"#, b""),
+        400,
+    );
+    framing_error(
+        &server,
+        &encode_frame(br#"{"op":"echo","size":"3"}"#, b"abc"),
+        400,
+    );
+    framing_error(
+        &server,
+        &encode_frame(br#"{"op":"echo","size":2.5}"#, b"abc"),
+        400,
+    );
     assert!(server.stats()["protocol_errors"].as_u64().unwrap() >= 10);
 }
 
 #[test]
 fn framing_errors_come_before_authentication() {
     let server = Server::start(&[]);
-    for (bytes, status) in [(be32(0).to_vec(), 400), (b"GET / HTTP/1.0\r\n\r\n".to_vec(), 431)] {
+    for (bytes, status) in [
+        (be32(0).to_vec(), 400),
+        (b"GET / HTTP/1.0\r\n\r\n".to_vec(), 431),
+    ] {
         let (mut raw, _) = server.raw();
         raw.send_bytes(&bytes);
         assert_eq!(raw.recv().status(), status);
@@ -144,7 +166,10 @@ fn requests_without_id_get_replies_without_id() {
 fn unknown_header_keys_are_ignored() {
     let server = Server::start(&[]);
     let mut raw = server.raw_authed();
-    raw.send(r#"{"op":"echo","id":1,"size":2,"x":{"deep":[1,2,{"a":null}]},"y":"\u00e9"}"#, b"ok");
+    raw.send(
+        r#"{"op":"echo","id":1,"size":2,"x":{"deep":[1,2,{"a":null}]},"y":"\u00e9"}"#,
+        b"ok",
+    );
     let r = raw.recv();
     assert_eq!((r.status(), r.body.as_slice()), (200, &b"ok"[..]));
 }
@@ -161,14 +186,19 @@ fn oversized_body_is_413_and_discarded() {
     assert_eq!((r.status(), r.id()), (413, Some(2)));
     raw.request(json!({"op":"echo","id":3}), b"still here");
     let r = raw.recv();
-    assert_eq!((r.status(), r.id(), r.body.as_slice()), (200, Some(3), &b"still here"[..]));
+    assert_eq!(
+        (r.status(), r.id(), r.body.as_slice()),
+        (200, Some(3), &b"still here"[..])
+    );
 }
 
 #[test]
 fn sixteen_mib_body_at_the_default_limit() {
     let server = Server::start(&[]);
     let mut client = server.client();
-    let body: Vec<u8> = (0..16 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
+    let body: Vec<u8> = (0..16 * 1024 * 1024)
+        .map(|i: u32| (i % 251) as u8)
+        .collect();
     let r = client.request("echo", json!({}), &body).unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.body == body);
@@ -176,7 +206,10 @@ fn sixteen_mib_body_at_the_default_limit() {
     over.push(0);
     let r = client.request("echo", json!({}), &over).unwrap();
     assert_eq!(r.status(), 413);
-    assert_eq!(client.request("ping", json!({}), b"").unwrap().status(), 200);
+    assert_eq!(
+        client.request("ping", json!({}), b"").unwrap().status(),
+        200
+    );
 }
 
 #[test]

@@ -33,7 +33,10 @@ fn twenty_thousand_pipelined_echoes_unread_keep_memory_bounded() {
     // the rest waits in kernel buffers and in the sender.
     std::thread::sleep(Duration::from_millis(1500));
     let rss_mid = server.rss_kib();
-    assert!(rss_mid < 100 * 1024, "server RSS {rss_mid} KiB while the client does not read");
+    assert!(
+        rss_mid < 100 * 1024,
+        "server RSS {rss_mid} KiB while the client does not read"
+    );
     assert!(
         rss_mid < rss_before + 20 * 1024,
         "RSS grew from {rss_before} to {rss_mid} KiB"
@@ -65,7 +68,10 @@ fn a_thousand_claimed_16_mib_bodies_cost_almost_nothing() {
     let rss_after = server.rss_kib();
     let grown = rss_after.saturating_sub(rss_before);
     eprintln!("RSS {rss_before} -> {rss_after} KiB for 1000 connections");
-    assert!(grown < 8 * 1024, "RSS grew {grown} KiB for 1000 connections claiming 16 MiB each");
+    assert!(
+        grown < 8 * 1024,
+        "RSS grew {grown} KiB for 1000 connections claiming 16 MiB each"
+    );
     // And the server still answers.
     let start = Instant::now();
     assert_eq!(ping.request("ping", json!({}), b"").unwrap().status(), 200);
@@ -81,11 +87,17 @@ fn idle_timeout_says_bye_and_activity_keeps_it_alive() {
     // Ping every 200 ms for 1.2 s: never idle for 0.6 s.
     for _ in 0..6 {
         std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(active.request("ping", json!({}), b"").unwrap().status(), 200);
+        assert_eq!(
+            active.request("ping", json!({}), b"").unwrap().status(),
+            200
+        );
     }
     // The silent one got a bye and a close meanwhile.
     let bye = idle.recv();
-    assert_eq!((bye.op(), bye.str("reason")), (Some("bye"), Some("idle timeout")));
+    assert_eq!(
+        (bye.op(), bye.str("reason")),
+        (Some("bye"), Some("idle timeout"))
+    );
     idle.expect_closed();
 }
 
@@ -118,7 +130,12 @@ fn a_flooding_connection_does_not_starve_others() {
     let mut reader = flood;
     // 64 MiB of pipelined echoes, read back concurrently.
     let body = vec![b'f'; 64 * 1024];
-    let frame = encode_frame(json!({"op":"echo","size":body.len()}).to_string().as_bytes(), &body);
+    let frame = encode_frame(
+        json!({"op":"echo","size":body.len()})
+            .to_string()
+            .as_bytes(),
+        &body,
+    );
     let sender = std::thread::spawn(move || {
         for _ in 0..1024 {
             if writer.write_all(&frame).is_err() {
@@ -142,7 +159,10 @@ fn a_flooding_connection_does_not_starve_others() {
     sender.join().unwrap();
     receiver.join().unwrap();
     // A generous bound: the point is "not starved", not a latency figure.
-    assert!(worst < Duration::from_millis(500), "worst ping {worst:?} during a flood");
+    assert!(
+        worst < Duration::from_millis(500),
+        "worst ping {worst:?} during a flood"
+    );
 }
 
 #[test]
@@ -173,7 +193,9 @@ fn vanishing_clients_leak_nothing() {
     let (raw, _) = server.raw();
     drop(raw);
     // Open: `_keep` and the connection `stats()` itself uses.
-    server.wait_for("connections to close", |s| s.stats()["conns_open"].as_u64() == Some(2));
+    server.wait_for("connections to close", |s| {
+        s.stats()["conns_open"].as_u64() == Some(2)
+    });
     server.wait_for("descriptors to be freed", |s| s.fd_count() <= fds_before);
     assert!(server.log().contains("peer closed mid-frame"));
 }
@@ -217,7 +239,9 @@ fn one_log_line_per_open_and_close_with_peer_and_reason() {
     let c = server.client();
     let local = c.stream().local_addr().unwrap().to_string();
     drop(c);
-    server.wait_for("the close line", |s| s.log().contains(&format!("close {local} (peer closed)")));
+    server.wait_for("the close line", |s| {
+        s.log().contains(&format!("close {local} (peer closed)"))
+    });
     let log = server.log();
     assert_eq!(log.matches(&format!("open {local}")).count(), 1);
 }
@@ -236,7 +260,11 @@ fn ping_answers_within_a_bound_while_a_large_echo_streams() {
     while !handle.is_finished() && start.elapsed() < TIMEOUT {
         let t = Instant::now();
         assert_eq!(c.request("ping", json!({}), b"").unwrap().status(), 200);
-        assert!(t.elapsed() < Duration::from_millis(500), "ping took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "ping took {:?}",
+            t.elapsed()
+        );
     }
     handle.join().unwrap();
 }

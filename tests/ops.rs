@@ -14,7 +14,9 @@ fn ping_echo_upper() {
     let bin: Vec<u8> = (0..=255).collect();
     assert_eq!(c.request("echo", json!({}), &bin).unwrap().body, bin);
     assert_eq!(c.request("echo", json!({}), b"").unwrap().body, b"");
-    let r = c.request("upper", json!({}), "héllo wörld z{~\u{0}".as_bytes()).unwrap();
+    let r = c
+        .request("upper", json!({}), "héllo wörld z{~\u{0}".as_bytes())
+        .unwrap();
     assert_eq!(r.body, "HéLLO WöRLD Z{~\u{0}".as_bytes());
     let mut want = bin.clone();
     want.make_ascii_uppercase();
@@ -28,7 +30,10 @@ fn stamp_prefixes_ctime_local_time() {
     let r = c.request("stamp", json!({}), b"hi there").unwrap();
     let text = String::from_utf8(r.body).unwrap();
     // "[Sun Nov 22 03:58:07 2026] hi there"
-    assert!(text.starts_with('[') && text.ends_with("] hi there"), "{text}");
+    assert!(
+        text.starts_with('[') && text.ends_with("] hi there"),
+        "{text}"
+    );
     let inner = &text[1..text.len() - "] hi there".len()];
     let parsed = chrono::NaiveDateTime::parse_from_str(inner, "%a %b %e %H:%M:%S %Y");
     assert!(parsed.is_ok(), "{inner:?}");
@@ -42,16 +47,29 @@ fn time_default_custom_and_bad_formats() {
     let mut c = server.client();
     let r = c.request("time", json!({}), b"").unwrap();
     let text = String::from_utf8(r.body).unwrap();
-    assert!(chrono::NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S").is_ok(), "{text}");
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S").is_ok(),
+        "{text}"
+    );
     let r = c.request("time", json!({"format":"%Y!"}), b"").unwrap();
-    assert_eq!(r.body, format!("{}!", chrono::Local::now().format("%Y")).as_bytes());
+    assert_eq!(
+        r.body,
+        format!("{}!", chrono::Local::now().format("%Y")).as_bytes()
+    );
     for bad in ["%", "%Q", "abc%E"] {
         let r = c.request("time", json!({"format":bad}), b"").unwrap();
         assert_eq!(r.status(), 400, "{bad}");
     }
-    let r = c.request("time", json!({"format":"a".repeat(257)}), b"").unwrap();
+    let r = c
+        .request("time", json!({"format":"a".repeat(257)}), b"")
+        .unwrap();
     assert_eq!(r.status(), 400);
-    assert_eq!(c.request("time", json!({"format":"a".repeat(256)}), b"").unwrap().status(), 200);
+    assert_eq!(
+        c.request("time", json!({"format":"a".repeat(256)}), b"")
+            .unwrap()
+            .status(),
+        200
+    );
     let r = c.request("time", json!({"format":7}), b"").unwrap();
     assert_eq!(r.status(), 400);
     // Still fine after all that.
@@ -86,6 +104,7 @@ fn stats_has_every_counter_and_they_move() {
     assert_eq!(s["ops"]["stats"], json!(1));
     assert!(s["frames_in"].as_u64().unwrap() >= 4); // auth, 2 echo, stats
     assert!(s["bytes_in"].as_u64().unwrap() > 10);
-    let s2: serde_json::Value = serde_json::from_slice(&c.request("stats", json!({}), b"").unwrap().body).unwrap();
+    let s2: serde_json::Value =
+        serde_json::from_slice(&c.request("stats", json!({}), b"").unwrap().body).unwrap();
     assert!(s2["bytes_out"].as_u64() > s["bytes_out"].as_u64());
 }

@@ -38,6 +38,8 @@ pub struct Header<'a> {
     #[serde(borrow, default, deserialize_with = "present", rename = "size")]
     size_raw: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
+    pub status: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
     pub format: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     pub user: Option<&'a RawValue>,
@@ -79,6 +81,11 @@ impl<'a> Header<'a> {
                 .map(Some)
                 .ok_or(FieldError::Type("id", "an unsigned integer")),
         }
+    }
+
+    /// A reply's status, when it is an integer (for clients decoding replies).
+    pub fn status(&self) -> Option<u64> {
+        self.status.and_then(u64_of)
     }
 
     /// The op name, when it is a string.

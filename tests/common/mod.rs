@@ -40,7 +40,9 @@ impl Server {
             .expect("start server");
         let mut line = String::new();
         let stdout = child.stdout.take().expect("stdout");
-        BufReader::new(stdout).read_line(&mut line).expect("read address");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read address");
         let addr = line
             .trim()
             .rsplit(' ')
@@ -91,7 +93,8 @@ impl Server {
     }
 
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -100,7 +103,9 @@ impl Server {
     }
 
     pub fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("fd dir").count()
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("fd dir")
+            .count()
     }
 
     /// utime + stime of the server, in clock ticks.
@@ -122,7 +127,11 @@ impl Server {
     pub fn wait_for(&self, what: &str, mut cond: impl FnMut(&Server) -> bool) {
         let start = Instant::now();
         while !cond(self) {
-            assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}; log:\n{}", self.log());
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "timed out waiting for {what}; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -195,7 +204,10 @@ impl Raw {
         let reply = self.recv();
         assert_eq!(reply.status(), 200, "auth failed: {reply:?}");
         let proof = auth::hex32(reply.str("mac").expect("mac")).expect("hex mac");
-        assert!(auth::verify_server(key, &nonce, &cnonce, user, &proof), "server proof");
+        assert!(
+            auth::verify_server(key, &nonce, &cnonce, user, &proof),
+            "server proof"
+        );
         reply
     }
 }
