@@ -4,9 +4,9 @@
 use crate::net::Stream;
 use crate::outbuf::OutBuf;
 use crate::proto::Decoder;
-use crate::reactor::TimerId;
+use crate::reactor::{TRACE, TimerId};
 use crate::service::Session;
-use mio::Interest;
+use mio::{Interest, Token};
 use std::time::Instant;
 
 /// The life of a connection (memcached's `conn_states`, with a polite close).
@@ -104,8 +104,8 @@ impl Conn {
     }
 
     /// The one place the state changes; logged at trace level as `from -> to`.
-    pub fn set_state(&mut self, key: usize, to: State) {
-        log::trace!("conn {key} {}: {:?} -> {:?}", self.peer, self.state, to);
+    pub fn set_state(&mut self, token: Token, to: State) {
+        log::trace!(target: TRACE, "  conn {}: {:?} -> {:?}", token.0, self.state, to);
         self.state = to;
     }
 }

@@ -6,6 +6,7 @@ use frameloop::client::Credentials;
 use frameloop::config::{self, Config};
 use frameloop::load::LoadConfig;
 use frameloop::proto::Limits;
+use frameloop::reactor::TRACE;
 use frameloop::server::Server;
 use frameloop::service::Services;
 use std::io::Write;
@@ -73,6 +74,9 @@ struct ServeArgs {
         from_str_fn(config::parse_secs)
     )]
     auth_timeout: Duration,
+    /// log one line per loop turn and per event, to watch the loop work
+    #[argh(switch)]
+    trace: bool,
 }
 
 /// Print a users-file line for NAME with a fresh random key.
@@ -195,11 +199,37 @@ fn load(args: LoadArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Logs go to stderr, `info` by default (`RUST_LOG` overrides). `--trace` adds the
+/// loop trace: compact lines, milliseconds since start, no level or module.
+fn init_logging(trace: bool) {
+    let started = Instant::now();
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    builder.target(env_logger::Target::Stderr);
+    if trace {
+        builder.filter_module(TRACE, log::LevelFilter::Trace);
+    }
+    builder.format(move |buf, record| {
+        if record.target() == TRACE {
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            writeln!(buf, "{ms:9.3} ms {}", record.args())
+        } else {
+            let ts = buf.timestamp();
+            writeln!(
+                buf,
+                "[{ts} {} {}] {}",
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        }
+    });
+    builder.init();
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .target(env_logger::Target::Stderr)
-        .init();
     let cli: Cli = argh::from_env();
+    init_logging(matches!(&cli.command, Command::Serve(args) if args.trace));
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Load(args) => load(args),

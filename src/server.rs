@@ -5,7 +5,7 @@ use crate::config::{Config, tuning};
 use crate::conn::{Conn, State};
 use crate::net::{IoClass, Stream, classify, is_resource_exhaustion};
 use crate::proto::{Decoder, Event};
-use crate::reactor::{Handler, Reactor, Readiness, TimerId};
+use crate::reactor::{Handler, Reactor, Readiness, TRACE, TimerId};
 use crate::service::{Next, Services};
 use mio::net::TcpListener;
 use mio::{Interest, Token};
@@ -13,8 +13,19 @@ use slab::Slab;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 
-/// Token of the TCP listener. Connections use their slab key as token.
-const LISTENER: Token = Token(usize::MAX - 1);
+/// Token of the TCP listener. Tokens below `FIRST_CONN` name the server's own
+/// sources; the connection in slab slot `key` has token `FIRST_CONN + key`.
+const LISTENER: Token = Token(0);
+const FIRST_CONN: usize = 16;
+
+fn conn_token(key: usize) -> Token {
+    Token(FIRST_CONN + key)
+}
+
+/// The slab key of a connection token (`None` for the server's own tokens).
+fn conn_key(token: Token) -> Option<usize> {
+    token.0.checked_sub(FIRST_CONN)
+}
 
 pub struct Server {
     config: Config,
@@ -121,7 +132,8 @@ impl Server {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let conn = entry.insert(Conn::new(stream, peer, State::Greeting, decoder, now));
-        if let Err(e) = r.register(&mut conn.stream, Token(key), Interest::READABLE) {
+        log::trace!(target: TRACE, "  accept {} as conn {}", conn.peer, conn_token(key).0);
+        if let Err(e) = r.register(&mut conn.stream, conn_token(key), Interest::READABLE) {
             log::warn!("register {}: {e}", conn.peer);
             self.conns.remove(key);
             return;
@@ -147,10 +159,10 @@ impl Server {
             return;
         }
         if authenticated {
-            conn.set_state(key, State::Serving);
-            conn.timer = Some(r.add_timer(now + self.config.idle_timeout, Token(key)));
+            conn.set_state(conn_token(key), State::Serving);
+            conn.timer = Some(r.add_timer(now + self.config.idle_timeout, conn_token(key)));
         } else {
-            conn.timer = Some(r.add_timer(now + self.config.auth_timeout, Token(key)));
+            conn.timer = Some(r.add_timer(now + self.config.auth_timeout, conn_token(key)));
         }
         self.mark_flush(key);
     }
@@ -196,6 +208,7 @@ impl Server {
             match conn.stream.read(scratch) {
                 Ok(0) => return self.peer_eof(r, key),
                 Ok(n) => {
+                    log::trace!(target: TRACE, "  conn {}: read {n} B", conn_token(key).0);
                     self.services.stats.bytes_in += n as u64;
                     conn.last_active = r.now();
                     let input = scratch.get(..n).unwrap_or_default();
@@ -247,6 +260,8 @@ impl Server {
                     match event {
                         None => return pos,
                         Some(Event::Head { header, oversized }) => {
+                            log::trace!(target: TRACE, "  conn {}: frame op={} size={}", conn_token(key).0,
+                                header.op.map_or("-", |op| op.get()), header.size);
                             self.services
                                 .head(&mut conn.session, &header, oversized, &mut conn.out)
                         }
@@ -266,8 +281,9 @@ impl Server {
                 Next::Continue => {}
                 Next::Authenticated => {
                     conn.decoder.set_limits(self.services.limits(true));
-                    conn.set_state(key, State::Serving);
-                    conn.timer = Some(r.add_timer(r.now() + self.config.idle_timeout, Token(key)));
+                    conn.set_state(conn_token(key), State::Serving);
+                    conn.timer =
+                        Some(r.add_timer(r.now() + self.config.idle_timeout, conn_token(key)));
                 }
                 Next::Close(reason) => {
                     self.close_politely(r, key, reason, None);
@@ -307,7 +323,7 @@ impl Server {
             && !conn.revisit_queued
         {
             conn.revisit_queued = true;
-            r.revisit(Token(key));
+            r.revisit(conn_token(key));
         }
     }
 
@@ -323,6 +339,7 @@ impl Server {
         if !conn.out.is_empty() {
             match conn.out.write_to(&mut conn.stream) {
                 Ok(n) => {
+                    log::trace!(target: TRACE, "  conn {}: wrote {n} B, {} B pending", conn_token(key).0, conn.out.len());
                     if n > 0 {
                         self.services.stats.bytes_out += n as u64;
                         conn.last_active = r.now();
@@ -350,8 +367,14 @@ impl Server {
             Interest::READABLE | Interest::WRITABLE
         };
         if want != conn.interest {
-            match r.registry().reregister(&mut conn.stream, Token(key), want) {
-                Ok(()) => conn.interest = want,
+            match r
+                .registry()
+                .reregister(&mut conn.stream, conn_token(key), want)
+            {
+                Ok(()) => {
+                    log::trace!(target: TRACE, "  conn {}: interest {want:?}", conn_token(key).0);
+                    conn.interest = want;
+                }
                 Err(_) => self.close_now(key, "reregister failed"),
             }
         }
@@ -379,8 +402,8 @@ impl Server {
         }
         conn.close_reason = reason;
         conn.stash = Vec::new();
-        conn.set_state(key, State::Flushing);
-        conn.timer = Some(r.add_timer(r.now() + tuning::FLUSH_LIMIT, Token(key)));
+        conn.set_state(conn_token(key), State::Flushing);
+        conn.timer = Some(r.add_timer(r.now() + tuning::FLUSH_LIMIT, conn_token(key)));
         self.mark_flush(key);
     }
 
@@ -395,8 +418,8 @@ impl Server {
             let reason = conn.close_reason;
             return self.close_now(key, reason);
         }
-        conn.set_state(key, State::Draining);
-        conn.timer = Some(r.add_timer(r.now() + tuning::DRAIN_LIMIT, Token(key)));
+        conn.set_state(conn_token(key), State::Draining);
+        conn.timer = Some(r.add_timer(r.now() + tuning::DRAIN_LIMIT, conn_token(key)));
         // Bytes already buffered raise no new edge: look at them next turn.
         self.queue_revisit(r, key);
     }
@@ -437,7 +460,7 @@ impl Server {
         if conn.close_reason.is_empty() {
             conn.close_reason = reason;
         }
-        conn.set_state(key, State::Closed);
+        conn.set_state(conn_token(key), State::Closed);
         self.to_free.push(key);
     }
 
@@ -474,7 +497,7 @@ impl Server {
                     self.close_politely(r, key, "idle timeout", Some("idle timeout"));
                 } else {
                     // Activity since the timer was armed: lazily re-arm for the new deadline.
-                    conn.timer = Some(r.add_timer(due, Token(key)));
+                    conn.timer = Some(r.add_timer(due, conn_token(key)));
                 }
             }
             State::Flushing => self.close_now(key, "flush timeout"),
@@ -492,7 +515,7 @@ impl Handler for Server {
         if token == LISTENER {
             return self.accept(r);
         }
-        let key = token.0;
+        let Some(key) = conn_key(token) else { return };
         let Some(state) = self.conns.get(key).map(|c| c.state) else {
             return;
         };
@@ -517,7 +540,7 @@ impl Handler for Server {
             }
             return;
         }
-        let key = token.0;
+        let Some(key) = conn_key(token) else { return };
         // Only the connection's current timer counts; any other is stale (lazy cancel).
         if let Some(conn) = self.conns.get_mut(key)
             && conn.timer == Some(id)
@@ -531,7 +554,7 @@ impl Handler for Server {
         if token == LISTENER {
             return self.accept(r);
         }
-        let key = token.0;
+        let Some(key) = conn_key(token) else { return };
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };

@@ -43,6 +43,21 @@ impl Readiness {
     }
 }
 
+impl std::fmt::Display for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.readable, self.writable) {
+            (true, true) => f.write_str("readable+writable"),
+            (true, false) => f.write_str("readable"),
+            (false, true) => f.write_str("writable"),
+            (false, false) => f.write_str("none"),
+        }
+    }
+}
+
+/// Log target of the loop trace (`frameloop serve --trace`): one line per turn and
+/// per event. Off by default; a disabled `log::trace!` costs one comparison.
+pub const TRACE: &str = "frameloop::trace";
+
 /// Readiness events fetched per poll; more wait for the next turn.
 const EVENTS_PER_POLL: usize = 1024;
 
@@ -71,9 +86,13 @@ impl Reactor {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         while !handler.is_done() {
             self.poll_once(&mut events)?;
+            log::trace!(target: TRACE, "turn {}: {} events, {} revisits queued, {} timers armed",
+                self.turns, events.iter().count(), self.revisits.len(), self.timers.len());
             self.fire_timers(handler);
             for event in events.iter() {
-                handler.ready(self, event.token(), Readiness::of(event));
+                let readiness = Readiness::of(event);
+                log::trace!(target: TRACE, "  token {}: {readiness}", event.token().0);
+                handler.ready(self, event.token(), readiness);
             }
             self.run_revisits(handler);
             handler.end_of_turn(self);
@@ -104,6 +123,7 @@ impl Reactor {
     /// Phase 2: every timer due by `now`.
     fn fire_timers<H: Handler>(&mut self, handler: &mut H) {
         while let Some((id, token)) = self.timers.pop_due(self.now) {
+            log::trace!(target: TRACE, "  timer {} due for token {}", id.0, token.0);
             handler.timer(self, token, id);
         }
     }
@@ -113,6 +133,7 @@ impl Reactor {
     fn run_revisits<H: Handler>(&mut self, handler: &mut H) {
         for _ in 0..self.revisits.len() {
             if let Some(token) = self.revisits.pop_front() {
+                log::trace!(target: TRACE, "  revisit token {}", token.0);
                 handler.revisit(self, token);
             }
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 /// Names one armed timer. Ids are never reused, so a stale timer (for a
 /// connection that has since closed, or re-armed) is recognised and ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TimerId(u64);
+pub struct TimerId(pub(super) u64);
 
 #[derive(Debug, Default)]
 pub struct Timers {
