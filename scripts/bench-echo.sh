@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bench-echo.sh: frameloop's first throughput figure: 64-byte echoes from 50 connections.
+# bench-echo.sh: throughput figure for 64-byte echoes from 50 connections, against frameloop
+# (default) or SERVER=threaded (scripts/threaded_server.py, a thread per client).
 # Server pinned to CPU 0, `frameloop load` to CPU 1; prints req/s and server CPU us per request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ CONNS="${CONNS:-50}"
 SIZE="${SIZE:-64}"
 SECS="${SECS:-5}"
 PIPELINE="${PIPELINE:-1}"
+SERVER="${SERVER:-frameloop}"
 
 cargo build --release --quiet
 BIN=target/release/frameloop
@@ -22,7 +24,14 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-RUST_LOG=warn taskset -c 0 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" >"$DATA/out" 2>"$DATA/err" &
+case "$SERVER" in
+    frameloop)
+        RUST_LOG=warn taskset -c 0 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" >"$DATA/out" 2>"$DATA/err" & ;;
+    threaded)
+        "$BIN" keygen guest >"$DATA/users"
+        taskset -c 0 python3 scripts/threaded_server.py --listen 127.0.0.1:0 --users "$DATA/users" >"$DATA/out" 2>"$DATA/err" & ;;
+    *) echo "SERVER must be frameloop or threaded" >&2; exit 2 ;;
+esac
 SERVER_PID=$!
 for _ in $(seq 100); do grep -q listening "$DATA/out" 2>/dev/null && break; sleep 0.05; done
 ADDR="$(awk '/listening/ {print $NF}' "$DATA/out")"
@@ -36,13 +45,14 @@ for run in $(seq "$RUNS"); do
     line="$(timeout $((SECS + 60)) taskset -c 1 "$BIN" load --addr "$ADDR" --conns "$CONNS" --pipeline "$PIPELINE" \
         --op echo --size "$SIZE" --duration "$SECS" --warmup 0 --json --users "$DATA/users")"
     t1="$(ticks)"
+    rss_kib="$(awk '/VmRSS/ {print $2}' "/proc/$SERVER_PID/status")"
     read -r rps cpu < <(python3 -c '
 import json, sys
 r = json.loads(sys.argv[1]); ticks = int(sys.argv[2]); hz = int(sys.argv[3])
 assert r["errors"] == 0, r
 print(round(r["rps"]), round(ticks / hz * 1e6 / max(r["requests"], 1), 2))' "$line" "$((t1 - t0))" "$HZ")
-    echo "frameloop echo ${SIZE}B c=$CONNS p=$PIPELINE run $run: rps=$rps cpu_us_per_req=$cpu"
+    echo "$SERVER echo ${SIZE}B c=$CONNS p=$PIPELINE run $run: rps=$rps cpu_us_per_req=$cpu rss_kib=$rss_kib"
     rps_all+=("$rps"); cpu_all+=("$cpu")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-echo "median of $RUNS: frameloop echo ${SIZE}B c=$CONNS p=$PIPELINE: rps=$(median "${rps_all[@]}") cpu_us_per_req=$(median "${cpu_all[@]}")"
+echo "median of $RUNS: $SERVER echo ${SIZE}B c=$CONNS p=$PIPELINE: rps=$(median "${rps_all[@]}") cpu_us_per_req=$(median "${cpu_all[@]}")"
