@@ -40,13 +40,16 @@ impl Default for Config {
     }
 }
 
+/// Longest time any flag accepts (deadlines must stay far from `Instant`'s range).
+const MAX_SECS: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Seconds as given on the command line ("times are seconds, fractions allowed").
 pub fn parse_secs(text: &str) -> Result<Duration, String> {
     text.parse::<f64>()
         .ok()
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{text:?} is not a positive number of seconds"))
+        .filter(|d| !d.is_zero() && *d <= MAX_SECS)
+        .ok_or_else(|| format!("{text:?} is not a number of seconds between 0 and one year"))
 }
 
 /// Fixed tuning of the loop, with the reason for each value.

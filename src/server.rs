@@ -12,6 +12,7 @@ use mio::{Interest, Token};
 use slab::Slab;
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::time::Instant;
 
 /// Token of the TCP listener. Tokens below `FIRST_CONN` name the server's own
 /// sources; the connection in slab slot `key` has token `FIRST_CONN + key`.
@@ -25,6 +26,13 @@ fn conn_token(key: usize) -> Token {
 /// The slab key of a connection token (`None` for the server's own tokens).
 fn conn_key(token: Token) -> Option<usize> {
     token.0.checked_sub(FIRST_CONN)
+}
+
+/// Arms the connection's one timer, cancelling the one it replaces.
+fn arm(r: &mut Reactor, conn: &mut Conn, key: usize, deadline: Instant) {
+    if let Some(old) = conn.timer.replace(r.add_timer(deadline, conn_token(key))) {
+        r.cancel_timer(old);
+    }
 }
 
 pub struct Server {
@@ -43,6 +51,8 @@ pub struct Server {
     accept_timer: Option<TimerId>,
     /// Whether the current out-of-descriptors episode was logged.
     accept_starved: bool,
+    /// The listener is in the revisit queue already.
+    listener_revisit_queued: bool,
 }
 
 impl Server {
@@ -60,6 +70,7 @@ impl Server {
             to_free: Vec::new(),
             accept_timer: None,
             accept_starved: false,
+            listener_revisit_queued: false,
         })
     }
 
@@ -117,7 +128,10 @@ impl Server {
             }
         }
         // More may be waiting; give the connections their turn first.
-        r.revisit(LISTENER);
+        if !self.listener_revisit_queued {
+            self.listener_revisit_queued = true;
+            r.revisit(LISTENER);
+        }
     }
 
     fn open(&mut self, r: &mut Reactor, stream: Stream, peer: String) {
@@ -160,9 +174,9 @@ impl Server {
         }
         if authenticated {
             conn.set_state(conn_token(key), State::Serving);
-            conn.timer = Some(r.add_timer(now + self.config.idle_timeout, conn_token(key)));
+            arm(r, conn, key, now + self.config.idle_timeout);
         } else {
-            conn.timer = Some(r.add_timer(now + self.config.auth_timeout, conn_token(key)));
+            arm(r, conn, key, now + self.config.auth_timeout);
         }
         self.mark_flush(key);
     }
@@ -210,7 +224,6 @@ impl Server {
                 Ok(n) => {
                     log::trace!(target: TRACE, "  conn {}: read {n} B", conn_token(key).0);
                     self.services.stats.bytes_in += n as u64;
-                    conn.last_active = r.now();
                     let input = scratch.get(..n).unwrap_or_default();
                     let used = self.feed(r, key, input);
                     if used < n {
@@ -273,6 +286,9 @@ impl Server {
                     }
                 }
             };
+            // Activity for the idle timeout is frame progress, not raw bytes: a peer
+            // trickling an unfinished header does not keep its connection alive.
+            conn.last_active = r.now();
             if conn.out.len() > self.config.max_outbuf {
                 // Stop reading this connection until its output drains below half.
                 conn.backpressured = true;
@@ -282,8 +298,7 @@ impl Server {
                 Next::Authenticated => {
                     conn.decoder.set_limits(self.services.limits(true));
                     conn.set_state(conn_token(key), State::Serving);
-                    conn.timer =
-                        Some(r.add_timer(r.now() + self.config.idle_timeout, conn_token(key)));
+                    arm(r, conn, key, r.now() + self.config.idle_timeout);
                 }
                 Next::Close(reason) => {
                     self.close_politely(r, key, reason, None);
@@ -348,7 +363,7 @@ impl Server {
                 Err(_) => return self.close_now(key, "write error"),
             }
         }
-        if conn.backpressured && conn.out.len() < self.config.max_outbuf / 2 {
+        if conn.backpressured && conn.out.len() <= self.config.max_outbuf / 2 {
             // Resume reading. Bytes already in the kernel buffer raise no new
             // readable edge, so the revisit queue must bring the connection back.
             conn.backpressured = false;
@@ -403,7 +418,7 @@ impl Server {
         conn.close_reason = reason;
         conn.stash = Vec::new();
         conn.set_state(conn_token(key), State::Flushing);
-        conn.timer = Some(r.add_timer(r.now() + tuning::FLUSH_LIMIT, conn_token(key)));
+        arm(r, conn, key, r.now() + tuning::FLUSH_LIMIT);
         self.mark_flush(key);
     }
 
@@ -419,7 +434,7 @@ impl Server {
             return self.close_now(key, reason);
         }
         conn.set_state(conn_token(key), State::Draining);
-        conn.timer = Some(r.add_timer(r.now() + tuning::DRAIN_LIMIT, conn_token(key)));
+        arm(r, conn, key, r.now() + tuning::DRAIN_LIMIT);
         // Bytes already buffered raise no new edge: look at them next turn.
         self.queue_revisit(r, key);
     }
@@ -468,6 +483,9 @@ impl Server {
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
+        if let Some(timer) = conn.timer {
+            r.cancel_timer(timer);
+        }
         let _ = r.registry().deregister(&mut conn.stream);
         if conn.counted {
             self.services.stats.conns_open -= 1;
@@ -497,7 +515,7 @@ impl Server {
                     self.close_politely(r, key, "idle timeout", Some("idle timeout"));
                 } else {
                     // Activity since the timer was armed: lazily re-arm for the new deadline.
-                    conn.timer = Some(r.add_timer(due, conn_token(key)));
+                    arm(r, conn, key, due);
                 }
             }
             State::Flushing => self.close_now(key, "flush timeout"),
@@ -552,6 +570,7 @@ impl Handler for Server {
 
     fn revisit(&mut self, r: &mut Reactor, token: Token) {
         if token == LISTENER {
+            self.listener_revisit_queued = false;
             return self.accept(r);
         }
         let Some(key) = conn_key(token) else { return };

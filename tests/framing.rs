@@ -230,3 +230,49 @@ fn pipelined_requests_of_mixed_ops_keep_order() {
         assert_eq!(client.read_reply().unwrap().id(), Some(id));
     }
 }
+
+#[test]
+fn thousands_of_empty_replies_pipelined_keep_the_connection() {
+    // Regression: an output chunk filled exactly to its limit followed by an
+    // empty body once made the next write fail and the server hang up.
+    let server = Server::start(&[]);
+    let mut raw = server.raw_authed();
+    let frame = encode_frame(br#"{"op":"echo"}"#, b"");
+    let n = 6000;
+    raw.send_bytes(&frame.repeat(n));
+    for _ in 0..n {
+        assert_eq!(raw.recv().status(), 200);
+    }
+    raw.request(json!({"op":"ping","id":1}), b"");
+    assert_eq!(raw.recv().id(), Some(1));
+}
+
+#[test]
+fn error_replies_stay_within_max_header() {
+    let server = Server::start(&[]);
+    let mut raw = server.raw_authed();
+    let op = "\\\"".repeat(30_000);
+    raw.send(&format!(r#"{{"op":"{op}","id":1}}"#), b"");
+    let r = raw.recv();
+    assert_eq!((r.status(), r.id()), (400, Some(1)));
+    assert!(
+        r.error().unwrap().len() < 200,
+        "{}",
+        r.error().unwrap().len()
+    );
+}
+
+#[test]
+fn duplicate_keys_take_the_last_value() {
+    let server = Server::start(&[]);
+    let mut raw = server.raw_authed();
+    raw.send(
+        r#"{"op":"nope","op":"echo","id":3,"id":4,"size":9,"size":2}"#,
+        b"hi",
+    );
+    let r = raw.recv();
+    assert_eq!(
+        (r.status(), r.id(), r.body.as_slice()),
+        (200, Some(4), &b"hi"[..])
+    );
+}

@@ -268,3 +268,59 @@ fn ping_answers_within_a_bound_while_a_large_echo_streams() {
     }
     handle.join().unwrap();
 }
+
+#[test]
+fn trickling_an_unfinished_header_does_not_count_as_activity() {
+    let server = Server::start(&["--idle-timeout", "0.5"]);
+    let mut raw = server.raw_authed();
+    let header = br#"{"op":"ping","pad":"......................................"}"#;
+    raw.send_bytes(&common::be32(header.len() as u32));
+    let start = Instant::now();
+    let mut sent = 0;
+    // One header byte every 100 ms: never a complete frame.
+    while sent < header.len() && start.elapsed() < Duration::from_secs(3) {
+        if raw.s.write_all(&header[sent..sent + 1]).is_err() {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        if server.log().contains("idle timeout") {
+            break;
+        }
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "a trickled header kept the connection alive"
+    );
+    let bye = raw.recv();
+    assert_eq!(
+        (bye.op(), bye.str("reason")),
+        (Some("bye"), Some("idle timeout"))
+    );
+}
+
+#[test]
+fn a_tiny_max_outbuf_still_serves_everything() {
+    let server = Server::start(&["--max-outbuf", "1"]);
+    let mut c = server.client();
+    let ids: Vec<u64> = (0..50)
+        .map(|_| c.send("echo", json!({}), b"abc").unwrap())
+        .collect();
+    for id in ids {
+        let r = c.read_reply().unwrap();
+        assert_eq!((r.id(), r.body.as_slice()), (Some(id), &b"abc"[..]));
+    }
+}
+
+#[test]
+fn absurd_durations_are_refused_at_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_frameloop"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--idle-timeout", "1e19"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("idle"),
+        "{out:?}"
+    );
+}

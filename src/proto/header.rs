@@ -1,6 +1,7 @@
 //! Request headers: the JSON object of a frame, parsed by serde without copying.
 //! Each known field stays a raw JSON slice until an op asks for it with a type.
 
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -26,41 +27,85 @@ impl fmt::Display for HeaderError {
     }
 }
 
-/// A request header. Known fields are kept as raw JSON (a present `null` is kept
-/// too, so it can be told apart from an absent field); unknown keys are ignored.
-/// Adding a field for a new op is one line here.
-#[derive(Debug, Default, Deserialize)]
-pub struct Header<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
-    pub op: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    pub id: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present", rename = "size")]
-    size_raw: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    pub status: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    pub format: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    pub user: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    pub cnonce: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    pub mac: Option<&'a RawValue>,
-    /// Body length, validated.
-    #[serde(skip)]
-    pub size: u64,
+/// Declares the known header fields once: the struct, and a map visitor that
+/// keeps each known key as raw JSON (last one wins if a key repeats; a present
+/// `null` is kept, so it can be told apart from an absent field) and skips
+/// unknown keys without allocating. Adding a field for a new op is one line.
+macro_rules! header_fields {
+    ($($field:ident => $name:literal),* $(,)?) => {
+        /// A frame header. Known fields stay raw JSON until an op asks for them
+        /// with a type; `size` is validated when the header is parsed.
+        #[derive(Debug, Default)]
+        pub struct Header<'a> {
+            $(pub $field: Option<&'a RawValue>,)*
+            /// Body length, validated.
+            pub size: u64,
+        }
+
+        const KNOWN: &[&str] = &[$($name),*];
+
+        impl<'de> Deserialize<'de> for Header<'de> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Fields;
+                impl<'de> Visitor<'de> for Fields {
+                    type Value = Header<'de>;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a JSON object")
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header<'de>, A::Error> {
+                        let mut header = Header::default();
+                        while let Some(Key(key)) = map.next_key()? {
+                            match key {
+                                $(Some($name) => header.$field = Some(map.next_value()?),)*
+                                _ => {
+                                    map.next_value::<IgnoredAny>()?;
+                                }
+                            }
+                        }
+                        Ok(header)
+                    }
+                }
+                d.deserialize_map(Fields)
+            }
+        }
+    };
 }
 
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
+header_fields! {
+    op => "op",
+    id => "id",
+    size_raw => "size",
+    status => "status",
+    format => "format",
+    user => "user",
+    cnonce => "cnonce",
+    mac => "mac",
+}
+
+/// A header key: which known field it names, if any (matched without allocating,
+/// escaped keys included).
+struct Key(Option<&'static str>);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl Visitor<'_> for Name {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(Key(KNOWN.iter().find(|k| **k == key).copied()))
+            }
+        }
+        d.deserialize_str(Name)
+    }
 }
 
 impl<'a> Header<'a> {
-    /// Parses header bytes. A duplicate known key is rejected as malformed JSON.
+    /// Parses header bytes: a JSON object whose `size`, if present, is a u64.
     pub fn parse(bytes: &'a [u8]) -> Result<Header<'a>, HeaderError> {
         let text = std::str::from_utf8(bytes).map_err(|_| HeaderError::NotUtf8)?;
-        // serde would also accept a JSON array as a struct (by position): refuse it first.
         if !text.trim_start().starts_with('{') {
             return Err(HeaderError::NotObject);
         }
@@ -167,6 +212,14 @@ mod tests {
             let h = Header::parse(text.as_bytes()).unwrap();
             assert!(h.id().is_err(), "{id}");
         }
+    }
+
+    #[test]
+    fn repeated_keys_keep_the_last_and_escaped_keys_match() {
+        let h =
+            Header::parse(br#"{"op":"a","\u006fp":"b","size":1,"size":2,"x":{"op":"c"}}"#).unwrap();
+        assert_eq!(h.op().as_deref(), Some("b"));
+        assert_eq!(h.size, 2);
     }
 
     #[test]

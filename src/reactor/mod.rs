@@ -162,9 +162,14 @@ impl Reactor {
         self.poll.registry().register(source, token, interest)
     }
 
-    /// Arms a one-shot timer. To cancel, forget the id and ignore it when it fires.
+    /// Arms a one-shot timer.
     pub fn add_timer(&mut self, deadline: Instant, token: Token) -> TimerId {
         self.timers.add(deadline, token)
+    }
+
+    /// Cancels a timer that has not fired.
+    pub fn cancel_timer(&mut self, id: TimerId) {
+        self.timers.cancel(id);
     }
 
     /// Asks for `token` to be handed back next turn without waiting for an event.

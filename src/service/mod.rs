@@ -200,7 +200,12 @@ impl Services {
             None => {
                 let msg = match header.op() {
                     None => "missing op (a string)".to_string(),
-                    Some(name) => format!("unknown op {name:?}"),
+                    // Quote at most 64 characters: an error reply must stay far below max_header.
+                    Some(name) => {
+                        let cut: String = name.chars().take(64).collect();
+                        let more = if cut.len() < name.len() { "..." } else { "" };
+                        format!("unknown op {cut:?}{more}")
+                    }
                 };
                 self.error(out, 400, id, &msg);
             }
