@@ -26,7 +26,39 @@ struct Cli {
 enum Command {
     Serve(ServeArgs),
     Keygen(KeygenArgs),
+    Client(ClientArgs),
     Load(LoadArgs),
+}
+
+/// Talk to a server: an interactive shell, or one COMMAND and its reply.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "client")]
+struct ClientArgs {
+    /// server address (default 127.0.0.1:7878)
+    #[argh(
+        option,
+        default = "config::DEFAULT_ADDR.parse().expect(\"valid default\")"
+    )]
+    addr: std::net::SocketAddr,
+    /// user name (default guest)
+    #[argh(option, default = "String::from(\"guest\")")]
+    user: String,
+    /// users file to read the key from (default ./frameloop-data/users)
+    #[argh(
+        option,
+        default = "PathBuf::from(config::DEFAULT_DATA_DIR).join(\"users\")"
+    )]
+    users: PathBuf,
+    /// the key as 64 hex digits (instead of reading the users file)
+    #[argh(option)]
+    key: Option<String>,
+    /// print each reply header as one JSON line (body as "body")
+    #[argh(switch)]
+    json: bool,
+    /// command and its arguments (none: interactive shell); commands: ping, echo TEXT,
+    /// upper TEXT, stamp TEXT, time [FORMAT], stats
+    #[argh(positional, greedy)]
+    command: Vec<String>,
 }
 
 /// Run the server (zero-config: 127.0.0.1:7878, ./frameloop-data).
@@ -230,9 +262,24 @@ fn init_logging(trace: bool) {
 fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
     init_logging(matches!(&cli.command, Command::Serve(args) if args.trace));
+    if let Command::Client(args) = &cli.command {
+        let opts = frameloop::client::cli::Options {
+            addr: args.addr,
+            user: args.user.clone(),
+            key: args.key.clone(),
+            users: args.users.clone(),
+            json: args.json,
+        };
+        return if args.command.is_empty() {
+            frameloop::client::cli::interactive(&opts)
+        } else {
+            frameloop::client::cli::one_shot(&opts, &args.command)
+        };
+    }
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Load(args) => load(args),
+        Command::Client(_) => Ok(()), // handled above
         Command::Keygen(args) => auth::keygen_line(&args.name)
             .map(|line| println!("{line}"))
             .map_err(|e| e.to_string()),

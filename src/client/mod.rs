@@ -1,6 +1,8 @@
 //! A blocking client: connect over TCP, do the handshake (checking the server's
 //! proof too), then requests with ids, pipelined or one at a time. Shared by the
-//! tests, the CLI client and the tools.
+//! tests, the CLI client (`cli`) and the tools.
+
+pub mod cli;
 
 use crate::auth::{self, Key};
 use crate::proto::encode_frame;
@@ -89,6 +91,18 @@ pub enum Credentials {
     Anonymous,
 }
 
+/// Connects to the first address that answers, each try bounded in time.
+fn connect_any<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
+    for a in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 fn auth_error(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, msg.into())
 }
@@ -97,10 +111,43 @@ fn protocol_error(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
+/// The sending half of a connection: numbers requests and writes them.
+pub struct Requester {
+    stream: TcpStream,
+    next_id: u64,
+}
+
+impl Requester {
+    /// Sends a request without waiting; returns the id it was given.
+    /// `fields` is a JSON object of the op's fields (or `null`).
+    pub fn send(&mut self, op: &str, fields: Value, body: &[u8]) -> io::Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut header = match fields {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        header.insert("op".into(), op.into());
+        header.insert("id".into(), id.into());
+        if !body.is_empty() {
+            header.insert("size".into(), body.len().into());
+        }
+        write_frame(&mut self.stream, &Value::Object(header), body)?;
+        Ok(id)
+    }
+}
+
+fn write_frame(w: &mut impl Write, header: &Value, body: &[u8]) -> io::Result<()> {
+    let head = serde_json::to_vec(header)?;
+    w.write_all(&encode_frame(&head, body))
+}
+
+/// How long connecting may take before the client gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct Client {
     reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    next_id: u64,
+    requester: Requester,
     /// Pushes that arrived while waiting for a reply.
     pushes: VecDeque<Frame>,
     /// The hello push the server greeted us with.
@@ -113,13 +160,15 @@ impl Client {
     /// Connects and authenticates. Fails when the server is unreachable, rejects
     /// us, or cannot prove it knows our key (mutual authentication).
     pub fn connect<A: ToSocketAddrs>(addr: A, creds: &Credentials) -> io::Result<Client> {
-        let stream = TcpStream::connect(addr)?;
+        let stream = connect_any(addr)?;
         stream.set_nodelay(true)?;
         let writer = stream.try_clone()?;
         let mut client = Client {
             reader: BufReader::with_capacity(64 * 1024, stream),
-            writer,
-            next_id: 1,
+            requester: Requester {
+                stream: writer,
+                next_id: 1,
+            },
             pushes: VecDeque::new(),
             hello: Frame {
                 header: Map::new(),
@@ -151,7 +200,7 @@ impl Client {
                 let cnonce = auth::random32()?;
                 let mac = auth::client_mac(key, &nonce, &cnonce, user);
                 let header = json!({"op": "auth", "user": user, "cnonce": hex::encode(cnonce), "mac": hex::encode(mac)});
-                self.write_raw(&header, &[])?;
+                write_frame(&mut self.requester.stream, &header, &[])?;
                 let reply = self.read_reply()?;
                 if reply.status() != 200 {
                     return Err(auth_error(format!(
@@ -181,27 +230,10 @@ impl Client {
         self.reader.get_ref().set_read_timeout(timeout)
     }
 
-    fn write_raw(&mut self, header: &Value, body: &[u8]) -> io::Result<()> {
-        let head = serde_json::to_vec(header)?;
-        self.writer.write_all(&encode_frame(&head, body))
-    }
-
     /// Sends a request without waiting; returns the id it was given.
     /// `fields` is a JSON object of the op's fields (or `null`).
     pub fn send(&mut self, op: &str, fields: Value, body: &[u8]) -> io::Result<u64> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut header = match fields {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
-        header.insert("op".into(), op.into());
-        header.insert("id".into(), id.into());
-        if !body.is_empty() {
-            header.insert("size".into(), body.len().into());
-        }
-        self.write_raw(&Value::Object(header), body)?;
-        Ok(id)
+        self.requester.send(op, fields, body)
     }
 
     /// Reads the next reply, keeping pushes that come first for [`Client::next_push`].
@@ -251,9 +283,15 @@ impl Client {
         Ok(self.reader.into_inner())
     }
 
+    /// Splits into a sending half and a receiving half, for a reader thread that
+    /// prints pushes as they arrive (the interactive shell).
+    pub fn split(self) -> (Requester, BufReader<TcpStream>, VecDeque<Frame>) {
+        (self.requester, self.reader, self.pushes)
+    }
+
     /// The raw socket, for tests that misbehave on purpose.
     pub fn stream(&self) -> &TcpStream {
-        &self.writer
+        &self.requester.stream
     }
 }
 

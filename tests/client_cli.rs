@@ -1,0 +1,287 @@
+//! The `frameloop client` command and `scripts/client.py`, driven from outside:
+//! one-shot commands with their exit codes, failures that must be one clear line,
+//! an interactive session through a pseudo-terminal.
+
+mod common;
+
+use common::Server;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Output};
+
+fn client(server: &Server, args: &[&str]) -> Output {
+    let users = server.dir.path().join("users");
+    Command::new(env!("CARGO_BIN_EXE_frameloop"))
+        .arg("client")
+        .args([
+            "--addr",
+            &server.addr.to_string(),
+            "--users",
+            users.to_str().unwrap(),
+        ])
+        .args(args)
+        .output()
+        .expect("run client")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn one_shot_commands_print_the_reply_body() {
+    let server = Server::start(&[]);
+    let out = client(&server, &["echo", "hello", "world"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "hello world\n");
+    assert_eq!(text(&client(&server, &["upper", "abc"]).stdout), "ABC\n");
+    let year = chrono::Local::now().format("%Y").to_string();
+    assert_eq!(text(&client(&server, &["time", "%Y"]).stdout).trim(), year);
+    assert!(text(&client(&server, &["stamp", "x"]).stdout).ends_with("] x\n"));
+    assert!(text(&client(&server, &["ping"]).stdout).starts_with("pong in "));
+    let stats: serde_json::Value =
+        serde_json::from_slice(&client(&server, &["stats"]).stdout).unwrap();
+    assert!(stats["conns_total"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn json_prints_the_reply_header() {
+    let server = Server::start(&[]);
+    let out = client(&server, &["--json", "echo", "hi"]);
+    assert!(out.status.success());
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["size"], 2);
+    assert_eq!(line["body"], "hi");
+}
+
+#[test]
+fn server_errors_exit_1_with_the_error_on_stderr() {
+    let server = Server::start(&[]);
+    let out = client(&server, &["time", "%Q"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = text(&out.stderr);
+    assert!(err.contains("400") && err.contains("strftime"), "{err}");
+    assert_eq!(err.lines().count(), 1);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let server = Server::start(&[]);
+    let out = client(&server, &["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown command"));
+}
+
+#[test]
+fn a_wrong_key_is_one_clear_line() {
+    let server = Server::start(&[]);
+    let out = client(&server, &["--key", &"00".repeat(32), "ping"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("authentication failed"), "{err}");
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn no_server_is_one_clear_line() {
+    // A port nothing listens on: bind one, note it, close it.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_frameloop"))
+        .args([
+            "client",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--key",
+            &"11".repeat(32),
+            "ping",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+}
+
+#[test]
+fn a_server_that_fails_mutual_authentication_is_refused() {
+    // An impostor: accepts any login and answers with a MAC it cannot compute.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let impostor = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let hello = format!(
+            r#"{{"op":"hello","proto":1,"auth":"hmac-sha256","nonce":"{}"}}"#,
+            "ab".repeat(32)
+        );
+        s.write_all(&frameloop::proto::encode_frame(hello.as_bytes(), b""))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).unwrap();
+        let ok = format!(
+            r#"{{"status":200,"user":"guest","mac":"{}"}}"#,
+            "cd".repeat(32)
+        );
+        s.write_all(&frameloop::proto::encode_frame(ok.as_bytes(), b""))
+            .unwrap();
+        let _ = s.read(&mut buf);
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_frameloop"))
+        .args([
+            "client",
+            "--addr",
+            &addr.to_string(),
+            "--key",
+            &"11".repeat(32),
+            "echo",
+            "secret",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("mutual authentication"), "{err}");
+    assert!(out.stdout.is_empty());
+    impostor.join().unwrap();
+}
+
+#[test]
+fn zero_config_after_serve_with_no_flags() {
+    // `frameloop serve` and `frameloop client` run from the same directory need no flags.
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_frameloop"))
+        .args(["serve", "--listen", &addr])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 1];
+    serve
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut line)
+        .unwrap(); // started
+    let out = Command::new(env!("CARGO_BIN_EXE_frameloop"))
+        .args(["client", "--addr", &addr, "echo", "zero", "config"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "zero config\n");
+}
+
+#[test]
+fn interactive_session_through_a_pty() {
+    let server = Server::start(&[]);
+    let users = server.dir.path().join("users");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_frameloop"));
+    cmd.args([
+        "client",
+        "--addr",
+        &server.addr.to_string(),
+        "--users",
+        users.to_str().unwrap(),
+    ]);
+    cmd.env("HOME", server.dir.path()); // history goes to the temp dir
+    let mut p = rexpect::session::spawn_command(cmd, Some(10_000)).expect("spawn in a pty");
+    p.exp_string("frameloop> ").unwrap();
+    p.send_line("echo hello from a pty").unwrap();
+    p.exp_string("hello from a pty").unwrap();
+    p.exp_string("frameloop> ").unwrap();
+    p.send_line("time").unwrap();
+    p.exp_regex(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}").unwrap();
+    p.send_line("help").unwrap();
+    p.exp_string("time [FORMAT]").unwrap();
+    p.send_line("time %Q").unwrap();
+    p.exp_string("error 400").unwrap();
+    p.send_line("quit").unwrap();
+    p.exp_eof().unwrap();
+    let history = std::fs::read_to_string(server.dir.path().join(".frameloop_history")).unwrap();
+    assert!(history.contains("echo hello from a pty"));
+}
+
+#[test]
+fn python_client_round_trips_auth_and_echo() {
+    let server = Server::start(&[]);
+    let users = server.dir.path().join("users");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/client.py");
+    let run = |args: &[&str]| {
+        Command::new("python3")
+            .arg(script)
+            .args([
+                "--addr",
+                &server.addr.to_string(),
+                "--users",
+                users.to_str().unwrap(),
+            ])
+            .args(args)
+            .output()
+            .expect("python3")
+    };
+    let out = run(&["echo", "hello", "python"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello python\n");
+    assert_eq!(text(&run(&["upper", "py"]).stdout), "PY\n");
+    assert_eq!(text(&run(&["ping"]).stdout), "pong\n");
+    assert!(text(&run(&["stats"]).stdout).contains("\"conns_total\""));
+    assert_eq!(run(&["time", "%Q"]).status.code(), Some(1));
+    let bad = Command::new("python3")
+        .arg(script)
+        .args([
+            "--addr",
+            &server.addr.to_string(),
+            "--key",
+            &"00".repeat(32),
+            "ping",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("401"));
+}
+
+#[test]
+fn a_push_is_printed_above_the_line_being_typed() {
+    let server = Server::start(&["--idle-timeout", "1"]);
+    let users = server.dir.path().join("users");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_frameloop"));
+    cmd.args([
+        "client",
+        "--addr",
+        &server.addr.to_string(),
+        "--users",
+        users.to_str().unwrap(),
+    ]);
+    cmd.env("HOME", server.dir.path());
+    let mut p = rexpect::session::spawn_command(cmd, Some(10_000)).expect("spawn in a pty");
+    p.exp_string("frameloop> ").unwrap();
+    // Type half a command, no Enter; the server's idle `bye` push arrives meanwhile.
+    p.send("echo half typed").unwrap();
+    p.flush().unwrap();
+    p.exp_string("echo half typed").unwrap();
+    p.exp_string("[server closed the connection: idle timeout]")
+        .unwrap();
+    // The prompt and the half-typed line are drawn again below the push.
+    p.exp_string("frameloop> echo half typed").unwrap();
+    // The connection is gone: finishing the line sends it, which says so and ends the shell.
+    p.send_line("").unwrap();
+    p.exp_string("connection lost").unwrap();
+    p.exp_eof().unwrap();
+}
