@@ -12,8 +12,11 @@ SECS="${SECS:-5}"
 PIPELINE="${PIPELINE:-1}"
 SERVER="${SERVER:-frameloop}"
 
-cargo build --release --quiet
-BIN=target/release/frameloop
+# BIN=path runs another build (e.g. an A/B comparison); default: build this tree.
+if [[ -z "${BIN:-}" ]]; then
+    cargo build --release --quiet
+    BIN=target/release/frameloop
+fi
 DATA="$(mktemp -d /tmp/bench-echo.XXXXXX)"
 SERVER_PID=""
 cleanup() {

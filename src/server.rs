@@ -220,7 +220,10 @@ impl Server {
                 return;
             }
             match conn.stream.read(scratch) {
-                Ok(0) => return self.peer_eof(r, key),
+                Ok(0) => {
+                    log::trace!(target: TRACE, "  conn {}: read 0 B (peer closed its side)", conn_token(key).0);
+                    return self.peer_eof(r, key);
+                }
                 Ok(n) => {
                     log::trace!(target: TRACE, "  conn {}: read {n} B", conn_token(key).0);
                     self.services.stats.bytes_in += n as u64;
@@ -273,8 +276,9 @@ impl Server {
                     match event {
                         None => return pos,
                         Some(Event::Head { header, oversized }) => {
-                            log::trace!(target: TRACE, "  conn {}: frame op={} size={}", conn_token(key).0,
-                                header.op.map_or("-", |op| op.get()), header.size);
+                            log::trace!(target: TRACE, "  conn {}: frame op={} id={} size={}",
+                                conn_token(key).0, header.op().as_deref().unwrap_or("-"),
+                                header.id.map_or("-", |id| id.get()), header.size);
                             self.services
                                 .head(&mut conn.session, &header, oversized, &mut conn.out)
                         }
