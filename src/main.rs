@@ -120,7 +120,7 @@ struct KeygenArgs {
     name: String,
 }
 
-/// Drive a server with N connections in closed loop and report requests per second.
+/// Drive a server with N connections and report throughput and latency.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "load")]
 struct LoadArgs {
@@ -133,9 +133,12 @@ struct LoadArgs {
     /// connections (default 50)
     #[argh(option, default = "50")]
     conns: usize,
-    /// requests in flight per connection (default 1)
+    /// requests in flight per connection, closed loop (default 1)
     #[argh(option, default = "1")]
     pipeline: usize,
+    /// total requests per second, open loop: latency counts from when each request was due
+    #[argh(option, from_str_fn(parse_rate))]
+    rate: Option<f64>,
     /// op to send: ping, echo, upper, stamp, time (default echo)
     #[argh(option, default = "String::from(\"echo\")")]
     op: String,
@@ -165,12 +168,22 @@ struct LoadArgs {
         default = "PathBuf::from(config::DEFAULT_DATA_DIR).join(\"users\")"
     )]
     users: PathBuf,
+    /// the key as 64 hex digits (instead of reading the users file)
+    #[argh(option)]
+    key: Option<String>,
     /// connect without authentication (for --no-auth servers)
     #[argh(switch)]
     no_auth: bool,
     /// print one JSON line instead of a table
     #[argh(switch)]
     json: bool,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a positive rate")),
+    }
 }
 
 fn parse_secs_or_zero(text: &str) -> Result<Duration, String> {
@@ -181,52 +194,64 @@ fn parse_secs_or_zero(text: &str) -> Result<Duration, String> {
 }
 
 fn load(args: LoadArgs) -> Result<(), String> {
+    if args.conns == 0 || args.pipeline == 0 {
+        return Err("--conns and --pipeline must be at least 1".into());
+    }
+    if !frameloop::load::OPS.contains(&args.op.as_str()) {
+        return Err(format!(
+            "--op must be one of {}",
+            frameloop::load::OPS.join(", ")
+        ));
+    }
     let creds = if args.no_auth {
         Credentials::Anonymous
     } else {
-        let users = Users::load(&args.users)?;
-        let key = *users
-            .key(&args.user)
-            .ok_or_else(|| format!("no user {} in {}", args.user, args.users.display()))?;
+        let key = match &args.key {
+            Some(hex) => auth::hex32(hex).ok_or("--key must be 64 hex digits")?,
+            None => *Users::load(&args.users)?
+                .key(&args.user)
+                .ok_or_else(|| format!("no user {} in {}", args.user, args.users.display()))?,
+        };
         Credentials::Key {
             user: args.user,
             key,
         }
     };
-    if args.conns == 0 || args.pipeline == 0 {
-        return Err("--conns and --pipeline must be at least 1".into());
-    }
     let cfg = LoadConfig {
         addr: args.addr,
         creds,
         conns: args.conns,
         pipeline: args.pipeline,
+        rate: args.rate,
         op: args.op,
         size: args.size,
         duration: args.duration,
         warmup: args.warmup,
+        progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
-    let report = frameloop::load::run(&cfg).map_err(|e| format!("load: {e}"))?;
+    let r = frameloop::load::run(&cfg).map_err(|e| format!("load: {e}"))?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| e.to_string())?
-        );
+        println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
     } else {
+        let shape = match r.rate {
+            Some(rate) => format!("open loop at {rate:.0} req/s"),
+            None => format!("pipeline {}", r.pipeline),
+        };
         println!(
-            "{} conns x pipeline {}, {} {} B, {:.1} s: {:.0} req/s, {} requests, {} errors",
-            report.conns,
-            report.pipeline,
-            report.op,
-            report.size,
-            report.seconds,
-            report.rps,
-            report.requests,
-            report.errors
+            "{} x {} conns, {shape}, {:.1} s measured",
+            r.op, r.conns, r.seconds
         );
+        println!("  requests   {:>12}   ({} B bodies)", r.requests, r.size);
+        println!("  req/s      {:>12.0}", r.rps);
+        println!("  errors     {:>12}", r.errors);
+        println!(
+            "  latency    p50 {} us, p90 {} us, p99 {} us, p99.9 {} us, max {} us",
+            r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us
+        );
+        println!("  load CPU   {:>11.0}% of one core", r.client_cpu * 100.0);
     }
-    if report.errors > 0 {
-        return Err(format!("{} replies were wrong", report.errors));
+    if r.errors > 0 {
+        return Err(format!("{} replies were wrong", r.errors));
     }
     Ok(())
 }

@@ -1,12 +1,15 @@
-//! `frameloop load`, first cut: a single-threaded mio client in the server's own
-//! style, driving N authenticated connections in closed loop with pipelining,
-//! checking every reply's status and body length. (Latency histograms, open-loop
-//! rate and id checks come with the load-generator work.)
+//! `frameloop load`: a single-threaded mio client in the server's own style. It
+//! drives N authenticated connections in closed loop (P requests in flight on
+//! each) or open loop (a fixed total rate, latency measured from the time each
+//! request was due, as wrk2 does), and checks every reply: status, id order and,
+//! for echo and upper, the body byte for byte.
 
 use crate::client::{Client, Credentials};
-use crate::proto::{Decoder, Event, Limits, encode_frame};
+use crate::proto::{Decoder, Event, Limits};
+use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,23 +19,47 @@ pub struct LoadConfig {
     pub addr: SocketAddr,
     pub creds: Credentials,
     pub conns: usize,
+    /// Requests in flight per connection (closed loop).
     pub pipeline: usize,
+    /// Total requests per second across all connections (open loop), if set.
+    pub rate: Option<f64>,
     pub op: String,
     pub size: usize,
     pub duration: Duration,
     pub warmup: Duration,
+    /// Show a progress line on stderr while running.
+    pub progress: bool,
 }
+
+/// The ops the load generator knows how to check.
+pub const OPS: [&str; 5] = ["ping", "echo", "upper", "stamp", "time"];
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub conns: usize,
     pub pipeline: usize,
+    pub rate: Option<f64>,
     pub op: String,
     pub size: usize,
     pub seconds: f64,
     pub requests: u64,
     pub errors: u64,
     pub rps: f64,
+    /// Latency percentiles in microseconds.
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// CPU the load generator itself used, as a share of one core (1.0 = saturated).
+    pub client_cpu: f64,
+}
+
+/// What every reply must be: its status, and its body when it is known exactly.
+struct Expect {
+    body: Option<Vec<u8>>,
+    /// For `stamp`: the length of `[date] ` + body.
+    body_len: Option<u64>,
 }
 
 struct Conn {
@@ -40,25 +67,41 @@ struct Conn {
     decoder: Decoder,
     out: Vec<u8>,
     out_pos: usize,
-    in_flight: usize,
-    /// Body bytes of the reply being received.
+    next_id: u64,
+    /// Requests sent and not answered: (id, the time it counts from).
+    in_flight: VecDeque<(u64, Instant)>,
+    /// Open loop: when this connection's next request is due.
+    next_due: Instant,
+    /// The reply being received.
+    reply_ok: bool,
     body_seen: u64,
-    status_ok: bool,
 }
 
-/// What one reply must look like.
-struct Expect {
-    body_len: u64,
+/// Counts, kept only while measuring.
+struct Tally {
+    requests: u64,
+    errors: u64,
+    latency: Histogram<u64>,
 }
 
 pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
-    let request = request_frame(cfg);
+    if !OPS.contains(&cfg.op.as_str()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("op must be one of {OPS:?}"),
+        ));
+    }
+    // 10,000 connections need 10,000 descriptors.
+    let _ = crate::net::raise_fd_limit();
+    let body = vec![b'x'; if takes_body(&cfg.op) { cfg.size } else { 0 }];
     let expect = Expect {
-        body_len: match cfg.op.as_str() {
-            "echo" | "upper" => cfg.size as u64,
-            "stamp" => cfg.size as u64 + 27,
-            _ => 0,
+        body: match cfg.op.as_str() {
+            "echo" => Some(body.clone()),
+            "upper" => Some(body.to_ascii_uppercase()),
+            "ping" => Some(Vec::new()),
+            _ => None,
         },
+        body_len: (cfg.op == "stamp").then_some(body.len() as u64 + 27),
     };
     let limits = Limits {
         max_header: 1 << 20,
@@ -66,6 +109,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
         body_allowed: true,
     };
     let mut poll = Poll::new()?;
+    let start = Instant::now();
     let mut conns = Vec::with_capacity(cfg.conns);
     for i in 0..cfg.conns {
         let std_stream = Client::connect(cfg.addr, &cfg.creds)?.into_stream()?;
@@ -81,104 +125,244 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
             decoder: Decoder::new(limits),
             out: Vec::new(),
             out_pos: 0,
-            in_flight: 0,
+            next_id: 1,
+            in_flight: VecDeque::new(),
+            next_due: start,
+            reply_ok: true,
             body_seen: 0,
-            status_ok: true,
         });
     }
-    let mut events = Events::with_capacity(1024);
-    let mut scratch = vec![0u8; 64 * 1024];
-    let (mut requests, mut errors) = (0u64, 0u64);
-    let start = Instant::now();
-    let measure_from = start + cfg.warmup;
-    let end = measure_from + cfg.duration;
-    for conn in conns.iter_mut() {
-        top_up(conn, cfg.pipeline, &request);
-        flush(conn)?;
-    }
-    while Instant::now() < end {
-        poll.poll(&mut events, Some(Duration::from_millis(50)))?;
-        let measuring = Instant::now() >= measure_from;
-        for event in events.iter() {
-            let Some(conn) = conns.get_mut(event.token().0) else {
-                continue;
-            };
-            loop {
-                let n = match conn.stream.read(&mut scratch) {
-                    Ok(0) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "server closed a connection",
-                        ));
-                    }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                let (done, bad) = take_replies(conn, &scratch[..n], &expect)?;
-                conn.in_flight -= done as usize;
-                if measuring {
-                    requests += done;
-                    errors += bad;
-                }
-            }
-            top_up(conn, cfg.pipeline, &request);
-            flush(conn)?;
+    // Open loop: each connection sends at rate/conns, their schedules staggered
+    // evenly, so across connections one request falls due every 1/rate seconds,
+    // in round-robin order: `tick` walks that order without scanning them all.
+    let interval = cfg
+        .rate
+        .map(|rate| Duration::from_secs_f64(cfg.conns as f64 / rate.max(1e-9)));
+    let begin = Instant::now();
+    let mut tick = interval.map(|interval| {
+        let step = (interval / cfg.conns.max(1) as u32).max(Duration::from_nanos(1));
+        (begin, step, 0usize)
+    });
+    if let Some(interval) = interval {
+        for (i, conn) in conns.iter_mut().enumerate() {
+            conn.next_due = begin + interval.mul_f64(i as f64 / cfg.conns as f64);
         }
     }
+    let measure_from = begin + cfg.warmup;
+    let end = measure_from + cfg.duration;
+    let cpu_start = cpu_time();
+    let mut tally = Tally {
+        requests: 0,
+        errors: 0,
+        latency: Histogram::new_with_bounds(1, 60_000_000, 3).map_err(io::Error::other)?,
+    };
+    let progress = cfg
+        .progress
+        .then(|| progress_bar(cfg.warmup + cfg.duration));
+    let mut events = Events::with_capacity(1024);
+    let mut scratch = vec![0u8; 64 * 1024];
+    let mut ready: Vec<usize> = (0..conns.len()).collect();
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        let measuring = now >= measure_from;
+        // Send what is due on every connection that is ready for it.
+        for &i in &ready {
+            if let Some(conn) = conns.get_mut(i) {
+                match interval {
+                    Some(interval) => schedule(conn, interval, now, &cfg.op, &body),
+                    None => top_up(conn, cfg.pipeline, now, &cfg.op, &body),
+                }
+                flush(conn)?;
+            }
+        }
+        ready.clear();
+        let timeout = match tick {
+            Some((next, _, _)) => next.saturating_duration_since(now),
+            None => Duration::from_millis(50),
+        }
+        .min(end.saturating_duration_since(now));
+        poll.poll(&mut events, Some(timeout))?;
+        let now = Instant::now();
+        for event in events.iter() {
+            let i = event.token().0;
+            let Some(conn) = conns.get_mut(i) else {
+                continue;
+            };
+            read_replies(
+                conn,
+                &mut scratch,
+                &expect,
+                now,
+                measuring.then_some(&mut tally),
+            )?;
+            ready.push(i);
+        }
+        if let Some((next, step, cursor)) = &mut tick {
+            // Connections whose next request fell due while we slept.
+            while *next <= now {
+                ready.push(*cursor);
+                *cursor = (*cursor + 1) % conns.len().max(1);
+                *next += *step;
+            }
+        }
+        if let Some(bar) = &progress {
+            bar.set_position(begin.elapsed().as_millis() as u64);
+            if measuring {
+                let secs = now
+                    .saturating_duration_since(measure_from)
+                    .as_secs_f64()
+                    .max(1e-3);
+                bar.set_message(format!(
+                    "{:.0} req/s, {} errors",
+                    tally.requests as f64 / secs,
+                    tally.errors
+                ));
+            }
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
     let seconds = cfg.duration.as_secs_f64();
+    let wall = begin.elapsed().as_secs_f64();
+    let q = |quantile: f64| tally.latency.value_at_quantile(quantile);
     Ok(Report {
         conns: cfg.conns,
         pipeline: cfg.pipeline,
+        rate: cfg.rate,
         op: cfg.op.clone(),
         size: cfg.size,
         seconds,
-        requests,
-        errors,
-        rps: requests as f64 / seconds,
+        requests: tally.requests,
+        errors: tally.errors,
+        rps: tally.requests as f64 / seconds,
+        p50_us: q(0.5),
+        p90_us: q(0.9),
+        p99_us: q(0.99),
+        p999_us: q(0.999),
+        max_us: tally.latency.max(),
+        client_cpu: (cpu_time() - cpu_start).as_secs_f64() / wall,
     })
 }
 
-fn request_frame(cfg: &LoadConfig) -> Vec<u8> {
-    let body = vec![b'x'; cfg.size];
-    let takes_body = matches!(cfg.op.as_str(), "echo" | "upper" | "stamp");
-    let body: &[u8] = if takes_body { &body } else { &[] };
-    let header = serde_json::json!({"op": cfg.op, "size": body.len()}).to_string();
-    encode_frame(header.as_bytes(), body)
+fn takes_body(op: &str) -> bool {
+    matches!(op, "echo" | "upper" | "stamp")
 }
 
-/// Decodes replies from `input`; returns (replies completed, replies wrong).
-fn take_replies(conn: &mut Conn, input: &[u8], expect: &Expect) -> io::Result<(u64, u64)> {
-    let (mut done, mut bad) = (0, 0);
-    let mut pos = 0;
-    loop {
-        let (n, event) = conn
-            .decoder
-            .decode(&input[pos..])
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.message()))?;
-        pos += n;
-        match event {
-            None => return Ok((done, bad)),
-            Some(Event::Head { header, .. }) => {
-                conn.status_ok = header.status() == Some(200);
-                conn.body_seen = 0;
-            }
-            Some(Event::Body(chunk)) => conn.body_seen += chunk.len() as u64,
-            Some(Event::End) => {
-                done += 1;
-                if !conn.status_ok || conn.body_seen != expect.body_len {
-                    bad += 1;
-                }
-            }
-        }
+fn progress_bar(total: Duration) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total.as_millis() as u64);
+    let style = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style.progress_chars("=> "));
+    bar
+}
+
+/// Appends one request frame to the connection's output.
+fn push_request(conn: &mut Conn, counts_from: Instant, op: &str, body: &[u8]) {
+    let id = conn.next_id;
+    conn.next_id += 1;
+    let start = conn.out.len();
+    conn.out.extend_from_slice(&[0; 4]);
+    // Cannot fail writing into a Vec.
+    let _ = if body.is_empty() {
+        write!(conn.out, r#"{{"op":"{op}","id":{id}}}"#)
+    } else {
+        write!(
+            conn.out,
+            r#"{{"op":"{op}","id":{id},"size":{}}}"#,
+            body.len()
+        )
+    };
+    let len = (conn.out.len() - start - 4) as u32;
+    conn.out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    conn.out.extend_from_slice(body);
+    conn.in_flight.push_back((id, counts_from));
+}
+
+/// Closed loop: keep `pipeline` requests in flight; latency counts from sending.
+fn top_up(conn: &mut Conn, pipeline: usize, now: Instant, op: &str, body: &[u8]) {
+    while conn.in_flight.len() < pipeline {
+        push_request(conn, now, op, body);
     }
 }
 
-fn top_up(conn: &mut Conn, pipeline: usize, request: &[u8]) {
-    while conn.in_flight < pipeline {
-        conn.out.extend_from_slice(request);
-        conn.in_flight += 1;
+/// Open loop: send every request that is due, whatever is still in flight;
+/// latency counts from when it was due, so a stalled server is not hidden
+/// (no coordinated omission).
+fn schedule(conn: &mut Conn, interval: Duration, now: Instant, op: &str, body: &[u8]) {
+    while conn.next_due <= now {
+        let due = conn.next_due;
+        push_request(conn, due, op, body);
+        conn.next_due += interval;
+    }
+}
+
+fn read_replies(
+    conn: &mut Conn,
+    scratch: &mut [u8],
+    expect: &Expect,
+    now: Instant,
+    mut tally: Option<&mut Tally>,
+) -> io::Result<()> {
+    loop {
+        let n = match conn.stream.read(scratch) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed a connection",
+                ));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut input = &scratch[..n];
+        // Until the decoder wants more bytes: a frame's `End` comes from a call
+        // after its last body bytes, possibly with no input left at all.
+        loop {
+            let (used, event) = conn
+                .decoder
+                .decode(input)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.message()))?;
+            input = &input[used..];
+            match event {
+                None => break,
+                Some(Event::Head { header, .. }) => {
+                    let want_id = conn.in_flight.front().map(|(id, _)| *id);
+                    conn.reply_ok =
+                        header.status() == Some(200) && header.id().ok().flatten() == want_id;
+                    conn.body_seen = 0;
+                }
+                Some(Event::Body(chunk)) => {
+                    if let Some(body) = &expect.body {
+                        let from = conn.body_seen as usize;
+                        conn.reply_ok &= body.get(from..from + chunk.len()) == Some(chunk);
+                    }
+                    conn.body_seen += chunk.len() as u64;
+                }
+                Some(Event::End) => {
+                    let want_len = expect
+                        .body
+                        .as_ref()
+                        .map(|b| b.len() as u64)
+                        .or(expect.body_len);
+                    let ok = conn.reply_ok && want_len.is_none_or(|len| len == conn.body_seen);
+                    let sent = conn.in_flight.pop_front();
+                    if let (Some(tally), Some((_, from))) = (tally.as_deref_mut(), sent) {
+                        tally.requests += 1;
+                        if !ok {
+                            tally.errors += 1;
+                        }
+                        let us = now.saturating_duration_since(from).as_micros() as u64;
+                        tally.latency.saturating_record(us.max(1));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -194,4 +378,15 @@ fn flush(conn: &mut Conn) -> io::Result<()> {
     conn.out.clear();
     conn.out_pos = 0;
     Ok(())
+}
+
+/// CPU time (user + system) this process has used.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
