@@ -62,9 +62,13 @@ fn every_reply_from_the_real_server_checks_out() {
     }
 }
 
+/// How the lying server answers request number `n` with id `id` and body `body`:
+/// the id and body it sends back.
+type Spoil = fn(u64, u64, Vec<u8>) -> (u64, Vec<u8>);
+
 /// A server that answers every request with status 200 and the right id, but
-/// spoils some replies as `spoil(n, id, body)` says.
-fn lying_server(spoil: fn(u64, u64, Vec<u8>) -> (u64, Vec<u8>)) -> std::net::SocketAddr {
+/// spoils some replies as `spoil` says.
+fn lying_server(spoil: Spoil) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
