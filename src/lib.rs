@@ -2,7 +2,8 @@
 //!
 //! - [`reactor`]: the loop itself (poll, timers, revisit queue). Knows no ops.
 //! - [`server`]: the reactor's handler: accept, read, decode, dispatch, write, close.
-//! - [`conn`]: a connection's state machine; [`outbuf`]: its pending output.
+//! - [`conn`]: a connection's state machine; [`outbuf`]: its pending output;
+//!   [`bufpool`]: the buffers they share.
 //! - [`proto`]: the frame codec, sans-IO (bytes in, frames out).
 //! - [`service`]: the ops, one module per section of the contract.
 //! - [`auth`]: the HMAC challenge-response math and the users file.
@@ -10,6 +11,7 @@
 //!   [`config`]: every limit and default.
 
 pub mod auth;
+pub mod bufpool;
 pub mod client;
 pub mod config;
 pub mod conn;

@@ -1,6 +1,7 @@
 //! Pending output of a connection: a queue of byte chunks, written with `writev`
 //! when the socket takes them. Small replies share one buffer; large bodies are moved in, not copied.
 
+use crate::bufpool;
 use crate::net::{IoClass, classify};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -10,14 +11,11 @@ use std::io::{self, IoSlice, Write};
 const COPY_MAX: usize = 4 * 1024;
 /// The tail buffer stops growing here and a new one starts.
 const TAIL_MAX: usize = 64 * 1024;
-/// A drained tail buffer is kept for reuse up to this capacity: enough for a
-/// batch of small replies without allocating, small enough that 10,000 idle
-/// connections do not sit on much memory.
-const SPARE_MAX: usize = 2 * 1024;
 /// Chunks handed to one `writev`.
 const IOV_MAX: usize = 64;
 
-/// Pending output: a queue of byte chunks written with `writev`.
+/// Pending output: a queue of byte chunks written with `writev`. Written chunks
+/// go back to the buffer pool, so a drained `OutBuf` holds no buffer.
 #[derive(Debug, Default)]
 pub struct OutBuf {
     chunks: VecDeque<Vec<u8>>,
@@ -27,8 +25,6 @@ pub struct OutBuf {
     len: usize,
     /// Whether the back chunk is our own tail buffer, which replies may extend.
     tail_open: bool,
-    /// A drained tail buffer kept for reuse, so small replies allocate nothing.
-    spare: Vec<u8>,
 }
 
 impl OutBuf {
@@ -43,7 +39,7 @@ impl OutBuf {
     /// Appends bytes through `write` (reply headers, small bodies) to the tail buffer.
     pub fn append(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         if !self.tail_open || self.chunks.back().is_none_or(|c| c.len() >= TAIL_MAX) {
-            self.chunks.push_back(std::mem::take(&mut self.spare));
+            self.chunks.push_back(bufpool::take());
             self.tail_open = true;
         }
         if let Some(tail) = self.chunks.back_mut() {
@@ -56,10 +52,11 @@ impl OutBuf {
     /// Queues a body: copied when small, moved in as its own chunk when large.
     pub fn push_body(&mut self, body: Vec<u8>) {
         if body.is_empty() {
-            return;
+            return bufpool::give(body);
         }
         if body.len() < COPY_MAX {
             self.append(|tail| tail.extend_from_slice(&body));
+            bufpool::give(body);
         } else {
             self.len += body.len();
             self.chunks.push_back(body);
@@ -110,13 +107,8 @@ impl OutBuf {
             // Fully written (an empty chunk counts as written too).
             k -= left;
             self.pos = 0;
-            if let Some(mut done) = self.chunks.pop_front()
-                && self.chunks.is_empty()
-                && self.tail_open
-                && done.capacity() <= SPARE_MAX
-            {
-                done.clear();
-                self.spare = done;
+            if let Some(done) = self.chunks.pop_front() {
+                bufpool::give(done);
             }
         }
         self.tail_open = false;
@@ -192,18 +184,18 @@ mod tests {
     }
 
     #[test]
-    fn drained_tail_is_reused() {
+    fn drained_buffers_go_back_to_the_pool() {
         let mut out = OutBuf::default();
-        out.append(|t| t.extend_from_slice(b"abc"));
+        out.append(|t| t.extend_from_slice(&[b'a'; 3000]));
         let mut pipe = Pipe {
             got: Vec::new(),
             room: usize::MAX,
         };
         out.write_to(&mut pipe).unwrap();
-        assert!(out.spare.capacity() >= 3);
-        out.append(|t| t.extend_from_slice(b"d"));
-        assert_eq!(out.spare.capacity(), 0);
-        out.write_to(&mut pipe).unwrap();
-        assert_eq!(pipe.got, b"abcd");
+        assert!(out.chunks.is_empty());
+        // The next reply reuses that buffer: no allocation.
+        let reused = bufpool::take();
+        assert!(reused.capacity() >= 3000);
+        bufpool::give(reused);
     }
 }

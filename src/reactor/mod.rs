@@ -86,6 +86,8 @@ impl Reactor {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         while !handler.is_done() {
             self.poll_once(&mut events)?;
+            // Revisits queued from now on wait for the next turn, after a fresh poll.
+            let revisits = self.revisits.len();
             log::trace!(target: TRACE, "turn {}: {} events, {} revisits queued, {} timers armed",
                 self.turns, events.iter().count(), self.revisits.len(), self.timers.len());
             self.fire_timers(handler);
@@ -94,7 +96,7 @@ impl Reactor {
                 log::trace!(target: TRACE, "  token {}: {readiness}", event.token().0);
                 handler.ready(self, event.token(), readiness);
             }
-            self.run_revisits(handler);
+            self.run_revisits(handler, revisits);
             handler.end_of_turn(self);
         }
         Ok(())
@@ -128,10 +130,11 @@ impl Reactor {
         }
     }
 
-    /// Phase 4: tokens queued before this phase began. A token queued again while
-    /// it runs waits for the next turn, after the next poll: that is the fairness.
-    fn run_revisits<H: Handler>(&mut self, handler: &mut H) {
-        for _ in 0..self.revisits.len() {
+    /// Phase 4: the tokens that were queued before this turn's poll. A token
+    /// queued during this turn (its read budget ran out) waits for the next one,
+    /// after a poll that does not sleep: everyone else's events come first.
+    fn run_revisits<H: Handler>(&mut self, handler: &mut H, count: usize) {
+        for _ in 0..count {
             if let Some(token) = self.revisits.pop_front() {
                 log::trace!(target: TRACE, "  revisit token {}", token.0);
                 handler.revisit(self, token);

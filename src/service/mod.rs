@@ -6,6 +6,7 @@ pub mod ops;
 pub mod stats;
 
 use crate::auth::{self, AUTH_FAILED, Nonce, Users};
+use crate::bufpool;
 use crate::outbuf::OutBuf;
 use crate::proto::header::{FieldError, req_str};
 use crate::proto::{FrameError, HeadWriter, Header, Limits};
@@ -218,7 +219,7 @@ impl Services {
                     session.body = Body::Collect {
                         op,
                         id,
-                        bytes: Vec::new(),
+                        bytes: bufpool::take(),
                     };
                 }
             }

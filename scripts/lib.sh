@@ -1,0 +1,112 @@
+# lib.sh: shared by the benchmark scripts (sourced, not run): building, starting
+# servers pinned to CPU 0, server CPU time from /proc, medians, and stopping
+# every process a script started, even on Ctrl-C.
+
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+WORK="$(mktemp -d /tmp/frameloop-bench.XXXXXX)"
+STARTED=()
+cleanup() {
+    local pid
+    for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${STARTED[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+HZ="$(getconf CLK_TCK)"
+
+# BIN=path runs another build (an A/B comparison); default: build this tree.
+build() {
+    if [[ -z "${BIN:-}" ]]; then
+        cargo build --release --quiet
+        BIN=target/release/frameloop
+    fi
+}
+
+# Waits for "listening" in file $1 and prints the address after it.
+wait_listening() {
+    local _
+    for _ in $(seq 200); do
+        if grep -q listening "$1" 2>/dev/null; then awk '/listening/ {print $NF; exit}' "$1"; return; fi
+        sleep 0.05
+    done
+    echo "server did not start:" >&2; cat "$1" "$1.err" >&2 2>/dev/null || true; return 1
+}
+
+# start_frameloop [serve flags...]: sets SERVER_PID, ADDR, USERS.
+start_frameloop() {
+    local dir="$WORK/frameloop"
+    mkdir -p "$dir"
+    RUST_LOG=warn taskset -c 0 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$dir" "$@" \
+        >"$dir/out" 2>"$dir/out.err" &
+    SERVER_PID=$!; STARTED+=("$SERVER_PID")
+    ADDR="$(wait_listening "$dir/out")"
+    USERS="$dir/users"
+}
+
+# start_threaded: scripts/threaded_server.py, a thread per client. Sets SERVER_PID, ADDR, USERS.
+start_threaded() {
+    local dir="$WORK/threaded"
+    mkdir -p "$dir"
+    "$BIN" keygen guest >"$dir/users"
+    taskset -c 0 python3 scripts/threaded_server.py --listen 127.0.0.1:0 --users "$dir/users" \
+        >"$dir/out" 2>"$dir/out.err" &
+    SERVER_PID=$!; STARTED+=("$SERVER_PID")
+    ADDR="$(wait_listening "$dir/out")"
+    USERS="$dir/users"
+}
+
+# start_redis: redis-server on a free port (installed from apt when missing). Sets SERVER_PID, REDIS_PORT.
+start_redis() {
+    if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+        echo "installing redis-server and redis-tools ..." >&2
+        apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server redis-tools >&2
+        service redis-server stop >/dev/null 2>&1 || true
+    fi
+    REDIS_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    taskset -c 0 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+        --daemonize no >"$WORK/redis.log" 2>&1 &
+    SERVER_PID=$!; STARTED+=("$SERVER_PID")
+    local _
+    for _ in $(seq 100); do
+        [[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null || true)" == PONG ]] && return
+        sleep 0.05
+    done
+    echo "redis-server did not answer" >&2; return 1
+}
+
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+}
+
+# utime + stime of a process, in clock ticks (after the last ')': the name may hold spaces).
+cpu_ticks() {
+    local stat
+    stat="$(<"/proc/$1/stat")"
+    awk '{ print $12 + $13 }' <<<"${stat##*) }"
+}
+
+rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
+
+# Server CPU microseconds per request from a tick difference and a request count.
+us_per_req() { awk -v d="$1" -v hz="$HZ" -v n="$2" 'BEGIN { printf "%.2f", (n > 0) ? d * 1e6 / hz / n : 0 }'; }
+
+median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+# json_field JSON NAME: one field of the load tool's --json line.
+json_field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+
+# run_load [load flags...]: `frameloop load --json` pinned to CPU 1 against $ADDR, with the
+# server's CPU measured around it. Sets LOAD_JSON, SERVER_US (CPU us per request).
+run_load() {
+    local t0 t1
+    t0="$(cpu_ticks "$SERVER_PID")"
+    LOAD_JSON="$(timeout 300 taskset -c 1 "$BIN" load --addr "$ADDR" --users "$USERS" --warmup 0 --json "$@")"
+    t1="$(cpu_ticks "$SERVER_PID")"
+    SERVER_US="$(us_per_req "$((t1 - t0))" "$(json_field "$LOAD_JSON" requests)")"
+}
