@@ -13,16 +13,18 @@ use std::time::Instant;
 /// Every change goes through [`Conn::set_state`], which logs it.
 ///
 /// ```text
-///   accept --> Greeting --(auth ok)--> Serving
-///      |           |                      |
-///      |    (401, auth timeout,    (framing error, idle,
-///      |     framing error)         peer EOF, over max-conns)
-///      |           v                      v
-///      +------> Flushing --(output sent: shut down writing)--> Draining
-///                  |                                               |
-///            (5 s, write error)                       (peer EOF, 1 s, read error)
-///                  v                                               v
-///                Closed <------------------------------------------+
+///   accept --> Greeting --(auth ok, or --no-auth)--> Serving
+///                 |                                     |
+///     (401, 400 bad id, auth timeout,       (framing error, idle timeout,
+///      framing error, peer EOF,              peer EOF: replies still sent)
+///      over --max-conns: 503)                           |
+///                 v                                     v
+///              Flushing --(all sent: shut down writing)--> Draining
+///                 |        (peer already sent EOF: to Closed)    |
+///      (5 s, write error, shutdown failed)       (peer EOF, 1 s, read error)
+///                 v                                              v
+///               Closed <-----------------------------------------+
+///   (also at once from any state on a read or write error)
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {

@@ -246,7 +246,7 @@ impl Server {
             }
         }
         // Budget spent and the socket may hold more: no new edge will come for
-        // those bytes, so ask to be revisited next turn, after the others.
+        // those bytes, so ask to be revisited in the next turn, after the others.
         self.queue_revisit(r, key);
     }
 

@@ -1,5 +1,5 @@
 //! The stateless ops of contract section 4: ping, echo, upper, stamp, time, stats.
-//! Pure functions from a request to a reply; shared by the stream and UDP transports.
+//! Pure functions from a request to a reply, so any transport can serve them.
 
 use super::Op;
 use super::stats::Stats;
