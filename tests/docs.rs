@@ -42,6 +42,8 @@ const NOT_OUR_NAMES: &[&str] = &[
     "Vec",
     "hi",
     "k",
+    "guest",
+    "choices",
 ];
 
 /// Whether `name` is defined somewhere in `src` (a fn, type, const, module,
