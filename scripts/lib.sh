@@ -101,12 +101,11 @@ median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] 
 # json_field JSON NAME: one field of the load tool's --json line.
 json_field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
-# run_load [load flags...]: `frameloop load --json` pinned to CPU 1 against $ADDR, with the
-# server's CPU measured around it. Sets LOAD_JSON, SERVER_US (CPU us per request).
+# run_load [load flags...]: `frameloop load --json` pinned to CPU 1 against $ADDR (1 s warmup).
+# The load tool reads the server's CPU time over the measured window itself, so connection
+# setup and warmup are not charged to the requests. Sets LOAD_JSON, SERVER_US.
 run_load() {
-    local t0 t1
-    t0="$(cpu_ticks "$SERVER_PID")"
-    LOAD_JSON="$(timeout 300 taskset -c 1 "$BIN" load --addr "$ADDR" --users "$USERS" --warmup 0 --json "$@")"
-    t1="$(cpu_ticks "$SERVER_PID")"
-    SERVER_US="$(us_per_req "$((t1 - t0))" "$(json_field "$LOAD_JSON" requests)")"
+    LOAD_JSON="$(timeout 300 taskset -c 1 "$BIN" load --addr "$ADDR" --users "$USERS" --warmup 1 \
+        --server-pid "$SERVER_PID" --json "$@")"
+    SERVER_US="$(json_field "$LOAD_JSON" server_cpu_us_per_req | awk '{ printf "%.2f", $1 }')"
 }

@@ -177,6 +177,9 @@ struct LoadArgs {
     /// print one JSON line instead of a table
     #[argh(switch)]
     json: bool,
+    /// a server process on this machine: report its CPU per request over the measured window
+    #[argh(option)]
+    server_pid: Option<u32>,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -228,6 +231,7 @@ fn load(args: LoadArgs) -> Result<(), String> {
         duration: args.duration,
         warmup: args.warmup,
         progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        server_pid: args.server_pid,
     };
     let r = frameloop::load::run(&cfg).map_err(|e| format!("load: {e}"))?;
     if args.json {
@@ -249,6 +253,9 @@ fn load(args: LoadArgs) -> Result<(), String> {
             r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us
         );
         println!("  load CPU   {:>11.0}% of one core", r.client_cpu * 100.0);
+        if let Some(us) = r.server_cpu_us_per_req {
+            println!("  server CPU {us:>12.2} us per request");
+        }
     }
     if r.errors > 0 {
         return Err(format!("{} replies were wrong", r.errors));

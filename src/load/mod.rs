@@ -29,6 +29,8 @@ pub struct LoadConfig {
     pub warmup: Duration,
     /// Show a progress line on stderr while running.
     pub progress: bool,
+    /// A server process on this machine whose CPU time to measure over the window.
+    pub server_pid: Option<u32>,
 }
 
 /// The ops the load generator knows how to check.
@@ -53,6 +55,9 @@ pub struct Report {
     pub max_us: u64,
     /// CPU the load generator itself used, as a share of one core (1.0 = saturated).
     pub client_cpu: f64,
+    /// With `server_pid`: the server's CPU time (user + system) over the measured
+    /// window, per request, in microseconds.
+    pub server_cpu_us_per_req: Option<f64>,
 }
 
 /// What every reply must be: its status, and its body when it is known exactly.
@@ -160,6 +165,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
     let progress = cfg
         .progress
         .then(|| progress_bar(cfg.warmup + cfg.duration));
+    let mut server_cpu_from: Option<Duration> = None;
     let mut events = Events::with_capacity(1024);
     let mut scratch = vec![0u8; 64 * 1024];
     let mut ready: Vec<usize> = (0..conns.len()).collect();
@@ -169,6 +175,9 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
             break;
         }
         let measuring = now >= measure_from;
+        if measuring && server_cpu_from.is_none() {
+            server_cpu_from = Some(cfg.server_pid.and_then(process_cpu).unwrap_or_default());
+        }
         // Send what is due on every connection that is ready for it.
         for &i in &ready {
             if let Some(conn) = conns.get_mut(i) {
@@ -227,6 +236,12 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
+    let server_cpu_us_per_req = match (cfg.server_pid.and_then(process_cpu), server_cpu_from) {
+        (Some(end), Some(from)) if tally.requests > 0 => {
+            Some(end.saturating_sub(from).as_secs_f64() * 1e6 / tally.requests as f64)
+        }
+        _ => None,
+    };
     let seconds = cfg.duration.as_secs_f64();
     let wall = begin.elapsed().as_secs_f64();
     let q = |quantile: f64| tally.latency.value_at_quantile(quantile);
@@ -246,6 +261,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
         p999_us: q(0.999),
         max_us: tally.latency.max(),
         client_cpu: (cpu_time() - cpu_start).as_secs_f64() / wall,
+        server_cpu_us_per_req,
     })
 }
 
@@ -403,6 +419,17 @@ fn flush(conn: &mut Conn) -> io::Result<()> {
     conn.out.clear();
     conn.out_pos = 0;
     Ok(())
+}
+
+/// CPU time (user + system) a process on this machine has used, from `/proc/PID/stat`.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| Duration::from_secs_f64(ticks as f64 / hz as f64))
 }
 
 /// CPU time (user + system) this process has used.
