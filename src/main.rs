@@ -209,16 +209,7 @@ fn load(args: LoadArgs) -> Result<(), String> {
     let creds = if args.no_auth {
         Credentials::Anonymous
     } else {
-        let key = match &args.key {
-            Some(hex) => auth::hex32(hex).ok_or("--key must be 64 hex digits")?,
-            None => *Users::load(&args.users)?
-                .key(&args.user)
-                .ok_or_else(|| format!("no user {} in {}", args.user, args.users.display()))?,
-        };
-        Credentials::Key {
-            user: args.user,
-            key,
-        }
+        Credentials::for_user(&args.user, args.key.as_deref(), &args.users)?
     };
     let cfg = LoadConfig {
         addr: args.addr,

@@ -9,16 +9,21 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Output};
 
-fn client(server: &Server, args: &[&str]) -> Output {
+/// `--addr ADDR --users FILE` for `server`, as both clients take them.
+fn server_flags(server: &Server) -> Vec<String> {
     let users = server.dir.path().join("users");
+    vec![
+        "--addr".into(),
+        server.addr.to_string(),
+        "--users".into(),
+        users.display().to_string(),
+    ]
+}
+
+fn client(server: &Server, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_frameloop"))
         .arg("client")
-        .args([
-            "--addr",
-            &server.addr.to_string(),
-            "--users",
-            users.to_str().unwrap(),
-        ])
+        .args(server_flags(server))
         .args(args)
         .output()
         .expect("run client")
@@ -220,17 +225,11 @@ fn interactive_session_through_a_pty() {
 #[test]
 fn python_client_round_trips_auth_and_echo() {
     let server = Server::start(&[]);
-    let users = server.dir.path().join("users");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/client.py");
     let run = |args: &[&str]| {
         Command::new("python3")
             .arg(script)
-            .args([
-                "--addr",
-                &server.addr.to_string(),
-                "--users",
-                users.to_str().unwrap(),
-            ])
+            .args(server_flags(&server))
             .args(args)
             .output()
             .expect("python3")

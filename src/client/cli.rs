@@ -3,7 +3,6 @@
 //! pushes printed live above the prompt).
 
 use super::{Client, Credentials, Frame, read_frame};
-use crate::auth::{self, Users};
 use serde_json::{Map, Value, json};
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -145,26 +144,9 @@ pub struct Options {
 }
 
 impl Options {
-    fn credentials(&self) -> Result<Credentials, String> {
-        let key = match &self.key {
-            Some(hex) => auth::hex32(hex).ok_or("--key must be 64 hex digits")?,
-            None => {
-                let users =
-                    Users::load(&self.users).map_err(|e| format!("cannot read the key: {e}"))?;
-                *users
-                    .key(&self.user)
-                    .ok_or_else(|| format!("no user {} in {}", self.user, self.users.display()))?
-            }
-        };
-        Ok(Credentials::Key {
-            user: self.user.clone(),
-            key,
-        })
-    }
-
     /// Connects and authenticates, or says in one line why not.
     fn connect(&self) -> Result<Client, String> {
-        let creds = self.credentials()?;
+        let creds = Credentials::for_user(&self.user, self.key.as_deref(), &self.users)?;
         Client::connect(self.addr, &creds).map_err(|e| match e.kind() {
             io::ErrorKind::PermissionDenied => e.to_string(),
             io::ErrorKind::ConnectionRefused => {

@@ -91,6 +91,27 @@ pub enum Credentials {
     Anonymous,
 }
 
+impl Credentials {
+    /// The command-line way: `--key HEX` when given, else the user's line in the users file.
+    pub fn for_user(
+        user: &str,
+        key: Option<&str>,
+        users: &std::path::Path,
+    ) -> Result<Credentials, String> {
+        let key = match key {
+            Some(hex) => auth::hex32(hex).ok_or("--key must be 64 hex digits")?,
+            None => *auth::Users::load(users)
+                .map_err(|e| format!("cannot read the key: {e}"))?
+                .key(user)
+                .ok_or_else(|| format!("no user {user} in {}", users.display()))?,
+        };
+        Ok(Credentials::Key {
+            user: user.to_string(),
+            key,
+        })
+    }
+}
+
 /// Connects to the first address that answers, each try bounded in time.
 fn connect_any<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
