@@ -192,20 +192,18 @@ fn zero_config_after_serve_with_no_flags() {
     assert_eq!(text(&out.stdout), "zero config\n");
 }
 
+/// `frameloop client` (interactive) in a pseudo-terminal, its history in the server's temp dir.
+fn shell_in_pty(server: &Server) -> rexpect::session::PtySession {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_frameloop"));
+    cmd.arg("client").args(server_flags(server));
+    cmd.env("HOME", server.dir.path());
+    rexpect::session::spawn_command(cmd, Some(10_000)).expect("spawn in a pty")
+}
+
 #[test]
 fn interactive_session_through_a_pty() {
     let server = Server::start(&[]);
-    let users = server.dir.path().join("users");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_frameloop"));
-    cmd.args([
-        "client",
-        "--addr",
-        &server.addr.to_string(),
-        "--users",
-        users.to_str().unwrap(),
-    ]);
-    cmd.env("HOME", server.dir.path()); // history goes to the temp dir
-    let mut p = rexpect::session::spawn_command(cmd, Some(10_000)).expect("spawn in a pty");
+    let mut p = shell_in_pty(&server);
     p.exp_string("frameloop> ").unwrap();
     p.send_line("echo hello from a pty").unwrap();
     p.exp_string("hello from a pty").unwrap();
@@ -259,17 +257,7 @@ fn python_client_round_trips_auth_and_echo() {
 #[test]
 fn a_push_is_printed_above_the_line_being_typed() {
     let server = Server::start(&["--idle-timeout", "1"]);
-    let users = server.dir.path().join("users");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_frameloop"));
-    cmd.args([
-        "client",
-        "--addr",
-        &server.addr.to_string(),
-        "--users",
-        users.to_str().unwrap(),
-    ]);
-    cmd.env("HOME", server.dir.path());
-    let mut p = rexpect::session::spawn_command(cmd, Some(10_000)).expect("spawn in a pty");
+    let mut p = shell_in_pty(&server);
     p.exp_string("frameloop> ").unwrap();
     // Type half a command, no Enter; the server's idle `bye` push arrives meanwhile.
     p.send("echo half typed").unwrap();
