@@ -9,7 +9,7 @@ echo "redis-server $(redis-server --version | awk '{print $3}')" >&2
 rps_all=(); cpu_all=()
 for run in $(seq "$RUNS"); do
     t0="$(cpu_ticks "$SERVER_PID")"
-    out="$(timeout 300 taskset -c 1 redis-benchmark -p "$REDIS_PORT" -t ping_mbulk -c "$CLIENTS" \
+    out="$(timeout --foreground 300 taskset -c 1 redis-benchmark -p "$REDIS_PORT" -t ping_mbulk -c "$CLIENTS" \
         -P "$PIPELINE" -n "$REQUESTS" --csv)"
     t1="$(cpu_ticks "$SERVER_PID")"
     rps="$(awk -F'"' '/PING_MBULK/ { printf "%d", $4 + 0.5 }' <<<"$out")"

@@ -36,7 +36,7 @@ for shape in $SHAPES; do
     # Enough requests for about SECS seconds at frameloop's rate for this shape.
     n="$(awk -F, -v c="$conns" -v p="$pipeline" -v s="$SECS" '$1 == "frameloop" && $2 == c && $3 == p {printf "%d", $4 * s}' "$CSV")"
     t0="$(cpu_ticks "$SERVER_PID")"
-    csv="$(timeout 300 taskset -c 1 redis-benchmark -p "$REDIS_PORT" -t ping_mbulk -c "$conns" -P "$pipeline" -n "$n" --csv)"
+    csv="$(timeout --foreground 300 taskset -c 1 redis-benchmark -p "$REDIS_PORT" -t ping_mbulk -c "$conns" -P "$pipeline" -n "$n" --csv)"
     t1="$(cpu_ticks "$SERVER_PID")"
     # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
     read -r rps p99 < <(awk -F'"' '/PING_MBULK/ {printf "%d %d\n", $4, $14 * 1000}' <<<"$csv")

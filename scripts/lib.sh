@@ -82,6 +82,9 @@ start_redis() {
 stop_server() {
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
+    local keep=() pid
+    for pid in "${STARTED[@]}"; do [[ "$pid" == "$SERVER_PID" ]] || keep+=("$pid"); done
+    STARTED=("${keep[@]}")
 }
 
 # utime + stime of a process, in clock ticks (after the last ')': the name may hold spaces).
@@ -105,7 +108,7 @@ json_field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.a
 # The load tool reads the server's CPU time over the measured window itself, so connection
 # setup and warmup are not charged to the requests. Sets LOAD_JSON, SERVER_US.
 run_load() {
-    LOAD_JSON="$(timeout 300 taskset -c 1 "$BIN" load --addr "$ADDR" --users "$USERS" --warmup 1 \
-        --server-pid "$SERVER_PID" --json "$@")"
+    LOAD_JSON="$(timeout --foreground 300 taskset -c 1 "$BIN" load --addr "$ADDR" --users "$USERS" --warmup 1 \
+        --server-pid "$SERVER_PID" --json "$@")" || true  # wrong replies: the caller checks errors
     SERVER_US="$(json_field "$LOAD_JSON" server_cpu_us_per_req | awk '{ printf "%.2f", $1 }')"
 }

@@ -318,6 +318,12 @@ fn shell(client: Client, opts: &Options) -> Result<(), String> {
         print_push = Box::new(|line| println!("{line}"));
         Lines::Plain(io::stdin().lock().lines())
     };
+    // The shell may sit idle for long: the reader thread waits without a timeout
+    // (the prompt loop bounds each reply wait itself).
+    reader
+        .get_ref()
+        .set_read_timeout(None)
+        .map_err(|e| e.to_string())?;
     let (replies, replies_rx) = mpsc::channel::<io::Result<Frame>>();
     std::thread::spawn(move || {
         loop {

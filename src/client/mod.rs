@@ -278,7 +278,8 @@ impl Client {
     pub fn request(&mut self, op: &str, fields: Value, body: &[u8]) -> io::Result<Frame> {
         let id = self.send(op, fields, body)?;
         let reply = self.read_reply()?;
-        if reply.id() != Some(id) {
+        // An error without id (a framing error such as 431) answers this request too.
+        if reply.id() != Some(id) && !(reply.id().is_none() && reply.status() >= 400) {
             return Err(protocol_error(format!(
                 "reply id {:?}, expected {id}",
                 reply.id()
