@@ -140,15 +140,13 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
     }
     // Open loop: each connection sends at rate/conns, their schedules staggered
     // evenly, so across connections one request falls due every 1/rate seconds,
-    // in round-robin order: `tick` walks that order without scanning them all.
+    // in round-robin order: `cursor` walks that order without scanning them all,
+    // reading each connection's own `next_due` (one clock, no drift).
     let interval = cfg
         .rate
         .map(|rate| Duration::from_secs_f64(cfg.conns as f64 / rate.max(1e-9)));
     let begin = Instant::now();
-    let mut tick = interval.map(|interval| {
-        let step = (interval / cfg.conns.max(1) as u32).max(Duration::from_nanos(1));
-        (begin, step, 0usize)
-    });
+    let mut cursor = 0usize;
     if let Some(interval) = interval {
         for (i, conn) in conns.iter_mut().enumerate() {
             conn.next_due = begin + interval.mul_f64(i as f64 / cfg.conns as f64);
@@ -181,16 +179,33 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
         // Send what is due on every connection that is ready for it.
         for &i in &ready {
             if let Some(conn) = conns.get_mut(i) {
-                match interval {
-                    Some(interval) => schedule(conn, interval, now, &request),
-                    None => top_up(conn, cfg.pipeline, now, &request),
+                if interval.is_none() {
+                    top_up(conn, cfg.pipeline, now, &request);
                 }
                 flush(conn)?;
             }
         }
         ready.clear();
-        let timeout = match tick {
-            Some((next, _, _)) => next.saturating_duration_since(now),
+        // Open loop: requests go out only in schedule order, walked by `cursor`.
+        if let Some(interval) = interval {
+            let mut visited = 0;
+            while visited < conns.len() && conns.get(cursor).is_some_and(|c| c.next_due <= now) {
+                if let Some(conn) = conns.get_mut(cursor) {
+                    schedule(conn, interval, now, &request);
+                    flush(conn)?;
+                }
+                cursor = (cursor + 1) % conns.len();
+                visited += 1;
+            }
+        }
+        let timeout = match interval {
+            // mio rounds timeouts up to whole milliseconds: ask for the whole
+            // milliseconds below the due time, then poll without sleeping until it.
+            Some(_) => {
+                let due = conns.get(cursor).map_or(now, |c| c.next_due);
+                let wait = due.saturating_duration_since(now);
+                Duration::from_millis(wait.as_millis() as u64)
+            }
             None => Duration::from_millis(50),
         }
         .min(end.saturating_duration_since(now));
@@ -209,14 +224,6 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
                 measuring.then_some(&mut tally),
             )?;
             ready.push(i);
-        }
-        if let Some((next, step, cursor)) = &mut tick {
-            // Connections whose next request fell due while we slept.
-            while *next <= now {
-                ready.push(*cursor);
-                *cursor = (*cursor + 1) % conns.len().max(1);
-                *next += *step;
-            }
         }
         if let Some(bar) = &progress {
             bar.set_position(begin.elapsed().as_millis() as u64);
