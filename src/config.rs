@@ -20,6 +20,8 @@ pub struct Config {
     pub max_outbuf: usize,
     pub idle_timeout: Duration,
     pub auth_timeout: Duration,
+    /// Bytes each user may store (`--quota`); `None`: unlimited.
+    pub quota: Option<u64>,
 }
 
 impl Default for Config {
@@ -36,6 +38,7 @@ impl Default for Config {
             max_outbuf: 8 * 1024 * 1024,
             idle_timeout: Duration::from_secs(300),
             auth_timeout: Duration::from_secs(10),
+            quota: None,
         }
     }
 }
@@ -70,4 +73,10 @@ pub mod tuning {
     pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
     /// Connections beyond `--max-conns` still get their 503 politely, up to this many at once.
     pub const OVERFLOW_CONNS: usize = 1024;
+    /// File bytes (`get`) sent per connection per turn: big downloads take turns
+    /// with everything else (nginx's `sendfile_max_chunk` defaults to 2 MiB too).
+    pub const FILE_SEND_PER_TURN: usize = 2 * 1024 * 1024;
+    /// Input read ahead into the stash while a request holds the connection
+    /// (enough to notice the peer leave; beyond it the kernel buffers).
+    pub const READ_AHEAD_MAX: usize = 64 * 1024;
 }

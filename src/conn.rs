@@ -71,6 +71,8 @@ pub struct Conn {
     pub interest: Interest,
     /// Reading is paused because pending output went over `--max-outbuf`.
     pub backpressured: bool,
+    /// A request runs past its frame (a `sum`): the requests behind it wait.
+    pub busy: bool,
     /// The peer closed its sending side (read returned 0).
     pub peer_eof: bool,
     /// Already in the server's list of connections to flush this turn.
@@ -97,6 +99,7 @@ impl Conn {
             last_active: now,
             interest: Interest::READABLE,
             backpressured: false,
+            busy: false,
             peer_eof: false,
             dirty: false,
             revisit_queued: false,

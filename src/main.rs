@@ -5,7 +5,6 @@ use frameloop::auth::{self, Users};
 use frameloop::client::Credentials;
 use frameloop::config::{self, Config};
 use frameloop::load::LoadConfig;
-use frameloop::proto::Limits;
 use frameloop::reactor::TRACE;
 use frameloop::server::Server;
 use frameloop::service::Services;
@@ -106,6 +105,9 @@ struct ServeArgs {
         from_str_fn(config::parse_secs)
     )]
     auth_timeout: Duration,
+    /// bytes each user may store in their file root (default unlimited)
+    #[argh(option)]
+    quota: Option<u64>,
     /// log one line per loop turn and per event, to watch the loop work
     #[argh(switch)]
     trace: bool,
@@ -331,6 +333,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         max_outbuf: args.max_outbuf,
         idle_timeout: args.idle_timeout,
         auth_timeout: args.auth_timeout,
+        quota: args.quota,
     };
     let users = if config.no_auth {
         Users::default()
@@ -347,12 +350,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         Ok(_) => {}
         Err(e) => log::warn!("cannot raise the descriptor limit: {e}"),
     }
-    let limits = Limits {
-        max_header: config.max_header,
-        max_body: config.max_body,
-        body_allowed: true,
-    };
-    let services = Services::new(users, config.no_auth, limits, Instant::now());
+    let services = Services::new(users, &config, Instant::now()).map_err(|e| {
+        format!(
+            "cannot prepare data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
     let server = Server::bind(config.clone(), services)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;

@@ -1,10 +1,13 @@
-//! Pending output of a connection: a queue of byte chunks, written with `writev`
-//! when the socket takes them. Small replies share one buffer; large bodies are moved in, not copied.
+//! Pending output of a connection: a queue of byte chunks and file ranges, written
+//! with `writev` and `sendfile` when the socket takes them. Small replies share one
+//! buffer; large bodies are moved in, not copied; file bodies never enter memory.
 
 use crate::bufpool;
 use crate::net::{IoClass, classify};
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, IoSlice, Write};
+use std::os::unix::fs::FileExt;
 
 /// Owned output chunks smaller than this are copied into the shared tail buffer
 /// (one write for many replies); larger ones are queued as they are (no copy).
@@ -14,22 +17,70 @@ const TAIL_MAX: usize = 64 * 1024;
 /// Chunks handed to one `writev`.
 const IOV_MAX: usize = 64;
 
-/// Pending output: a queue of byte chunks written with `writev`. Written chunks
-/// go back to the buffer pool, so a drained `OutBuf` holds no buffer.
+/// A writer that can also send a range of a file (a socket: `sendfile(2)`, which
+/// moves page-cache pages to the socket without copying them through user space).
+pub trait Sink: Write {
+    /// Sends up to `len` bytes of `file` from `offset`. The default reads and writes
+    /// (for writers that are not sockets, e.g. in tests).
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        let mut buf = vec![0; len.min(64 * 1024)];
+        let n = file.read_at(&mut buf, offset)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.write(buf.get(..n).unwrap_or_default())
+    }
+}
+
+/// A range of an open file, queued as a reply body.
+#[derive(Debug)]
+pub struct FileRange {
+    pub file: File,
+    pub offset: u64,
+    pub len: u64,
+}
+
+#[derive(Debug)]
+enum Chunk {
+    Mem(Vec<u8>),
+    File(FileRange),
+}
+
+/// What one [`OutBuf::write_to`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flushed {
+    pub bytes: usize,
+    /// Stopped because the socket was full: its writable edge will bring us back.
+    /// False with output left means the per-turn file budget ran out: no edge will
+    /// come, so the caller must come back by itself.
+    pub blocked: bool,
+}
+
+/// Pending output: a queue of chunks written with `writev` (memory) and
+/// `sendfile` (files). Written memory chunks go back to the buffer pool, so a
+/// drained `OutBuf` holds no buffer.
 #[derive(Debug, Default)]
 pub struct OutBuf {
-    chunks: VecDeque<Vec<u8>>,
-    /// Bytes of the front chunk already written.
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front memory chunk already written.
     pos: usize,
-    /// Bytes pending in all chunks.
-    len: usize,
+    /// Bytes pending in all chunks (files included).
+    len: u64,
+    /// Bytes pending in memory chunks.
+    mem: usize,
     /// Whether the back chunk is our own tail buffer, which replies may extend.
     tail_open: bool,
 }
 
 impl OutBuf {
-    pub fn len(&self) -> usize {
+    /// Bytes pending, file ranges included (what backpressure counts).
+    pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Bytes pending in memory (what a slow chat receiver costs the server).
+    pub fn mem_len(&self) -> usize {
+        self.mem
     }
 
     pub fn is_empty(&self) -> bool {
@@ -38,15 +89,31 @@ impl OutBuf {
 
     /// Appends bytes through `write` (reply headers, small bodies) to the tail buffer.
     pub fn append(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
-        if !self.tail_open || self.chunks.back().is_none_or(|c| c.len() >= TAIL_MAX) {
-            self.chunks.push_back(bufpool::take());
+        let tail_full = match self.chunks.back() {
+            Some(Chunk::Mem(c)) => c.len() >= TAIL_MAX,
+            _ => true,
+        };
+        if !self.tail_open || tail_full {
+            self.chunks.push_back(Chunk::Mem(bufpool::take()));
             self.tail_open = true;
         }
-        if let Some(tail) = self.chunks.back_mut() {
+        if let Some(Chunk::Mem(tail)) = self.chunks.back_mut() {
             let before = tail.len();
             write(tail);
-            self.len += tail.len() - before;
+            let added = tail.len() - before;
+            self.len += added as u64;
+            self.mem += added;
         }
+    }
+
+    /// Queues a file range as a body: sent straight from the file, never read into memory.
+    pub fn push_file(&mut self, range: FileRange) {
+        if range.len == 0 {
+            return;
+        }
+        self.len += range.len;
+        self.chunks.push_back(Chunk::File(range));
+        self.tail_open = false;
     }
 
     /// Queues a body: copied when small, moved in as its own chunk when large.
@@ -58,32 +125,60 @@ impl OutBuf {
             self.append(|tail| tail.extend_from_slice(&body));
             bufpool::give(body);
         } else {
-            self.len += body.len();
-            self.chunks.push_back(body);
+            self.len += body.len() as u64;
+            self.mem += body.len();
+            self.chunks.push_back(Chunk::Mem(body));
             self.tail_open = false;
         }
     }
 
-    /// Writes until everything is sent or the socket is full. Returns the bytes
-    /// written; `Err` only for a fatal error. Short writes are normal, not errors.
-    pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<usize> {
-        let mut written = 0;
+    /// Writes until everything is sent, the socket is full, or `file_budget` bytes
+    /// of files went out (fairness: one big download must not hold the loop).
+    /// `Err` only for a fatal error; short writes are normal.
+    pub fn write_to<W: Sink>(&mut self, w: &mut W, file_budget: usize) -> io::Result<Flushed> {
+        let mut done = Flushed {
+            bytes: 0,
+            blocked: false,
+        };
+        let mut file_sent = 0;
         while self.len > 0 {
-            let mut iov = [IoSlice::new(&[]); IOV_MAX];
-            let mut n = 0;
-            for (i, chunk) in self.chunks.iter().take(IOV_MAX).enumerate() {
-                let from = if i == 0 { self.pos } else { 0 };
-                iov[i] = IoSlice::new(chunk.get(from..).unwrap_or_default());
-                n = i + 1;
-            }
-            match w.write_vectored(&iov[..n]) {
+            let result = match self.chunks.front() {
+                Some(Chunk::File(range)) => {
+                    if file_sent >= file_budget {
+                        break;
+                    }
+                    let want = usize::try_from(range.len)
+                        .unwrap_or(usize::MAX)
+                        .min(file_budget - file_sent);
+                    let r = w.send_file(&range.file, range.offset, want);
+                    if let Ok(k) = r {
+                        file_sent += k;
+                    }
+                    r
+                }
+                _ => {
+                    let mut iov = [IoSlice::new(&[]); IOV_MAX];
+                    let mut n = 0;
+                    for (i, chunk) in self.chunks.iter().take(IOV_MAX).enumerate() {
+                        let Chunk::Mem(bytes) = chunk else { break };
+                        let from = if i == 0 { self.pos } else { 0 };
+                        iov[i] = IoSlice::new(bytes.get(from..).unwrap_or_default());
+                        n = i + 1;
+                    }
+                    w.write_vectored(&iov[..n])
+                }
+            };
+            match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(k) => {
-                    written += k;
+                    done.bytes += k;
                     self.consume(k);
                 }
                 Err(e) => match classify(&e) {
-                    IoClass::WouldBlock => break,
+                    IoClass::WouldBlock => {
+                        done.blocked = true;
+                        break;
+                    }
                     IoClass::Retry => continue,
                     IoClass::Fatal => return Err(e),
                 },
@@ -92,22 +187,37 @@ impl OutBuf {
         if self.len == 0 {
             self.consume(0); // drop chunks that were appended to but stayed empty
         }
-        Ok(written)
+        Ok(done)
     }
 
     /// Drops `k` written bytes from the front, and any chunk left empty.
     fn consume(&mut self, mut k: usize) {
-        self.len = self.len.saturating_sub(k);
-        while let Some(front) = self.chunks.front() {
-            let left = front.len().saturating_sub(self.pos);
-            if k < left {
-                self.pos += k;
-                return;
+        self.len = self.len.saturating_sub(k as u64);
+        while let Some(front) = self.chunks.front_mut() {
+            match front {
+                Chunk::File(range) => {
+                    let k64 = k as u64;
+                    if k64 < range.len {
+                        range.offset += k64;
+                        range.len -= k64;
+                        return;
+                    }
+                    k -= range.len as usize; // range.len <= k here
+                }
+                Chunk::Mem(bytes) => {
+                    let left = bytes.len().saturating_sub(self.pos);
+                    if k < left {
+                        self.pos += k;
+                        self.mem = self.mem.saturating_sub(k);
+                        return;
+                    }
+                    // Fully written (an empty chunk counts as written too).
+                    k -= left;
+                    self.mem = self.mem.saturating_sub(left);
+                    self.pos = 0;
+                }
             }
-            // Fully written (an empty chunk counts as written too).
-            k -= left;
-            self.pos = 0;
-            if let Some(done) = self.chunks.pop_front() {
+            if let Some(Chunk::Mem(done)) = self.chunks.pop_front() {
                 bufpool::give(done);
             }
         }
@@ -140,6 +250,8 @@ mod tests {
         }
     }
 
+    impl Sink for Pipe {}
+
     #[test]
     fn short_writes_resume_where_they_stopped() {
         let mut out = OutBuf::default();
@@ -152,10 +264,10 @@ mod tests {
             got: Vec::new(),
             room: 7,
         };
-        assert_eq!(out.write_to(&mut pipe).unwrap(), 7);
+        assert_eq!(out.write_to(&mut pipe, usize::MAX).unwrap().bytes, 7);
         assert_eq!(out.len(), 100_001);
         pipe.room = usize::MAX;
-        out.write_to(&mut pipe).unwrap();
+        out.write_to(&mut pipe, usize::MAX).unwrap().bytes;
         assert!(out.is_empty());
         let mut want = b"head".to_vec();
         want.extend_from_slice(&big);
@@ -176,11 +288,43 @@ mod tests {
             got: Vec::new(),
             room: usize::MAX,
         };
-        assert_eq!(out.write_to(&mut pipe).unwrap(), TAIL_MAX);
+        assert_eq!(out.write_to(&mut pipe, usize::MAX).unwrap().bytes, TAIL_MAX);
         assert!(out.is_empty());
         assert!(out.chunks.is_empty());
         out.append(|t| t.extend_from_slice(b"z"));
-        assert_eq!(out.write_to(&mut pipe).unwrap(), 1);
+        assert_eq!(out.write_to(&mut pipe, usize::MAX).unwrap().bytes, 1);
+    }
+
+    #[test]
+    fn file_ranges_go_out_in_order_within_the_budget() {
+        let mut file = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        file.write_all(&data).unwrap();
+        let mut out = OutBuf::default();
+        out.append(|t| t.extend_from_slice(b"head"));
+        out.push_file(FileRange {
+            file,
+            offset: 10,
+            len: 150_000,
+        });
+        out.append(|t| t.extend_from_slice(b"tail"));
+        assert_eq!(out.len(), 150_008);
+        assert_eq!(out.mem_len(), 8);
+        let mut pipe = Pipe {
+            got: Vec::new(),
+            room: usize::MAX,
+        };
+        // A budget of 100,000 file bytes: stops with output left, not blocked.
+        let done = out.write_to(&mut pipe, 100_000).unwrap();
+        assert!(!done.blocked);
+        assert_eq!(done.bytes, 100_004);
+        let done = out.write_to(&mut pipe, 100_000).unwrap();
+        assert_eq!(done.bytes, 50_004);
+        assert!(out.is_empty());
+        let mut want = b"head".to_vec();
+        want.extend_from_slice(&data[10..150_010]);
+        want.extend_from_slice(b"tail");
+        assert_eq!(pipe.got, want);
     }
 
     #[test]
@@ -191,7 +335,7 @@ mod tests {
             got: Vec::new(),
             room: usize::MAX,
         };
-        out.write_to(&mut pipe).unwrap();
+        out.write_to(&mut pipe, usize::MAX).unwrap().bytes;
         assert!(out.chunks.is_empty());
         // The next reply reuses that buffer: no allocation.
         let reused = bufpool::take();

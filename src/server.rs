@@ -191,6 +191,9 @@ impl Server {
         if conn.backpressured {
             return; // flush() queues a revisit once the output drains below half
         }
+        if conn.busy {
+            return self.read_ahead(r, key); // resume() reads on once the request ends
+        }
         if !conn.stash.is_empty() {
             let mut stash = std::mem::take(&mut conn.stash);
             let used = self.feed(r, key, &stash);
@@ -262,7 +265,9 @@ impl Server {
             if !conn.state.takes_requests() {
                 return input.len();
             }
-            if conn.backpressured && conn.decoder.at_boundary() {
+            // A paused connection stops at the next frame boundary: the frame in
+            // hand is finished (its body consumed), the next one waits.
+            if (conn.backpressured || conn.busy) && conn.decoder.at_boundary() {
                 return pos;
             }
             let rest = input.get(pos..).unwrap_or_default();
@@ -293,12 +298,17 @@ impl Server {
             // Activity for the idle timeout is frame progress, not raw bytes: a peer
             // trickling an unfinished header does not keep its connection alive.
             conn.last_active = r.now();
-            if conn.out.len() > self.config.max_outbuf {
+            if conn.out.len() > self.config.max_outbuf as u64 {
                 // Stop reading this connection until its output drains below half.
                 conn.backpressured = true;
             }
             match next {
                 Next::Continue => {}
+                Next::Busy => {
+                    // The request goes on (a sum): the ones behind it wait, in order.
+                    conn.busy = true;
+                    self.queue_revisit(r, key);
+                }
                 Next::Authenticated => {
                     conn.decoder.set_limits(self.services.limits(true));
                     conn.set_state(conn_token(key), State::Serving);
@@ -308,6 +318,60 @@ impl Server {
                     self.close_politely(r, key, reason, None);
                     return input.len();
                 }
+            }
+        }
+    }
+
+    /// Runs the next step of the request holding the connection; when it ends,
+    /// the requests behind it are served (stashed ones first).
+    fn resume(&mut self, r: &mut Reactor, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let next = self.services.resume(&mut conn.session, &mut conn.out);
+        conn.last_active = r.now();
+        if conn.out.len() > self.config.max_outbuf as u64 {
+            conn.backpressured = true;
+        }
+        self.mark_flush(key);
+        match next {
+            Next::Busy => self.queue_revisit(r, key),
+            Next::Close(reason) => self.close_politely(r, key, reason, None),
+            Next::Continue | Next::Authenticated => {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.busy = false;
+                }
+                self.read_requests(r, key);
+            }
+        }
+    }
+
+    /// While a request holds the connection, input is only read ahead into the
+    /// stash, up to a bound: enough to notice the peer leaving (its job is then
+    /// dropped: a sum stops, an upload's temp file goes) without buffering a
+    /// pipelining client without limit. Beyond the bound the kernel holds the
+    /// bytes; `resume` reads them once the request ends.
+    fn read_ahead(&mut self, r: &mut Reactor, key: usize) {
+        for _ in 0..tuning::READS_PER_TURN {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.stash.len() >= tuning::READ_AHEAD_MAX || !conn.state.takes_requests() {
+                return;
+            }
+            let room = tuning::READ_AHEAD_MAX - conn.stash.len();
+            let buf = self.scratch.get_mut(..room.min(tuning::READ_CHUNK)).unwrap_or_default();
+            match conn.stream.read(buf) {
+                Ok(0) => return self.peer_eof(r, key),
+                Ok(n) => {
+                    self.services.stats.bytes_in += n as u64;
+                    conn.stash.extend_from_slice(buf.get(..n).unwrap_or_default());
+                }
+                Err(e) => match classify(&e) {
+                    IoClass::WouldBlock => return,
+                    IoClass::Retry => continue,
+                    IoClass::Fatal => return self.close_now(key, "read error"),
+                },
             }
         }
     }
@@ -356,18 +420,27 @@ impl Server {
             return;
         }
         if !conn.out.is_empty() {
-            match conn.out.write_to(&mut conn.stream) {
-                Ok(n) => {
+            match conn.out.write_to(&mut conn.stream, tuning::FILE_SEND_PER_TURN) {
+                Ok(done) => {
+                    let n = done.bytes;
                     log::trace!(target: TRACE, "  conn {}: wrote {n} B, {} B pending", conn_token(key).0, conn.out.len());
                     if n > 0 {
                         self.services.stats.bytes_out += n as u64;
                         conn.last_active = r.now();
                     }
+                    if !done.blocked && !conn.out.is_empty() {
+                        // Stopped by the per-turn file budget, not a full socket: no
+                        // writable edge will come, so come back next turn.
+                        self.queue_revisit(r, key);
+                    }
                 }
                 Err(_) => return self.close_now(key, "write error"),
             }
         }
-        if conn.backpressured && conn.out.len() <= self.config.max_outbuf / 2 {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.backpressured && conn.out.len() <= self.config.max_outbuf as u64 / 2 {
             // Resume reading. Bytes already in the kernel buffer raise no new
             // readable edge, so the revisit queue must bring the connection back.
             conn.backpressured = false;
@@ -582,11 +655,16 @@ impl Handler for Server {
             return;
         };
         conn.revisit_queued = false;
-        let state = conn.state;
+        let (state, busy) = (conn.state, conn.busy);
         match state {
+            State::Greeting | State::Serving if busy => self.resume(r, key),
             State::Greeting | State::Serving => self.read_requests(r, key),
             State::Draining => self.drain(r, key),
             State::Flushing | State::Closed => {}
+        }
+        // A revisit may also be owed to output held back by the file budget.
+        if state == State::Flushing || state == State::Serving {
+            self.mark_flush(key);
         }
     }
 

@@ -4,7 +4,6 @@
 
 use frameloop::client::{Client, Credentials};
 use frameloop::config::Config;
-use frameloop::proto::Limits;
 use frameloop::server::Server;
 use frameloop::service::Services;
 use serde_json::json;
@@ -61,17 +60,14 @@ fn allocations_for(client: &mut Client, n: usize, op: &str, body: &[u8]) -> u64 
 
 #[test]
 fn per_frame_allocations_on_the_server_thread() {
+    let data = tempfile::tempdir().unwrap();
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         no_auth: true,
+        data_dir: data.path().to_path_buf(),
         ..Config::default()
     };
-    let limits = Limits {
-        max_header: config.max_header,
-        max_body: config.max_body,
-        body_allowed: true,
-    };
-    let services = Services::new(Default::default(), true, limits, Instant::now());
+    let services = Services::new(Default::default(), &config, Instant::now()).unwrap();
     let server = Server::bind(config, services).unwrap();
     let addr = server.local_addr().unwrap();
     // The server thread runs until the test process exits.

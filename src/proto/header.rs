@@ -80,6 +80,15 @@ header_fields! {
     user => "user",
     cnonce => "cnonce",
     mac => "mac",
+    path => "path",
+    sha256 => "sha256",
+    overwrite => "overwrite",
+    parents => "parents",
+    offset => "offset",
+    cmd => "cmd",
+    args => "args",
+    room => "room",
+    to => "to",
 }
 
 /// A header key: which known field it names, if any (matched without allocating,
@@ -179,6 +188,38 @@ pub fn opt_str<'a>(
         Some(raw) => string_of(raw)
             .map(Some)
             .ok_or(FieldError::Type(name, "a string")),
+    }
+}
+
+/// An optional boolean field of a request (absent: `default`).
+pub fn opt_bool(
+    raw: Option<&RawValue>,
+    name: &'static str,
+    default: bool,
+) -> Result<bool, FieldError> {
+    match raw {
+        None => Ok(default),
+        Some(raw) => serde_json::from_str::<bool>(raw.get())
+            .map_err(|_| FieldError::Type(name, "true or false")),
+    }
+}
+
+/// An optional unsigned integer field of a request.
+pub fn opt_u64(raw: Option<&RawValue>, name: &'static str) -> Result<Option<u64>, FieldError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) => u64_of(raw)
+            .map(Some)
+            .ok_or(FieldError::Type(name, "an unsigned integer")),
+    }
+}
+
+/// An optional array-of-strings field of a request (absent: empty).
+pub fn opt_strings(raw: Option<&RawValue>, name: &'static str) -> Result<Vec<String>, FieldError> {
+    match raw {
+        None => Ok(Vec::new()),
+        Some(raw) => serde_json::from_str::<Vec<String>>(raw.get())
+            .map_err(|_| FieldError::Type(name, "an array of strings")),
     }
 }
 

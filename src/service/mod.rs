@@ -2,11 +2,13 @@
 //! Sans-IO: it sees headers, body bytes and an output buffer, never a socket.
 //! This file holds the op table, the handshake (contract section 3) and request dispatch.
 
+pub mod files;
 pub mod ops;
 pub mod stats;
 
 use crate::auth::{self, AUTH_FAILED, Nonce, Users};
 use crate::bufpool;
+use crate::config::Config;
 use crate::outbuf::OutBuf;
 use crate::proto::header::{FieldError, req_str};
 use crate::proto::{FrameError, HeadWriter, Header, Limits};
@@ -23,10 +25,18 @@ pub enum Op {
     Stamp,
     Time,
     Stats,
+    Pwd,
+    Cd,
+    Ls,
+    Mkdir,
+    Rm,
+    Put,
+    Get,
+    Sum,
 }
 
 impl Op {
-    pub const ALL: [Op; 7] = [
+    pub const ALL: [Op; 15] = [
         Op::Auth,
         Op::Ping,
         Op::Echo,
@@ -34,6 +44,14 @@ impl Op {
         Op::Stamp,
         Op::Time,
         Op::Stats,
+        Op::Pwd,
+        Op::Cd,
+        Op::Ls,
+        Op::Mkdir,
+        Op::Rm,
+        Op::Put,
+        Op::Get,
+        Op::Sum,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +63,14 @@ impl Op {
             Op::Stamp => "stamp",
             Op::Time => "time",
             Op::Stats => "stats",
+            Op::Pwd => "pwd",
+            Op::Cd => "cd",
+            Op::Ls => "ls",
+            Op::Mkdir => "mkdir",
+            Op::Rm => "rm",
+            Op::Put => "put",
+            Op::Get => "get",
+            Op::Sum => "sum",
         }
     }
 
@@ -56,6 +82,14 @@ impl Op {
     pub fn buffers_body(self) -> bool {
         matches!(self, Op::Echo | Op::Upper | Op::Stamp)
     }
+
+    /// The stateless ops of contract section 4 (served over every transport).
+    pub fn is_stateless(self) -> bool {
+        matches!(
+            self,
+            Op::Ping | Op::Echo | Op::Upper | Op::Stamp | Op::Time | Op::Stats
+        )
+    }
 }
 
 /// What the server should do after a frame event.
@@ -64,6 +98,9 @@ pub enum Next {
     Continue,
     /// Authentication succeeded: lift the pre-auth limits.
     Authenticated,
+    /// The request goes on after this frame (a `sum`): hold back the requests
+    /// behind it and call [`Services::resume`] in the next turn.
+    Busy,
     /// Close the connection politely (the reply saying why is already queued).
     Close(&'static str),
 }
@@ -77,6 +114,16 @@ pub struct Session {
     nonce: Nonce,
     /// The request whose body is arriving.
     body: Body,
+    /// The file service's per-connection state (current directory).
+    files: files::FileSession,
+    /// A request still running after its frame (holds back the ones behind it).
+    job: Option<Job>,
+}
+
+/// A request that runs across loop turns.
+#[derive(Debug)]
+enum Job {
+    Sum { id: Option<u64>, sum: files::Sum },
 }
 
 #[derive(Debug, Default)]
@@ -90,6 +137,11 @@ enum Body {
         id: Option<u64>,
         bytes: Vec<u8>,
     },
+    /// Streaming a `put` body to its temp file.
+    Upload {
+        id: Option<u64>,
+        upload: Box<files::Upload>,
+    },
 }
 
 pub struct Services {
@@ -98,16 +150,23 @@ pub struct Services {
     no_auth: bool,
     /// Decoder limits after authentication.
     open_limits: Limits,
+    files: files::Files,
 }
 
 impl Services {
-    pub fn new(users: Users, no_auth: bool, open_limits: Limits, started: Instant) -> Services {
-        Services {
+    /// Sets the services up for `config` (this prepares the data directory).
+    pub fn new(users: Users, config: &Config, started: Instant) -> std::io::Result<Services> {
+        Ok(Services {
             stats: Stats::new(started),
             users,
-            no_auth,
-            open_limits,
-        }
+            no_auth: config.no_auth,
+            open_limits: Limits {
+                max_header: config.max_header,
+                max_body: config.max_body,
+                body_allowed: true,
+            },
+            files: files::Files::open(&config.data_dir, config.quota)?,
+        })
     }
 
     /// Decoder limits for a new connection, and the limits once it authenticates.
@@ -223,26 +282,109 @@ impl Services {
                     };
                 }
             }
-            Some(op) => {
+            Some(op) if op.is_stateless() => {
                 let result = ops::run(op, header, &self.stats);
                 self.finish(out, id, result);
             }
+            Some(op) => return self.file_op(op, session, header, id, out),
         }
+        Next::Continue
+    }
+
+    /// The ops of contract section 5.
+    fn file_op(
+        &mut self,
+        op: Op,
+        session: &mut Session,
+        header: &Header,
+        id: Option<u64>,
+        out: &mut OutBuf,
+    ) -> Next {
+        let Some(user) = session.user.as_deref() else {
+            return Next::Continue;
+        };
+        let fs = &mut session.files;
+        let result = match op {
+            Op::Pwd => {
+                self.files.pwd(fs, out, id);
+                Ok(())
+            }
+            Op::Cd => self.files.cd(fs, user, header, out, id),
+            Op::Ls => self.files.ls(fs, user, header, out, id),
+            Op::Mkdir => self.files.mkdir(fs, user, header, out, id),
+            Op::Rm => self.files.rm(fs, user, header, out, id),
+            Op::Get => self.files.get(fs, user, header, out, id),
+            Op::Put => self.files.start_put(fs, user, header).map(|upload| {
+                session.body = Body::Upload {
+                    id,
+                    upload: Box::new(upload),
+                };
+            }),
+            Op::Sum => match self.files.sum(fs, user, header) {
+                Ok(sum) => {
+                    session.job = Some(Job::Sum { id, sum });
+                    return Next::Busy;
+                }
+                Err(e) => Err(e),
+            },
+            _ => Err(ops::OpError::bad("op not valid here")),
+        };
+        match result {
+            // put replies at the end of its body.
+            Ok(()) if op == Op::Put => {}
+            Ok(()) => self.stats.frames_out += 1,
+            // An error reply; the rest of the body (if any) is dropped.
+            Err(e) => self.error(out, e.status, id, &e.message),
+        }
+        Next::Continue
+    }
+
+    /// Runs a step of the request in progress (after [`Next::Busy`]).
+    pub fn resume(&mut self, session: &mut Session, out: &mut OutBuf) -> Next {
+        let Some(job) = session.job.as_mut() else {
+            return Next::Continue;
+        };
+        match job {
+            Job::Sum { id, sum } => {
+                let id = *id;
+                match sum.step() {
+                    Ok(None) => return Next::Busy,
+                    Ok(Some((total, digest))) => {
+                        files::write_digest(out, id, total, &digest);
+                        self.stats.frames_out += 1;
+                    }
+                    Err(e) => self.error(out, e.status, id, &e.message),
+                }
+            }
+        }
+        session.job = None;
         Next::Continue
     }
 
     /// A piece of the current request's body.
     pub fn body(&mut self, session: &mut Session, chunk: &[u8]) {
-        if let Body::Collect { bytes, .. } = &mut session.body {
-            bytes.extend_from_slice(chunk);
+        match &mut session.body {
+            Body::Collect { bytes, .. } => bytes.extend_from_slice(chunk),
+            Body::Upload { upload, .. } => upload.write(chunk),
+            Body::Drop => {}
         }
     }
 
     /// The current frame is complete: reply to a request that collected its body.
     pub fn end(&mut self, session: &mut Session, out: &mut OutBuf) -> Next {
-        if let Body::Collect { op, id, bytes } = std::mem::take(&mut session.body) {
-            let result = ops::run_with_body(op, bytes);
-            self.finish(out, id, result);
+        match std::mem::take(&mut session.body) {
+            Body::Collect { op, id, bytes } => {
+                let result = ops::run_with_body(op, bytes);
+                self.finish(out, id, result);
+            }
+            Body::Upload { id, upload } => match upload.finish() {
+                Ok((total, digest)) => {
+                    files::write_digest(out, id, total, &digest);
+                    self.stats.frames_out += 1;
+                }
+                Err(e) => self.error(out, e.status, id, &e.message),
+            },
+            Body::Drop => {}
         }
         Next::Continue
     }
