@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# bench-files.sh: a 1 GiB get over loopback, frameloop against nginx (apt) serving the
+# same file, then frameloop put of it. Servers pinned to CPU 0, clients to CPU 1.
+# nginx is read both by `curl -o /dev/null` and by the same Python reader frameloop
+# gets (scripts/transfer.py), so the client is not what differs. The file is in the
+# page cache for every run (a warm-up read first); medians of RUNS runs.
+source "$(dirname "$0")/lib.sh"
+
+RUNS="${RUNS:-5}" SIZE_MIB="${SIZE_MIB:-1024}"
+if ! command -v nginx >/dev/null; then
+    echo "installing nginx ..." >&2
+    apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx >&2
+    service nginx stop >/dev/null 2>&1 || true
+fi
+build
+
+start_frameloop
+DATA="$WORK/frameloop"
+mkdir -p "$DATA/files/guest"
+FILE="$DATA/files/guest/big.bin"
+head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$FILE"
+cat "$FILE" >/dev/null  # into the page cache
+
+# nginx serving the same directory, sendfile on, one worker on CPU 0.
+NGINX_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx/nginx.conf" <<CONF
+user root;  # the bench data dir is private to root (mktemp -d)
+worker_processes 1;
+worker_cpu_affinity 1;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        root $DATA/files/guest;
+    }
+}
+CONF
+nginx -c "$WORK/nginx/nginx.conf" &
+STARTED+=("$!")
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && break; sleep 0.05; done
+echo "nginx $(nginx -v 2>&1 | awk -F/ '{print $2}'), file $SIZE_MIB MiB" >&2
+
+field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+T="taskset -c 1 timeout --foreground 120"
+get_all=(); nginx_py=(); nginx_curl=(); put_all=(); put_shm=()
+for run in $(seq "$RUNS"); do
+    fl="$($T python3 scripts/transfer.py frameloop-get "$ADDR" "$USERS" /big.bin)"
+    ng="$($T python3 scripts/transfer.py http-get "127.0.0.1:$NGINX_PORT" /big.bin)"
+    bps="$($T curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$NGINX_PORT/big.bin")"
+    curl_mib="$(awk -v b="$bps" 'BEGIN { printf "%.1f", b / 1048576 }')"
+    echo "get run $run (MiB/s): frameloop $(field "$fl" mib_s) | nginx, same reader $(field "$ng" mib_s)" \
+        "| nginx, curl $curl_mib"
+    get_all+=("$(field "$fl" mib_s)"); nginx_py+=("$(field "$ng" mib_s)"); nginx_curl+=("$curl_mib")
+done
+# put is durable: fsync before the rename. On disk it is bounded by the disk's
+# synchronous write speed; a second server with its data dir on tmpfs (/dev/shm,
+# where fsync costs nothing) shows the server's own cost.
+FL_ADDR="$ADDR" FL_USERS="$USERS"
+SHM="$(mktemp -d /dev/shm/frameloop-bench.XXXXXX)"
+RUST_LOG=warn taskset -c 0 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$SHM" >"$SHM/out" 2>"$SHM/out.err" &
+STARTED+=("$!")
+SHM_ADDR="$(wait_listening "$SHM/out")"
+for run in $(seq "$RUNS"); do
+    pt="$($T python3 scripts/transfer.py frameloop-put "$FL_ADDR" "$FL_USERS" "$FILE" /upload.bin)"
+    ps="$($T python3 scripts/transfer.py frameloop-put "$SHM_ADDR" "$SHM/users" "$FILE" /upload.bin)"
+    echo "put run $run (MiB/s): data dir on disk $(field "$pt" mib_s) | on tmpfs $(field "$ps" mib_s)"
+    put_all+=("$(field "$pt" mib_s)"); put_shm+=("$(field "$ps" mib_s)")
+done
+rm -rf "$SHM"
+disk="$(dd if=/dev/zero of="$DATA/dd.test" bs=1M count=512 conv=fdatasync 2>&1 | awk -F', ' '/copied/ {print $NF}')"
+rm -f "$DATA/dd.test"
+m() { printf '%s\n' "$@" | median; }
+g="$(m "${get_all[@]}")" n="$(m "${nginx_py[@]}")" c="$(m "${nginx_curl[@]}")"
+p="$(m "${put_all[@]}")" ps="$(m "${put_shm[@]}")"
+echo "median of $RUNS (MiB/s): frameloop get $g | nginx get $n (same reader), $c (curl)" \
+    "| frameloop put $p (disk), $ps (tmpfs) | disk, dd conv=fdatasync: $disk"
+awk -v g="$g" -v n="$n" -v c="$c" -v p="$p" -v ps="$ps" 'BEGIN {
+    printf "ratios: get/nginx %.2f (same reader), %.2f (curl); put/get %.2f (disk), %.2f (tmpfs)\n",
+        g / n, g / c, p / g, ps / g }'
