@@ -267,7 +267,7 @@ mod tests {
         assert_eq!(out.write_to(&mut pipe, usize::MAX).unwrap().bytes, 7);
         assert_eq!(out.len(), 100_001);
         pipe.room = usize::MAX;
-        out.write_to(&mut pipe, usize::MAX).unwrap().bytes;
+        out.write_to(&mut pipe, usize::MAX).unwrap();
         assert!(out.is_empty());
         let mut want = b"head".to_vec();
         want.extend_from_slice(&big);
@@ -335,7 +335,7 @@ mod tests {
             got: Vec::new(),
             room: usize::MAX,
         };
-        out.write_to(&mut pipe, usize::MAX).unwrap().bytes;
+        out.write_to(&mut pipe, usize::MAX).unwrap();
         assert!(out.chunks.is_empty());
         // The next reply reuses that buffer: no allocation.
         let reused = bufpool::take();

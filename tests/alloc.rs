@@ -67,14 +67,17 @@ fn per_frame_allocations_on_the_server_thread() {
         data_dir: data.path().to_path_buf(),
         ..Config::default()
     };
-    let services = Services::new(Default::default(), &config, Instant::now()).unwrap();
-    let server = Server::bind(config, services).unwrap();
-    let addr = server.local_addr().unwrap();
-    // The server thread runs until the test process exits.
+    // The server holds single-threaded state (Rc), so it is built on its own
+    // thread; that thread runs until the test process exits.
+    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         ON_SERVER_THREAD.with(|f| f.set(true));
+        let services = Services::new(Default::default(), &config, Instant::now()).unwrap();
+        let server = Server::bind(config, services).unwrap();
+        tx.send(server.local_addr().unwrap()).unwrap();
         let _ = server.run();
     });
+    let addr = rx.recv().unwrap();
     let mut client = Client::connect(addr, &Credentials::Anonymous).unwrap();
     // Warm up: buffers reach their working size.
     allocations_for(&mut client, 2000, "ping", b"");

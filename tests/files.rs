@@ -74,14 +74,23 @@ fn pwd_cd_mkdir_ls_rm() {
         req(&mut c, "mkdir", json!({"path":"/b","parents":"yes"})).status(),
         400
     );
-    assert_eq!(req(&mut c, "cd", json!({"path":"b/c"})).str("path"), Some("/b/c"));
+    assert_eq!(
+        req(&mut c, "cd", json!({"path":"b/c"})).str("path"),
+        Some("/b/c")
+    );
     assert_eq!(req(&mut c, "pwd", json!({})).str("path"), Some("/b/c"));
     assert_eq!(put(&mut c, "f.txt", b"hello", json!({})).status(), 200);
     assert!(root(&server, "guest").join("b/c/f.txt").exists());
     assert_eq!(req(&mut c, "cd", json!({"path":"nope"})).status(), 404);
     assert_eq!(req(&mut c, "cd", json!({"path":"f.txt"})).status(), 409);
-    assert_eq!(req(&mut c, "cd", json!({"path":".."})).str("path"), Some("/b"));
-    assert_eq!(req(&mut c, "cd", json!({"path":"/"})).str("path"), Some("/"));
+    assert_eq!(
+        req(&mut c, "cd", json!({"path":".."})).str("path"),
+        Some("/b")
+    );
+    assert_eq!(
+        req(&mut c, "cd", json!({"path":"/"})).str("path"),
+        Some("/")
+    );
     // ls: sorted by name bytes, types and sizes; optional path defaults to the cwd.
     put(&mut c, "/Z", b"1", json!({}));
     put(&mut c, "/a/zz", b"12", json!({}));
@@ -113,7 +122,12 @@ fn put_get_sum_round_trip() {
     let server = Server::start(&[]);
     let mut c = server.client();
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
-    let r = put(&mut c, "/d.bin", &data, json!({"sha256": sha_hex(&data).to_uppercase()}));
+    let r = put(
+        &mut c,
+        "/d.bin",
+        &data,
+        json!({"sha256": sha_hex(&data).to_uppercase()}),
+    );
     assert_eq!(r.status(), 200, "{r:?}");
     assert_eq!(r.header["total"], json!(data.len()));
     assert_eq!(r.str("sha256"), Some(sha_hex(&data).as_str()));
@@ -123,11 +137,20 @@ fn put_get_sum_round_trip() {
     assert_eq!(r.header["total"], json!(data.len()));
     assert!(r.header["mtime"].as_i64().unwrap() > 1_700_000_000);
     let r = req(&mut c, "get", json!({"path":"d.bin","offset":299_990}));
-    assert_eq!((r.body.as_slice(), r.header["size"].clone()), (&data[299_990..], json!(10)));
+    assert_eq!(
+        (r.body.as_slice(), r.header["size"].clone()),
+        (&data[299_990..], json!(10))
+    );
     let r = req(&mut c, "get", json!({"path":"d.bin","offset":300_000}));
     assert_eq!((r.status(), r.body.len()), (200, 0));
-    assert_eq!(req(&mut c, "get", json!({"path":"d.bin","offset":300_001})).status(), 400);
-    assert_eq!(req(&mut c, "get", json!({"path":"d.bin","offset":-1})).status(), 400);
+    assert_eq!(
+        req(&mut c, "get", json!({"path":"d.bin","offset":300_001})).status(),
+        400
+    );
+    assert_eq!(
+        req(&mut c, "get", json!({"path":"d.bin","offset":-1})).status(),
+        400
+    );
     assert_eq!(req(&mut c, "get", json!({"path":"nope"})).status(), 404);
     assert_eq!(req(&mut c, "get", json!({"path":"/"})).status(), 409);
     let r = req(&mut c, "sum", json!({"path":"/d.bin"}));
@@ -149,25 +172,48 @@ fn put_refusals_leave_the_destination_and_no_temp_file() {
     // Existing path without overwrite: 409; with it: replaced.
     let r = put(&mut c, "/f", b"new", json!({}));
     assert_eq!(r.status(), 409);
-    assert_eq!(std::fs::read(root(&server, "guest").join("f")).unwrap(), b"old");
+    assert_eq!(
+        std::fs::read(root(&server, "guest").join("f")).unwrap(),
+        b"old"
+    );
     // A wrong sha256: refused, old content kept.
-    let r = put(&mut c, "/f", b"new", json!({"overwrite":true,"sha256":sha_hex(b"other")}));
+    let r = put(
+        &mut c,
+        "/f",
+        b"new",
+        json!({"overwrite":true,"sha256":sha_hex(b"other")}),
+    );
     assert_eq!(r.status(), 400, "{r:?}");
-    assert_eq!(std::fs::read(root(&server, "guest").join("f")).unwrap(), b"old");
+    assert_eq!(
+        std::fs::read(root(&server, "guest").join("f")).unwrap(),
+        b"old"
+    );
     let r = put(&mut c, "/f", b"new!", json!({"overwrite":true}));
     assert_eq!(r.status(), 200);
-    assert_eq!(std::fs::read(root(&server, "guest").join("f")).unwrap(), b"new!");
+    assert_eq!(
+        std::fs::read(root(&server, "guest").join("f")).unwrap(),
+        b"new!"
+    );
     // Bad sha256 text, a directory as destination, a missing parent.
-    assert_eq!(put(&mut c, "/g", b"x", json!({"sha256":"zz"})).status(), 400);
+    assert_eq!(
+        put(&mut c, "/g", b"x", json!({"sha256":"zz"})).status(),
+        400
+    );
     req(&mut c, "mkdir", json!({"path":"/dir"}));
-    assert_eq!(put(&mut c, "/dir", b"x", json!({"overwrite":true})).status(), 409);
+    assert_eq!(
+        put(&mut c, "/dir", b"x", json!({"overwrite":true})).status(),
+        409
+    );
     assert_eq!(put(&mut c, "/", b"x", json!({})).status(), 409);
     assert_eq!(put(&mut c, "/no/such", b"x", json!({})).status(), 404);
     // Quota 1000: 4 stored; 996 more fit, 997 do not; an overwrite counts the file it replaces.
     let r = put(&mut c, "/big", &[1u8; 997], json!({}));
     assert_eq!(r.status(), 413, "{r:?}");
     assert_eq!(put(&mut c, "/big", &[1u8; 996], json!({})).status(), 200);
-    assert_eq!(put(&mut c, "/big", &[2u8; 996], json!({"overwrite":true})).status(), 200);
+    assert_eq!(
+        put(&mut c, "/big", &[2u8; 996], json!({"overwrite":true})).status(),
+        200
+    );
     assert_eq!(put(&mut c, "/one", b"1", json!({})).status(), 413);
     assert_eq!(req(&mut c, "rm", json!({"path":"/big"})).status(), 200);
     assert_eq!(put(&mut c, "/one", b"1", json!({})).status(), 200);
@@ -205,17 +251,26 @@ fn traversal_nul_and_long_paths() {
             let r = req(&mut c, op, json!({"path": path}));
             assert_eq!(r.status(), 403, "{op} {path}: {r:?}");
         }
-        assert_eq!(put(&mut c, &format!("{path}/x"), b"1", json!({})).status(), 403);
+        assert_eq!(
+            put(&mut c, &format!("{path}/x"), b"1", json!({})).status(),
+            403
+        );
     }
     assert_eq!(req(&mut c, "get", json!({"path":"a\u{0}b"})).status(), 400);
-    assert_eq!(req(&mut c, "get", json!({"path": "a".repeat(4097)})).status(), 400);
+    assert_eq!(
+        req(&mut c, "get", json!({"path": "a".repeat(4097)})).status(),
+        400
+    );
     assert_eq!(req(&mut c, "get", json!({"path": 5})).status(), 400);
     assert_eq!(req(&mut c, "cd", json!({})).status(), 400);
     // A 4096-byte path is allowed by the contract; the kernel finds no such file.
     let long = "a/".repeat(2048);
     assert_eq!(req(&mut c, "get", json!({"path": long})).status(), 404);
     // Nothing was written outside the root.
-    assert_eq!(std::fs::read(server.dir.path().join("files/secret")).unwrap(), b"x");
+    assert_eq!(
+        std::fs::read(server.dir.path().join("files/secret")).unwrap(),
+        b"x"
+    );
     assert_eq!(tmp_entries(&server), 0);
 }
 
@@ -249,11 +304,17 @@ fn symlinks_anywhere_in_a_path_are_403() {
     let reply = req(&mut c, "mkdir", json!({"path":"/out/a/b","parents":true}));
     assert_eq!(reply.status(), 403);
     assert_eq!(put(&mut c, "/out/planted", b"x", json!({})).status(), 403);
-    assert_eq!(put(&mut c, "/pw", b"x", json!({"overwrite":true})).status(), 403);
+    assert_eq!(
+        put(&mut c, "/pw", b"x", json!({"overwrite":true})).status(),
+        403
+    );
     // ls of the root does not list symlinks (they cannot be used anyway).
     let names: Vec<String> = ls_names(&mut c, "/").into_iter().map(|e| e.0).collect();
     assert_eq!(names, ["real"]);
-    assert_eq!(std::fs::read(outside.path().join("passwd")).unwrap(), b"root:x");
+    assert_eq!(
+        std::fs::read(outside.path().join("passwd")).unwrap(),
+        b"root:x"
+    );
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
 }
 
@@ -284,7 +345,10 @@ fn users_are_isolated() {
     .unwrap();
     put(&mut bob, "/mine", b"bob's", json!({}));
     put(&mut guest, "/mine", b"guest's", json!({}));
-    assert_eq!(req(&mut guest, "get", json!({"path":"/mine"})).body, b"guest's");
+    assert_eq!(
+        req(&mut guest, "get", json!({"path":"/mine"})).body,
+        b"guest's"
+    );
     assert_eq!(req(&mut bob, "get", json!({"path":"/mine"})).body, b"bob's");
     // Another user's name in a path is just a name inside your own root.
     for path in ["/bob/mine", "../bob/mine", "/../bob/mine"] {
@@ -292,7 +356,10 @@ fn users_are_isolated() {
         assert!(r.status() == 404 || r.status() == 403, "{path}: {r:?}");
     }
     assert_eq!(ls_names(&mut bob, "/").len(), 1);
-    assert_eq!(std::fs::read(root(&server, "bob").join("mine")).unwrap(), b"bob's");
+    assert_eq!(
+        std::fs::read(root(&server, "bob").join("mine")).unwrap(),
+        b"bob's"
+    );
 }
 
 #[test]
@@ -305,7 +372,8 @@ fn pipelined_requests_wait_for_a_sum_in_order() {
         c.send("sum", json!({"path":"/f"}), b"").unwrap(),
         c.send("echo", json!({}), b"after").unwrap(),
         c.send("sum", json!({"path":"/f"}), b"").unwrap(),
-        c.send("get", json!({"path":"/f","offset":5_242_870}), b"").unwrap(),
+        c.send("get", json!({"path":"/f","offset":5_242_870}), b"")
+            .unwrap(),
         c.send("ping", json!({}), b"").unwrap(),
     ];
     let got: Vec<Frame> = ids.iter().map(|_| c.read_reply().unwrap()).collect();
@@ -357,14 +425,19 @@ fn big_put_and_get_stream_with_flat_memory_and_pings_stay_prompt() {
     assert_eq!(reply["sha256"], want.as_str());
     peak = peak.max(server.rss_kib());
     assert_eq!(
-        std::fs::metadata(root(&server, "guest").join("big")).unwrap().len(),
+        std::fs::metadata(root(&server, "guest").join("big"))
+            .unwrap()
+            .len(),
         SIZE
     );
 
     // get it back, reading slowly at first while another connection pings.
     raw.request(json!({"op":"get","path":"/big","id":2}), b"");
     let head = read_head(&mut raw.s);
-    assert_eq!((head["status"].clone(), head["size"].clone()), (json!(200), json!(SIZE)));
+    assert_eq!(
+        (head["status"].clone(), head["size"].clone()),
+        (json!(200), json!(SIZE))
+    );
     let mut other = server.client();
     let mut worst = Duration::ZERO;
     let mut hasher = Sha256::new();
@@ -392,7 +465,10 @@ fn big_put_and_get_stream_with_flat_memory_and_pings_stay_prompt() {
     let ping_during_sum = t.elapsed();
     let reply = read_head(&mut raw.s);
     assert_eq!(reply["sha256"], want.as_str());
-    assert!(ping_during_sum < Duration::from_millis(200), "{ping_during_sum:?}");
+    assert!(
+        ping_during_sum < Duration::from_millis(200),
+        "{ping_during_sum:?}"
+    );
     assert!(
         peak < idle + 64 * 1024,
         "RSS grew from {idle} KiB to {peak} KiB during 256 MiB transfers"

@@ -58,6 +58,9 @@ impl FrameError {
 
 /// What one `decode` call found.
 #[derive(Debug)]
+// The header variant is large (a raw slice per known field), but an Event lives on
+// the stack for one decode step; boxing it would allocate per frame.
+#[allow(clippy::large_enum_variant)]
 pub enum Event<'a> {
     /// A complete, valid header. `size` body bytes follow; `oversized` says
     /// `size` is above `max_body` (an op that buffers its body must refuse it).
