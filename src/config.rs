@@ -22,6 +22,9 @@ pub struct Config {
     pub auth_timeout: Duration,
     /// Bytes each user may store (`--quota`); `None`: unlimited.
     pub quota: Option<u64>,
+    /// Programs `exec` may run (`--allow-exec`), resolved at start.
+    pub allow_exec: crate::service::exec::Allowlist,
+    pub exec_timeout: Duration,
 }
 
 impl Default for Config {
@@ -39,6 +42,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(300),
             auth_timeout: Duration::from_secs(10),
             quota: None,
+            allow_exec: Default::default(),
+            exec_timeout: Duration::from_secs(10),
         }
     }
 }

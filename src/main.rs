@@ -8,6 +8,7 @@ use frameloop::load::LoadConfig;
 use frameloop::reactor::TRACE;
 use frameloop::server::Server;
 use frameloop::service::Services;
+use frameloop::service::exec::Allowlist;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,6 +106,16 @@ struct ServeArgs {
         from_str_fn(config::parse_secs)
     )]
     auth_timeout: Duration,
+    /// programs `exec` may run, comma-separated names found on PATH (default none)
+    #[argh(option, default = "String::new()")]
+    allow_exec: String,
+    /// seconds an exec may run before it is killed (default 10)
+    #[argh(
+        option,
+        default = "Duration::from_secs(10)",
+        from_str_fn(config::parse_secs)
+    )]
+    exec_timeout: Duration,
     /// bytes each user may store in their file root (default unlimited)
     #[argh(option)]
     quota: Option<u64>,
@@ -334,7 +345,20 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         idle_timeout: args.idle_timeout,
         auth_timeout: args.auth_timeout,
         quota: args.quota,
+        allow_exec: Allowlist::resolve(
+            &args
+                .allow_exec
+                .split(',')
+                .map(String::from)
+                .collect::<Vec<_>>(),
+            &std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+        )?,
+        exec_timeout: args.exec_timeout,
     };
+    let allowed = config.allow_exec.names();
+    if !allowed.is_empty() {
+        log::info!("exec may run: {}", allowed.join(", "));
+    }
     let users = if config.no_auth {
         Users::default()
     } else {

@@ -6,6 +6,7 @@ use crate::conn::{Conn, State};
 use crate::net::{IoClass, Stream, classify, is_resource_exhaustion};
 use crate::proto::{Decoder, Event};
 use crate::reactor::{Handler, Reactor, Readiness, TRACE, TimerId};
+use crate::service::exec::ChildIo;
 use crate::service::{Next, Services};
 use mio::net::TcpListener;
 use mio::{Interest, Token};
@@ -15,17 +16,29 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Token of the TCP listener. Tokens below `FIRST_CONN` name the server's own
-/// sources; the connection in slab slot `key` has token `FIRST_CONN + key`.
+/// sources. The connection in slab slot `key` owns four tokens from
+/// `FIRST_CONN + 4 * key`: its socket, then its exec child's stdout, stderr and pidfd.
 const LISTENER: Token = Token(0);
+/// Pidfds of killed children whose connection is gone (reaped when they exit).
+const ORPHANS: Token = Token(1);
 const FIRST_CONN: usize = 16;
+const PER_CONN: usize = 4;
 
 fn conn_token(key: usize) -> Token {
-    Token(FIRST_CONN + key)
+    Token(FIRST_CONN + PER_CONN * key)
 }
 
-/// The slab key of a connection token (`None` for the server's own tokens).
-fn conn_key(token: Token) -> Option<usize> {
-    token.0.checked_sub(FIRST_CONN)
+/// The tokens of a connection's exec child: stdout, stderr, pidfd.
+fn child_tokens(key: usize) -> [Token; 3] {
+    let base = FIRST_CONN + PER_CONN * key;
+    [Token(base + 1), Token(base + 2), Token(base + 3)]
+}
+
+/// The slab key of a connection token (`None` for the server's own tokens), and
+/// whether the token is the socket's (not one of its child's).
+fn conn_key(token: Token) -> Option<(usize, bool)> {
+    let n = token.0.checked_sub(FIRST_CONN)?;
+    Some((n / PER_CONN, n % PER_CONN == 0))
 }
 
 /// Arms the connection's one timer, cancelling the one it replaces.
@@ -284,8 +297,17 @@ impl Server {
                             log::trace!(target: TRACE, "  conn {}: frame op={} id={} size={}",
                                 conn_token(key).0, header.op().as_deref().unwrap_or("-"),
                                 header.id.map_or("-", |id| id.get()), header.size);
-                            self.services
-                                .head(&mut conn.session, &header, oversized, &mut conn.out)
+                            let io = ChildIo {
+                                registry: r.registry(),
+                                tokens: child_tokens(key),
+                            };
+                            self.services.head(
+                                &mut conn.session,
+                                &header,
+                                oversized,
+                                &mut conn.out,
+                                &io,
+                            )
                         }
                         Some(Event::Body(chunk)) => {
                             self.services.body(&mut conn.session, chunk);
@@ -308,6 +330,14 @@ impl Server {
                     // The request goes on (a sum): the ones behind it wait, in order.
                     conn.busy = true;
                     self.queue_revisit(r, key);
+                }
+                Next::Waiting => {
+                    // An exec: its child's events resume it; its timeout is the
+                    // connection's one timer while it runs (it is not idle).
+                    conn.busy = true;
+                    if let Some(due) = self.services.job_deadline(&conn.session) {
+                        arm(r, conn, key, due);
+                    }
                 }
                 Next::Authenticated => {
                     conn.decoder.set_limits(self.services.limits(true));
@@ -336,10 +366,15 @@ impl Server {
         self.mark_flush(key);
         match next {
             Next::Busy => self.queue_revisit(r, key),
+            Next::Waiting => {}
             Next::Close(reason) => self.close_politely(r, key, reason, None),
             Next::Continue | Next::Authenticated => {
                 if let Some(conn) = self.conns.get_mut(key) {
                     conn.busy = false;
+                    if conn.state == State::Serving {
+                        // The job may have borrowed the timer for its deadline.
+                        arm(r, conn, key, r.now() + self.config.idle_timeout);
+                    }
                 }
                 self.read_requests(r, key);
             }
@@ -360,12 +395,16 @@ impl Server {
                 return;
             }
             let room = tuning::READ_AHEAD_MAX - conn.stash.len();
-            let buf = self.scratch.get_mut(..room.min(tuning::READ_CHUNK)).unwrap_or_default();
+            let buf = self
+                .scratch
+                .get_mut(..room.min(tuning::READ_CHUNK))
+                .unwrap_or_default();
             match conn.stream.read(buf) {
                 Ok(0) => return self.peer_eof(r, key),
                 Ok(n) => {
                     self.services.stats.bytes_in += n as u64;
-                    conn.stash.extend_from_slice(buf.get(..n).unwrap_or_default());
+                    conn.stash
+                        .extend_from_slice(buf.get(..n).unwrap_or_default());
                 }
                 Err(e) => match classify(&e) {
                     IoClass::WouldBlock => return,
@@ -420,7 +459,10 @@ impl Server {
             return;
         }
         if !conn.out.is_empty() {
-            match conn.out.write_to(&mut conn.stream, tuning::FILE_SEND_PER_TURN) {
+            match conn
+                .out
+                .write_to(&mut conn.stream, tuning::FILE_SEND_PER_TURN)
+            {
                 Ok(done) => {
                     let n = done.bytes;
                     log::trace!(target: TRACE, "  conn {}: wrote {n} B, {} B pending", conn_token(key).0, conn.out.len());
@@ -563,6 +605,9 @@ impl Server {
         if let Some(timer) = conn.timer {
             r.cancel_timer(timer);
         }
+        // A running exec's child is killed; it is reaped when its pidfd fires on ORPHANS.
+        self.services
+            .release(&mut conn.session, r.registry(), ORPHANS);
         let _ = r.registry().deregister(&mut conn.stream);
         if conn.counted {
             self.services.stats.conns_open -= 1;
@@ -586,6 +631,12 @@ impl Server {
         let now = r.now();
         match conn.state {
             State::Greeting => self.close_politely(r, key, "auth timeout", Some("auth timeout")),
+            State::Serving if conn.busy && self.services.job_deadline(&conn.session).is_some() => {
+                // An exec's timeout: kill the child; its exit (pidfd) finishes the reply.
+                self.services.expire(&mut conn.session);
+                arm(r, conn, key, now + self.config.idle_timeout);
+                self.resume(r, key);
+            }
             State::Serving => {
                 let due = conn.last_active + self.config.idle_timeout;
                 if due <= now {
@@ -610,10 +661,22 @@ impl Handler for Server {
         if token == LISTENER {
             return self.accept(r);
         }
-        let Some(key) = conn_key(token) else { return };
-        let Some(state) = self.conns.get(key).map(|c| c.state) else {
+        if token == ORPHANS {
+            return self.services.reap_orphans();
+        }
+        let Some((key, socket)) = conn_key(token) else {
             return;
         };
+        let Some((state, busy)) = self.conns.get(key).map(|c| (c.state, c.busy)) else {
+            return;
+        };
+        if !socket {
+            // The exec child's pipes or pidfd.
+            if busy && state.takes_requests() {
+                self.resume(r, key);
+            }
+            return;
+        }
         if readiness.readable {
             match state {
                 State::Greeting | State::Serving => self.read_requests(r, key),
@@ -635,7 +698,9 @@ impl Handler for Server {
             }
             return;
         }
-        let Some(key) = conn_key(token) else { return };
+        let Some((key, _)) = conn_key(token) else {
+            return;
+        };
         // Only the connection's current timer counts; any other is stale (lazy cancel).
         if let Some(conn) = self.conns.get_mut(key)
             && conn.timer == Some(id)
@@ -650,7 +715,9 @@ impl Handler for Server {
             self.listener_revisit_queued = false;
             return self.accept(r);
         }
-        let Some(key) = conn_key(token) else { return };
+        let Some((key, _)) = conn_key(token) else {
+            return;
+        };
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };

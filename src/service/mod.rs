@@ -2,6 +2,7 @@
 //! Sans-IO: it sees headers, body bytes and an output buffer, never a socket.
 //! This file holds the op table, the handshake (contract section 3) and request dispatch.
 
+pub mod exec;
 pub mod files;
 pub mod ops;
 pub mod stats;
@@ -33,10 +34,11 @@ pub enum Op {
     Put,
     Get,
     Sum,
+    Exec,
 }
 
 impl Op {
-    pub const ALL: [Op; 15] = [
+    pub const ALL: [Op; 16] = [
         Op::Auth,
         Op::Ping,
         Op::Echo,
@@ -52,6 +54,7 @@ impl Op {
         Op::Put,
         Op::Get,
         Op::Sum,
+        Op::Exec,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +74,7 @@ impl Op {
             Op::Put => "put",
             Op::Get => "get",
             Op::Sum => "sum",
+            Op::Exec => "exec",
         }
     }
 
@@ -101,6 +105,9 @@ pub enum Next {
     /// The request goes on after this frame (a `sum`): hold back the requests
     /// behind it and call [`Services::resume`] in the next turn.
     Busy,
+    /// Like `Busy`, but the request waits for events of its own (an exec's child
+    /// and its deadline, [`Services::job_deadline`]): resume when they come.
+    Waiting,
     /// Close the connection politely (the reply saying why is already queued).
     Close(&'static str),
 }
@@ -124,6 +131,7 @@ pub struct Session {
 #[derive(Debug)]
 enum Job {
     Sum { id: Option<u64>, sum: files::Sum },
+    Exec { id: Option<u64>, exec: exec::Exec },
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +159,12 @@ pub struct Services {
     /// Decoder limits after authentication.
     open_limits: Limits,
     files: files::Files,
+    allow_exec: exec::Allowlist,
+    exec_timeout: std::time::Duration,
+    /// Killed children of closed connections, not reaped yet.
+    orphans: Vec<exec::Orphan>,
+    /// Read buffer for child pipes.
+    pipe_scratch: Vec<u8>,
 }
 
 impl Services {
@@ -166,6 +180,10 @@ impl Services {
                 body_allowed: true,
             },
             files: files::Files::open(&config.data_dir, config.quota)?,
+            allow_exec: config.allow_exec.clone(),
+            exec_timeout: config.exec_timeout,
+            orphans: Vec::new(),
+            pipe_scratch: Vec::new(),
         })
     }
 
@@ -228,6 +246,7 @@ impl Services {
         header: &Header,
         oversized: bool,
         out: &mut OutBuf,
+        io: &exec::ChildIo,
     ) -> Next {
         self.stats.frames_in += 1;
         session.body = Body::Drop;
@@ -286,6 +305,7 @@ impl Services {
                 let result = ops::run(op, header, &self.stats);
                 self.finish(out, id, result);
             }
+            Some(Op::Exec) => return self.exec(session, header, id, out, io),
             Some(op) => return self.file_op(op, session, header, id, out),
         }
         Next::Continue
@@ -339,12 +359,83 @@ impl Services {
         Next::Continue
     }
 
-    /// Runs a step of the request in progress (after [`Next::Busy`]).
+    /// `exec` (contract section 6): starts the child; the reply comes when it ends.
+    fn exec(
+        &mut self,
+        session: &mut Session,
+        header: &Header,
+        id: Option<u64>,
+        out: &mut OutBuf,
+        io: &exec::ChildIo,
+    ) -> Next {
+        let Some(user) = session.user.as_deref() else {
+            return Next::Continue;
+        };
+        let started = self
+            .files
+            .cwd_dir(&mut session.files, user)
+            .and_then(|cwd| {
+                exec::Exec::start(&self.allow_exec, header, &cwd, self.exec_timeout, io)
+            });
+        match started {
+            Ok(exec) => {
+                session.job = Some(Job::Exec { id, exec });
+                Next::Waiting
+            }
+            Err(e) => {
+                self.error(out, e.status, id, &e.message);
+                Next::Continue
+            }
+        }
+    }
+
+    /// When the request in progress must be cut short (an exec's timeout).
+    pub fn job_deadline(&self, session: &Session) -> Option<Instant> {
+        match &session.job {
+            Some(Job::Exec { exec, .. }) => Some(exec.deadline()),
+            _ => None,
+        }
+    }
+
+    /// The job's deadline passed: an exec's child is killed (its reply follows
+    /// when the loop sees it exit).
+    pub fn expire(&mut self, session: &mut Session) {
+        if let Some(Job::Exec { exec, .. }) = &mut session.job {
+            exec.expire();
+        }
+    }
+
+    /// The connection is closing with a job running: kill an exec's child and
+    /// keep it to be reaped when its pidfd (now on `token`) says it exited.
+    pub fn release(&mut self, session: &mut Session, registry: &mio::Registry, token: mio::Token) {
+        if let Some(Job::Exec { exec, .. }) = session.job.take()
+            && let Some(orphan) = exec.abandon(registry, token)
+        {
+            self.orphans.push(orphan);
+        }
+    }
+
+    /// Reaps the killed children that have exited.
+    pub fn reap_orphans(&mut self) {
+        self.orphans.retain_mut(|o| !o.reap());
+    }
+
+    /// Runs a step of the request in progress (after [`Next::Busy`] or [`Next::Waiting`]).
     pub fn resume(&mut self, session: &mut Session, out: &mut OutBuf) -> Next {
         let Some(job) = session.job.as_mut() else {
             return Next::Continue;
         };
         match job {
+            Job::Exec { id, exec } => {
+                if self.pipe_scratch.is_empty() {
+                    self.pipe_scratch = vec![0; 64 * 1024];
+                }
+                match exec.step(&mut self.pipe_scratch, out, *id) {
+                    exec::Step::Waiting => return Next::Waiting,
+                    exec::Step::Again => return Next::Busy,
+                    exec::Step::Done => self.stats.frames_out += 1,
+                }
+            }
             Job::Sum { id, sum } => {
                 let id = *id;
                 match sum.step() {

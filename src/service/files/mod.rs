@@ -125,7 +125,10 @@ impl Files {
             }
         }
         if stale > 0 {
-            log::info!("removed {stale} unfinished upload(s) from {}", tmp_dir.display());
+            log::info!(
+                "removed {stale} unfinished upload(s) from {}",
+                tmp_dir.display()
+            );
         }
         Ok(Files {
             files_dir,
@@ -151,6 +154,14 @@ impl Files {
             .root
             .as_ref()
             .ok_or_else(|| op_error(500, "no file root"))
+    }
+
+    /// The connection's current directory, opened beneath the root (for exec).
+    pub fn cwd_dir(&self, session: &mut FileSession, user: &str) -> Result<OwnedFd, OpError> {
+        let rel = session.cwd.relative();
+        let root = self.root(session, user)?;
+        beneath::open(root.as_fd(), &rel, libc::O_PATH | libc::O_DIRECTORY, 0)
+            .map_err(|e| io_error(&e))
     }
 
     fn path(session: &FileSession, header: &Header) -> Result<Resolved, OpError> {
@@ -204,7 +215,9 @@ impl Files {
     ) -> Result<(), OpError> {
         let target = match opt_str(header.path, "path").map_err(bad)? {
             None => session.cwd.clone(),
-            Some(text) => resolve(&session.cwd, &text).map_err(|e| op_error(e.status, e.message))?,
+            Some(text) => {
+                resolve(&session.cwd, &text).map_err(|e| op_error(e.status, e.message))?
+            }
         };
         let root = self.root(session, user)?;
         let dir = beneath::open(
@@ -426,10 +439,9 @@ impl Files {
         let overwrite = opt_bool(header.overwrite, "overwrite", false).map_err(bad)?;
         let want_sha = match opt_str(header.sha256, "sha256").map_err(bad)? {
             None => None,
-            Some(hex) => Some(
-                crate::auth::hex32(&hex)
-                    .ok_or_else(|| bad("sha256 must be 64 hex digits"))?,
-            ),
+            Some(hex) => {
+                Some(crate::auth::hex32(&hex).ok_or_else(|| bad("sha256 must be 64 hex digits"))?)
+            }
         };
         let Some((parent, name)) = target.split_last() else {
             return Err(op_error(409, "is a directory"));
@@ -457,7 +469,9 @@ impl Files {
         let usage = self.quota.map(|_| self.usage(user));
         if let (Some(quota), Some(usage)) = (self.quota, &usage) {
             let mut u = usage.borrow_mut();
-            let after = (u.stored + u.reserved).saturating_sub(replaced).saturating_add(size);
+            let after = (u.stored + u.reserved)
+                .saturating_sub(replaced)
+                .saturating_add(size);
             if after > quota {
                 return Err(op_error(
                     413,
