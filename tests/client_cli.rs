@@ -272,3 +272,59 @@ fn a_push_is_printed_above_the_line_being_typed() {
     p.exp_string("connection lost").unwrap();
     p.exp_eof().unwrap();
 }
+
+#[test]
+fn file_commands_put_get_and_verify_end_to_end() {
+    let server = Server::start(&[]);
+    let work = tempfile::tempdir().unwrap();
+    let local = work.path().join("data.bin");
+    let data: Vec<u8> = (0..2_500_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(&local, &data).unwrap();
+    let local_s = local.display().to_string();
+    let out = client(&server, &["put", &local_s]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text(&out.stdout).starts_with("stored data.bin: 2500000 bytes"));
+    // Without -f an existing file is a refusal (exit 1); with -f it is replaced.
+    assert_eq!(client(&server, &["put", &local_s]).status.code(), Some(1));
+    assert!(client(&server, &["put", "-f", &local_s]).status.success());
+    assert!(client(&server, &["mkdir", "-p", "a/b"]).status.success());
+    let ls = text(&client(&server, &["ls"]).stdout);
+    assert!(
+        ls.contains("a/") && ls.contains("2500000") && ls.contains("data.bin"),
+        "{ls}"
+    );
+    let sum = text(&client(&server, &["sum", "data.bin"]).stdout);
+    let want = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&data))
+    };
+    assert!(sum.starts_with(&want), "{sum}");
+    let back = work.path().join("back.bin");
+    let out = client(&server, &["get", "data.bin", &back.display().to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+    // A missing file: exit 1 and no partial file left behind.
+    let none = work.path().join("none.bin");
+    let out = client(&server, &["get", "nope", &none.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 2);
+    assert!(client(&server, &["rm", "data.bin"]).status.success());
+    assert_eq!(client(&server, &["sum", "data.bin"]).status.code(), Some(1));
+}
+
+#[test]
+fn exec_prints_both_streams_and_exits_with_the_childs_code() {
+    let server = Server::start(&["--allow-exec", "sh"]);
+    let out = client(
+        &server,
+        &["exec", "sh", "-c", "echo out; echo err >&2; exit 3"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        (text(&out.stdout), text(&out.stderr)),
+        ("out\n".into(), "err\n".into())
+    );
+    let out = client(&server, &["exec", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(out.status.code(), Some(128 + 9));
+    assert_eq!(client(&server, &["exec", "ls"]).status.code(), Some(1));
+}

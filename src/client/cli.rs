@@ -2,7 +2,8 @@
 //! (`frameloop client echo hi`) and the interactive shell (line editing, history,
 //! pushes printed live above the prompt).
 
-use super::{Client, Credentials, Frame, read_frame};
+use super::transfer::{self, Download};
+use super::{BodySink, Client, Credentials, Frame, Requester, read_body, read_head};
 use serde_json::{Map, Value, json};
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -25,6 +26,21 @@ pub struct Request {
     pub fields: Value,
     pub body: Vec<u8>,
     pub show: Show,
+    /// A file to stream up or down instead of `body`.
+    pub transfer: Option<Transfer>,
+}
+
+/// A file transfer: `put` streams a local file up, `get` streams one down.
+pub enum Transfer {
+    Put {
+        local: PathBuf,
+        remote: String,
+        overwrite: bool,
+    },
+    Get {
+        remote: String,
+        local: PathBuf,
+    },
 }
 
 /// How a successful reply is printed.
@@ -36,6 +52,16 @@ pub enum Show {
     PrettyJson,
     /// No body: print the round-trip time.
     RoundTrip,
+    /// Print one string field of the reply header.
+    Field(&'static str),
+    /// Nothing to show but success.
+    Done,
+    /// An `ls` body: one line per entry.
+    Listing,
+    /// A `sum` reply: digest and size.
+    Sum,
+    /// An `exec` reply: the child's stdout and stderr to ours, its exit code as ours.
+    Exec,
 }
 
 /// One command of the shell and of one-shot mode. Adding an op's command is one
@@ -54,7 +80,79 @@ fn plain(op: &'static str, show: Show) -> Request {
         fields: json!({}),
         body: Vec::new(),
         show,
+        transfer: None,
     }
+}
+
+/// An op taking one `path` field: required, or optional when `rest` may be empty.
+fn with_path(op: &'static str, rest: &str, show: Show, required: bool) -> Result<Request, String> {
+    let mut req = plain(op, show);
+    match rest.trim() {
+        "" if required => return Err(format!("usage: {op} PATH")),
+        "" => {}
+        path => req.fields = json!({ "path": path }),
+    }
+    Ok(req)
+}
+
+/// The last `/`-separated part of a path: the default name on the other side.
+fn base_name(path: &str) -> Option<&str> {
+    path.rsplit('/')
+        .find(|part| !part.is_empty() && *part != "." && *part != "..")
+}
+
+/// `exec CMD ARGS...`; one-shot mode passes its own argv here, so an argument
+/// may hold spaces (`frameloop client exec sh -c 'exit 3'`).
+fn exec_request<S: AsRef<str>>(words: &[S]) -> Result<Request, String> {
+    let (cmd, args) = words.split_first().ok_or("usage: exec CMD ARGS...")?;
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    Ok(Request {
+        fields: json!({ "cmd": cmd.as_ref(), "args": args }),
+        ..plain("exec", Show::Exec)
+    })
+}
+
+fn put_request(rest: &str) -> Result<Request, String> {
+    let mut words: Vec<&str> = rest.split_whitespace().collect();
+    let overwrite = words.first() == Some(&"-f");
+    if overwrite {
+        words.remove(0);
+    }
+    let (local, remote) = match words.as_slice() {
+        [local] => (
+            *local,
+            base_name(local).ok_or("put: LOCAL has no file name")?,
+        ),
+        [local, remote] => (*local, *remote),
+        _ => return Err("usage: put [-f] LOCAL [REMOTE]".into()),
+    };
+    Ok(Request {
+        transfer: Some(Transfer::Put {
+            local: local.into(),
+            remote: remote.into(),
+            overwrite,
+        }),
+        ..plain("put", Show::Done)
+    })
+}
+
+fn get_request(rest: &str) -> Result<Request, String> {
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let (remote, local) = match words.as_slice() {
+        [remote] => (
+            *remote,
+            base_name(remote).ok_or("get: REMOTE has no file name")?,
+        ),
+        [remote, local] => (*remote, *local),
+        _ => return Err("usage: get REMOTE [LOCAL]".into()),
+    };
+    Ok(Request {
+        transfer: Some(Transfer::Get {
+            remote: remote.into(),
+            local: local.into(),
+        }),
+        ..plain("get", Show::Done)
+    })
 }
 
 fn with_body(op: &'static str, rest: &str) -> Result<Request, String> {
@@ -106,6 +204,68 @@ pub const COMMANDS: &[Command] = &[
         usage: "stats",
         help: "the server's counters",
         build: |_| Ok(plain("stats", Show::PrettyJson)),
+    },
+    Command {
+        name: "pwd",
+        usage: "pwd",
+        help: "the current remote directory",
+        build: |_| Ok(plain("pwd", Show::Field("path"))),
+    },
+    Command {
+        name: "cd",
+        usage: "cd PATH",
+        help: "change the remote directory",
+        build: |rest| with_path("cd", rest, Show::Field("path"), true),
+    },
+    Command {
+        name: "ls",
+        usage: "ls [PATH]",
+        help: "list a remote directory",
+        build: |rest| with_path("ls", rest, Show::Listing, false),
+    },
+    Command {
+        name: "mkdir",
+        usage: "mkdir [-p] PATH",
+        help: "make a remote directory (-p: and its parents)",
+        build: |rest| {
+            let (parents, path) = match rest.trim().strip_prefix("-p ") {
+                Some(path) => (true, path),
+                None => (false, rest),
+            };
+            let mut req = with_path("mkdir", path, Show::Done, true)?;
+            req.fields["parents"] = parents.into();
+            Ok(req)
+        },
+    },
+    Command {
+        name: "rm",
+        usage: "rm PATH",
+        help: "remove a remote file or empty directory",
+        build: |rest| with_path("rm", rest, Show::Done, true),
+    },
+    Command {
+        name: "sum",
+        usage: "sum PATH",
+        help: "the SHA-256 of a remote file",
+        build: |rest| with_path("sum", rest, Show::Sum, true),
+    },
+    Command {
+        name: "put",
+        usage: "put [-f] LOCAL [REMOTE]",
+        help: "upload a file, checked by SHA-256 (-f: replace REMOTE)",
+        build: put_request,
+    },
+    Command {
+        name: "get",
+        usage: "get REMOTE [LOCAL]",
+        help: "download a file, checked by SHA-256",
+        build: get_request,
+    },
+    Command {
+        name: "exec",
+        usage: "exec CMD ARGS...",
+        help: "run an allowed program on the server (arguments split at spaces)",
+        build: |rest| exec_request(&rest.split_whitespace().collect::<Vec<_>>()),
     },
 ];
 
@@ -162,39 +322,158 @@ fn fail(code: u8, message: &str) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// One request's exchange over a connection, however its replies are read (the
+/// one-shot client reads them itself; the shell has a reader thread).
+trait Link {
+    /// Sends with `send`, then waits for the reply; a successful reply's body
+    /// goes to `sink` when one is given, and the sink comes back with the reply.
+    fn exchange(
+        &mut self,
+        send: &mut dyn FnMut(&mut Requester) -> io::Result<u64>,
+        sink: Option<Download>,
+    ) -> Result<(Frame, Option<Download>), String>;
+}
+
+struct Direct(Client);
+
+impl Link for Direct {
+    fn exchange(
+        &mut self,
+        send: &mut dyn FnMut(&mut Requester) -> io::Result<u64>,
+        mut sink: Option<Download>,
+    ) -> Result<(Frame, Option<Download>), String> {
+        let id = send(self.0.requester()).map_err(|e| format!("cannot send: {e}"))?;
+        let reply = self
+            .0
+            .read_reply_into(sink.as_mut().map(|d| d as &mut dyn BodySink))
+            .map_err(|e| format!("no reply: {e}"))?;
+        // An error without id (a framing error such as 431) answers this request too.
+        if reply.id() != Some(id) && !(reply.id().is_none() && reply.status() >= 400) {
+            return Err(format!("reply id {:?}, expected {id}", reply.id()));
+        }
+        Ok((reply, sink))
+    }
+}
+
+/// Runs a request: one exchange, or a transfer's exchanges (a `put` streams the
+/// file up with its digest; a `get` streams it down, then asks `sum` to check it).
+/// Returns the reply to show, with a line saying what a transfer did.
+fn perform(link: &mut dyn Link, request: Request) -> Result<(Frame, Option<String>), String> {
+    let Request {
+        op,
+        fields,
+        body,
+        transfer,
+        ..
+    } = request;
+    match transfer {
+        None => {
+            let (reply, _) = link.exchange(&mut |r| r.send(op, fields.clone(), &body), None)?;
+            Ok((reply, None))
+        }
+        Some(Transfer::Put {
+            local,
+            remote,
+            overwrite,
+        }) => {
+            let cannot = |e: io::Error| format!("cannot read {}: {e}", local.display());
+            // The digest goes in the header, so the server refuses a corrupted upload
+            // before anything replaces `remote`: the file is read twice.
+            let (sha, size) = transfer::hash_file(&local).map_err(cannot)?;
+            let mut file = std::fs::File::open(&local).map_err(cannot)?;
+            let bar = transfer::progress(size, "put");
+            let fields = json!({ "path": remote, "sha256": sha, "overwrite": overwrite });
+            let mut body = bar.wrap_read(&mut file);
+            let (reply, _) = link.exchange(
+                &mut |r| r.send_stream("put", fields.clone(), size, &mut body),
+                None,
+            )?;
+            bar.finish_and_clear();
+            if reply.status() != 200 {
+                return Ok((reply, None));
+            }
+            if reply.str("sha256") != Some(sha.as_str()) {
+                return Err(format!(
+                    "the server stored sha256 {:?}, we sent {sha}",
+                    reply.str("sha256")
+                ));
+            }
+            let note = format!("stored {remote}: {size} bytes, sha256 {sha} (verified)");
+            Ok((reply, Some(note)))
+        }
+        Some(Transfer::Get { remote, local }) => {
+            let download = Download::create(&local)
+                .map_err(|e| format!("cannot write {}: {e}", local.display()))?;
+            let path = json!({ "path": remote });
+            let (reply, download) =
+                link.exchange(&mut |r| r.send("get", path.clone(), b""), Some(download))?;
+            let Some(download) = download.filter(|_| reply.status() == 200) else {
+                return Ok((reply, None));
+            };
+            let (sum, _) = link.exchange(&mut |r| r.send("sum", path.clone(), b""), None)?;
+            let want = sum.str("sha256").ok_or_else(|| {
+                format!("sum failed: {} {}", sum.status(), sum.error().unwrap_or(""))
+            })?;
+            let bytes = download.bytes;
+            let sha = download.finish(want)?;
+            let note = format!(
+                "saved {}: {bytes} bytes, sha256 {sha} (verified)",
+                local.display()
+            );
+            Ok((reply, Some(note)))
+        }
+    }
+}
+
 /// `frameloop client COMMAND ARGS...`: one request, its reply on stdout.
 pub fn one_shot(opts: &Options, words: &[String]) -> ExitCode {
-    let (_, request) = match parse(&words.join(" ")) {
+    let parsed = match words.split_first() {
+        Some((first, rest)) if first == "exec" => exec_request(rest),
+        _ => parse(&words.join(" ")).map(|(_, request)| request),
+    };
+    let request = match parsed {
         Ok(parsed) => parsed,
         Err(e) => return fail(EXIT_FAILED, &e),
     };
-    let mut client = match opts.connect() {
-        Ok(c) => c,
+    let mut link = match opts.connect() {
+        Ok(c) => Direct(c),
         Err(e) => return fail(EXIT_FAILED, &e),
     };
+    let show = request.show;
     let start = Instant::now();
-    let reply = match client.request(request.op, request.fields, &request.body) {
-        Ok(r) => r,
-        Err(e) => return fail(EXIT_FAILED, &format!("no reply: {e}")),
+    let (reply, note) = match perform(&mut link, request) {
+        Ok(done) => done,
+        Err(e) => return fail(EXIT_FAILED, &e),
     };
-    let mut out = io::stdout().lock();
     let printed = if opts.json {
-        writeln!(out, "{}", json_line(&reply))
+        writeln!(io::stdout(), "{}", json_line(&reply))
     } else if reply.status() == 200 {
-        out.write_all(render(&reply, request.show, start.elapsed()).as_bytes())
+        print_success(&reply, show, start.elapsed(), note.as_deref())
     } else {
         Ok(())
     };
-    if printed.and_then(|_| out.flush()).is_err() {
+    if printed.and_then(|_| io::stdout().flush()).is_err() {
         return ExitCode::from(EXIT_FAILED);
     }
-    if reply.status() == 200 {
-        ExitCode::SUCCESS
-    } else {
-        fail(
+    if reply.status() != 200 {
+        return fail(
             EXIT_REFUSED,
             &format!("server: {} {}", reply.status(), reply.error().unwrap_or("")),
-        )
+        );
+    }
+    match show {
+        Show::Exec => ExitCode::from(exec_exit_code(&reply)),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// An exec's exit code as ours; killed by a signal: 128 + the signal, as shells do.
+fn exec_exit_code(reply: &Frame) -> u8 {
+    let field = |key| reply.header.get(key).and_then(Value::as_u64);
+    match (field("exit"), field("signal")) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(EXIT_REFUSED),
+        (None, Some(signal)) => u8::try_from(128 + signal.min(127)).unwrap_or(EXIT_REFUSED),
+        (None, None) => EXIT_REFUSED,
     }
 }
 
@@ -210,20 +489,80 @@ fn json_line(reply: &Frame) -> String {
     Value::Object(header).to_string()
 }
 
-/// A successful reply as the user sees it, ending in a newline.
-fn render(reply: &Frame, show: Show, took: Duration) -> String {
-    let mut text = match show {
-        Show::RoundTrip => format!("pong in {:.3} ms", took.as_secs_f64() * 1000.0),
-        Show::PrettyJson => serde_json::from_slice::<Value>(&reply.body)
+/// Prints a successful reply as the user sees it (an exec's stderr to our stderr).
+fn print_success(reply: &Frame, show: Show, took: Duration, note: Option<&str>) -> io::Result<()> {
+    if let Show::Exec = show {
+        let stdout_len = reply
+            .header
+            .get("stdout")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let split = usize::try_from(stdout_len)
+            .unwrap_or(usize::MAX)
+            .min(reply.body.len());
+        let (out, err) = reply.body.split_at(split);
+        io::stdout().write_all(out)?;
+        io::stdout().flush()?;
+        return io::stderr().write_all(err);
+    }
+    io::stdout().write_all(render(reply, show, took, note).as_bytes())
+}
+
+/// A successful reply as text, ending in a newline.
+fn render(reply: &Frame, show: Show, took: Duration, note: Option<&str>) -> String {
+    let body = || String::from_utf8_lossy(&reply.body).into_owned();
+    let mut text = match (note, show) {
+        (Some(note), _) => note.to_string(),
+        (None, Show::RoundTrip) => format!("pong in {:.3} ms", took.as_secs_f64() * 1000.0),
+        (None, Show::PrettyJson) => serde_json::from_slice::<Value>(&reply.body)
             .ok()
             .and_then(|v| serde_json::to_string_pretty(&v).ok())
-            .unwrap_or_else(|| String::from_utf8_lossy(&reply.body).into_owned()),
-        Show::Body => String::from_utf8_lossy(&reply.body).into_owned(),
+            .unwrap_or_else(body),
+        (None, Show::Body | Show::Exec) => body(),
+        (None, Show::Field(key)) => reply.str(key).unwrap_or("").to_string(),
+        (None, Show::Done) => "ok".to_string(),
+        (None, Show::Sum) => format!(
+            "{}  {} bytes",
+            reply.str("sha256").unwrap_or("?"),
+            reply
+                .header
+                .get("total")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        ),
+        (None, Show::Listing) => listing(&reply.body).unwrap_or_else(body),
     };
     if !text.ends_with('\n') {
         text.push('\n');
     }
     text
+}
+
+/// An `ls` body as lines of type, size, modification time and name (dirs end in `/`).
+fn listing(body: &[u8]) -> Option<String> {
+    let entries: Vec<Value> = serde_json::from_slice(body).ok()?;
+    let mut text = String::new();
+    for e in &entries {
+        let name = e.get("name")?.as_str()?;
+        let dir = e.get("type")?.as_str()? == "dir";
+        let size = e.get("size").and_then(Value::as_u64).unwrap_or(0);
+        let mtime = e
+            .get("mtime")
+            .and_then(Value::as_i64)
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let slash = if dir { "/" } else { "" };
+        text.push_str(&format!("{size:>12}  {mtime}  {name}{slash}\n"));
+    }
+    if entries.is_empty() {
+        text.push_str("(empty)\n");
+    }
+    Some(text)
 }
 
 /// A push as one line (`bye` and, later, chat messages).
@@ -234,6 +573,46 @@ fn render_push(push: &Frame) -> String {
             push.str("reason").unwrap_or("")
         ),
         _ => format!("[push] {}", json_line(push)),
+    }
+}
+
+/// The shell's link: replies come from its reader thread.
+struct ShellLink<'a> {
+    requester: &'a mut Requester,
+    plans: mpsc::Sender<Option<Download>>,
+    replies: mpsc::Receiver<io::Result<(Frame, Option<Download>)>>,
+}
+
+impl Link for ShellLink<'_> {
+    fn exchange(
+        &mut self,
+        send: &mut dyn FnMut(&mut Requester) -> io::Result<u64>,
+        sink: Option<Download>,
+    ) -> Result<(Frame, Option<Download>), String> {
+        // A transfer's reply may take long to stream; a plain reply is bounded.
+        let streaming = sink.is_some();
+        self.plans
+            .send(sink)
+            .map_err(|_| "connection lost: the server closed it".to_string())?;
+        send(self.requester).map_err(|e| format!("connection lost: {e}"))?;
+        let got = if streaming {
+            self.replies
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+        } else {
+            self.replies.recv_timeout(REPLY_TIMEOUT)
+        };
+        match got {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Err("connection lost: the server closed it".into())
+            }
+            Ok(Err(e)) => Err(format!("connection lost: {e}")),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err("no reply from the server".into()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err("connection lost: the server closed it".into())
+            }
+        }
     }
 }
 
@@ -324,20 +703,41 @@ fn shell(client: Client, opts: &Options) -> Result<(), String> {
         .get_ref()
         .set_read_timeout(None)
         .map_err(|e| e.to_string())?;
-    let (replies, replies_rx) = mpsc::channel::<io::Result<Frame>>();
+    // Each request first sends its plan for the reply (a download to stream the
+    // body into, or none) to the reader thread; a reply always answers the one
+    // request in flight, so the plan is there when its header arrives.
+    let (plans, plans_rx) = mpsc::channel::<Option<Download>>();
+    let (replies, replies_rx) = mpsc::channel::<io::Result<(Frame, Option<Download>)>>();
     std::thread::spawn(move || {
         loop {
-            match read_frame(&mut reader) {
-                Ok(frame) if frame.is_push() => print_push(render_push(&frame)),
-                other => {
-                    let end = other.is_err();
-                    if replies.send(other).is_err() || end {
+            let frame = read_head(&mut reader).and_then(|(header, size)| {
+                if header.contains_key("status") {
+                    let mut sink = plans_rx.recv().ok().flatten();
+                    let sink_ref = sink.as_mut().map(|d| d as &mut dyn BodySink);
+                    return read_body(&mut reader, header, size, sink_ref).map(|f| Some((f, sink)));
+                }
+                print_push(render_push(&read_body(&mut reader, header, size, None)?));
+                Ok(None)
+            });
+            match frame {
+                Ok(None) => {}
+                Ok(Some(reply)) => {
+                    if replies.send(Ok(reply)).is_err() {
                         return;
                     }
+                }
+                Err(e) => {
+                    let _ = replies.send(Err(e));
+                    return;
                 }
             }
         }
     });
+    let mut link = ShellLink {
+        requester: &mut requester,
+        plans,
+        replies: replies_rx,
+    };
     while let Some(line) = lines.next()? {
         let line = line.trim();
         match line {
@@ -356,22 +756,23 @@ fn shell(client: Client, opts: &Options) -> Result<(), String> {
                 continue;
             }
         };
+        let show = request.show;
         let start = Instant::now();
-        requester
-            .send(request.op, request.fields, &request.body)
-            .map_err(|e| format!("connection lost: {e}"))?;
-        let reply = match replies_rx.recv_timeout(REPLY_TIMEOUT) {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err("connection lost: the server closed it".into());
+        let (reply, note) = match perform(&mut link, request) {
+            Ok(done) => done,
+            Err(e) if e.starts_with("connection lost") || e.starts_with("no reply") => {
+                return Err(e);
             }
-            Ok(Err(e)) => return Err(format!("connection lost: {e}")),
-            Err(_) => return Err("no reply from the server".into()),
+            Err(e) => {
+                println!("{e}");
+                continue;
+            }
         };
         if opts.json {
             println!("{}", json_line(&reply));
         } else if reply.status() == 200 {
-            print!("{}", render(&reply, request.show, start.elapsed()));
+            print_success(&reply, show, start.elapsed(), note.as_deref())
+                .map_err(|e| e.to_string())?;
         } else {
             println!("error {}: {}", reply.status(), reply.error().unwrap_or(""));
         }

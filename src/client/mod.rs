@@ -3,6 +3,7 @@
 //! tests, the CLI client (`cli`) and the tools.
 
 pub mod cli;
+pub mod transfer;
 
 use crate::auth::{self, Key};
 use crate::proto::encode_frame;
@@ -57,6 +58,12 @@ impl Frame {
 
 /// Reads one frame (blocking).
 pub fn read_frame<R: Read>(r: &mut R) -> io::Result<Frame> {
+    let (header, size) = read_head(r)?;
+    read_body(r, header, size, None)
+}
+
+/// Reads a frame's length prefix and header; returns the header and the body size.
+pub fn read_head<R: Read>(r: &mut R) -> io::Result<(Map<String, Value>, u64)> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
     let len = BigEndian::read_u32(&len) as usize;
@@ -76,9 +83,33 @@ pub fn read_frame<R: Read>(r: &mut R) -> io::Result<Frame> {
             .as_u64()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad size"))?,
     };
+    Ok((header, size))
+}
+
+/// Where a streamed reply body goes; told the size before the first byte.
+pub trait BodySink: Write {
+    fn begin(&mut self, _size: u64) {}
+}
+
+/// Reads the `size` body bytes after `header`: into the frame, or, for a
+/// successful reply when `sink` is given, straight into `sink` (a download is
+/// never held in memory; the frame's body stays empty).
+pub fn read_body<R: Read>(
+    r: &mut R,
+    header: Map<String, Value>,
+    size: u64,
+    sink: Option<&mut dyn BodySink>,
+) -> io::Result<Frame> {
+    let ok_reply = header.get("status").and_then(Value::as_u64) == Some(200);
     let mut body = Vec::new();
-    r.take(size).read_to_end(&mut body)?;
-    if body.len() as u64 != size {
+    let got = match sink {
+        Some(sink) if ok_reply => {
+            sink.begin(size);
+            io::copy(&mut r.take(size), sink)?
+        }
+        _ => r.take(size).read_to_end(&mut body)? as u64,
+    };
+    if got != size {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
     Ok(Frame { header, body })
@@ -154,6 +185,38 @@ impl Requester {
             header.insert("size".into(), body.len().into());
         }
         write_frame(&mut self.stream, &Value::Object(header), body)?;
+        Ok(id)
+    }
+}
+
+impl Requester {
+    /// Sends a request whose `size`-byte body is copied from `body` as it is
+    /// read (a file upload), never held whole in memory.
+    pub fn send_stream(
+        &mut self,
+        op: &str,
+        fields: Value,
+        size: u64,
+        body: &mut dyn Read,
+    ) -> io::Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut header = match fields {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        header.insert("op".into(), op.into());
+        header.insert("id".into(), id.into());
+        header.insert("size".into(), size.into());
+        let head = serde_json::to_vec(&Value::Object(header))?;
+        self.stream.write_all(&encode_frame(&head, b""))?;
+        let sent = io::copy(&mut body.take(size), &mut self.stream)?;
+        if sent != size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the body ended after {sent} of {size} bytes"),
+            ));
+        }
         Ok(id)
     }
 }
@@ -259,11 +322,17 @@ impl Client {
 
     /// Reads the next reply, keeping pushes that come first for [`Client::next_push`].
     pub fn read_reply(&mut self) -> io::Result<Frame> {
+        self.read_reply_into(None)
+    }
+
+    /// Like [`Client::read_reply`], but a successful reply's body goes to `sink`.
+    pub fn read_reply_into(&mut self, mut sink: Option<&mut dyn BodySink>) -> io::Result<Frame> {
         loop {
-            let frame = read_frame(&mut self.reader)?;
-            if !frame.is_push() {
-                return Ok(frame);
+            let (header, size) = read_head(&mut self.reader)?;
+            if header.contains_key("status") {
+                return read_body(&mut self.reader, header, size, sink.take());
             }
+            let frame = read_body(&mut self.reader, header, size, None)?;
             if frame.op() == Some("bye") {
                 return Err(io::Error::new(
                     io::ErrorKind::ConnectionAborted,
@@ -303,6 +372,11 @@ impl Client {
             return Err(protocol_error("unread frames after the handshake"));
         }
         Ok(self.reader.into_inner())
+    }
+
+    /// The sending half, for streamed uploads.
+    pub fn requester(&mut self) -> &mut Requester {
+        &mut self.requester
     }
 
     /// Splits into a sending half and a receiving half, for a reader thread that
