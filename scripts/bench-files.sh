@@ -49,7 +49,7 @@ echo "nginx $(nginx -v 2>&1 | awk -F/ '{print $2}'), file $SIZE_MIB MiB" >&2
 
 field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 T="taskset -c 1 timeout --foreground 120"
-get_all=(); nginx_py=(); nginx_curl=(); put_all=(); put_shm=()
+get_all=(); nginx_py=(); nginx_curl=(); put_all=(); put_shm=(); sum_all=()
 for run in $(seq "$RUNS"); do
     fl="$($T python3 scripts/transfer.py frameloop-get "$ADDR" "$USERS" /big.bin)"
     ng="$($T python3 scripts/transfer.py http-get "127.0.0.1:$NGINX_PORT" /big.bin)"
@@ -58,6 +58,10 @@ for run in $(seq "$RUNS"); do
     echo "get run $run (MiB/s): frameloop $(field "$fl" mib_s) | nginx, same reader $(field "$ng" mib_s)" \
         "| nginx, curl $curl_mib"
     get_all+=("$(field "$fl" mib_s)"); nginx_py+=("$(field "$ng" mib_s)"); nginx_curl+=("$curl_mib")
+    # sum reads the cached file and hashes it: the server's SHA-256 speed, which
+    # bounds put (put hashes every byte it stores, on the loop's one core).
+    sm="$($T python3 scripts/transfer.py frameloop-sum "$ADDR" "$USERS" /big.bin)"
+    sum_all+=("$(field "$sm" mib_s)")
 done
 # put is durable: fsync before the rename. On disk it is bounded by the disk's
 # synchronous write speed; a second server with its data dir on tmpfs (/dev/shm,
@@ -78,9 +82,10 @@ disk="$(dd if=/dev/zero of="$DATA/dd.test" bs=1M count=512 conv=fdatasync 2>&1 |
 rm -f "$DATA/dd.test"
 m() { printf '%s\n' "$@" | median; }
 g="$(m "${get_all[@]}")" n="$(m "${nginx_py[@]}")" c="$(m "${nginx_curl[@]}")"
-p="$(m "${put_all[@]}")" ps="$(m "${put_shm[@]}")"
+p="$(m "${put_all[@]}")" ps="$(m "${put_shm[@]}")" sm="$(m "${sum_all[@]}")"
 echo "median of $RUNS (MiB/s): frameloop get $g | nginx get $n (same reader), $c (curl)" \
-    "| frameloop put $p (disk), $ps (tmpfs) | disk, dd conv=fdatasync: $disk"
-awk -v g="$g" -v n="$n" -v c="$c" -v p="$p" -v ps="$ps" 'BEGIN {
-    printf "ratios: get/nginx %.2f (same reader), %.2f (curl); put/get %.2f (disk), %.2f (tmpfs)\n",
-        g / n, g / c, p / g, ps / g }'
+    "| frameloop put $p (disk), $ps (tmpfs) | sum $sm | disk, dd conv=fdatasync: $disk"
+awk -v g="$g" -v n="$n" -v c="$c" -v p="$p" -v ps="$ps" -v sm="$sm" 'BEGIN {
+    printf "ratios: get/nginx %.2f (same reader), %.2f (curl); put/get %.2f (disk), %.2f (tmpfs);",
+        g / n, g / c, p / g, ps / g
+    printf " sum/get %.2f (the hash alone: the ceiling of put/get)\n", sm / g }'

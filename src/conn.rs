@@ -75,6 +75,8 @@ pub struct Conn {
     pub busy: bool,
     /// The peer closed its sending side (read returned 0).
     pub peer_eof: bool,
+    /// TCP_CORK is set (while a file body goes out).
+    pub corked: bool,
     /// Already in the server's list of connections to flush this turn.
     pub dirty: bool,
     /// Already in the reactor's revisit queue.
@@ -101,6 +103,7 @@ impl Conn {
             backpressured: false,
             busy: false,
             peer_eof: false,
+            corked: false,
             dirty: false,
             revisit_queued: false,
             counted: false,

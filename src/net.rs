@@ -24,6 +24,33 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// TCP_CORK: while set, the kernel sends only full segments; clearing it
+    /// pushes what is held back at once. No-op for Unix sockets.
+    pub fn set_cork(&self, on: bool) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let Stream::Tcp(s) = self else {
+            return Ok(());
+        };
+        let value = libc::c_int::from(on);
+        // SAFETY: the descriptor is open and `value` is a valid c_int of the given size.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_CORK,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

@@ -87,6 +87,11 @@ impl OutBuf {
         self.len == 0
     }
 
+    /// Whether a file range is pending (all pending bytes not in memory are file bytes).
+    pub fn has_file(&self) -> bool {
+        self.len > self.mem as u64
+    }
+
     /// Appends bytes through `write` (reply headers, small bodies) to the tail buffer.
     pub fn append(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         let tail_full = match self.chunks.back() {

@@ -518,3 +518,22 @@ fn file_ops_need_authentication() {
     raw.expect_closed();
     let _ = auth::AUTH_FAILED;
 }
+
+/// A `get` body goes out corked (whole segments); the tail must be pushed as soon
+/// as the body is out. A tail left corked waits 200 ms in the kernel per reply.
+#[test]
+fn small_gets_are_not_held_back_by_corking() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(put(&mut c, "/odd.bin", &data, json!({})).status(), 200);
+    let start = Instant::now();
+    for _ in 0..10 {
+        let r = req(&mut c, "get", json!({"path": "/odd.bin"}));
+        assert_eq!(r.status(), 200, "{r:?}");
+        assert_eq!(r.body, data);
+        assert_eq!(req(&mut c, "ping", json!({})).status(), 200);
+    }
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(1000), "10 gets took {took:?}");
+}
