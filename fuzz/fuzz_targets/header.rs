@@ -1,0 +1,27 @@
+//! Header parsing and every typed field accessor, fed arbitrary bytes: never a
+//! panic; a header that parses is a JSON object whose `size` is the u64 it says.
+#![no_main]
+
+use frameloop::proto::Header;
+use frameloop::proto::header::{opt_bool, opt_str, opt_strings, opt_u64, req_str};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(h) = Header::parse(data) else {
+        return;
+    };
+    let value: serde_json::Value = serde_json::from_slice(data).expect("a parsed header is JSON");
+    assert!(value.is_object(), "a parsed header is an object");
+    match h.size_raw {
+        Some(raw) => assert_eq!(serde_json::from_str::<u64>(raw.get()).ok(), Some(h.size)),
+        None => assert_eq!(h.size, 0),
+    }
+    let _ = h.id();
+    let _ = h.op();
+    let _ = h.status();
+    let _ = req_str(h.path, "path");
+    let _ = opt_str(h.sha256, "sha256");
+    let _ = opt_bool(h.overwrite, "overwrite", false);
+    let _ = opt_u64(h.offset, "offset");
+    let _ = opt_strings(h.args, "args");
+});
