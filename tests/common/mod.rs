@@ -137,6 +137,16 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Kills the server with SIGKILL (no chance to clean up) and hands back its
+    /// data dir, for a restart on the same data.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
