@@ -71,6 +71,16 @@ struct ServeArgs {
         default = "config::DEFAULT_ADDR.parse().expect(\"valid default\")"
     )]
     listen: std::net::SocketAddr,
+    /// UDP address for the stateless ops, or off (default 127.0.0.1:7878)
+    #[argh(
+        option,
+        default = "config::parse_udp(config::DEFAULT_ADDR).expect(\"valid default\")",
+        from_str_fn(config::parse_udp)
+    )]
+    udp: Option<std::net::SocketAddr>,
+    /// also listen on this Unix socket path (same protocol and auth as TCP)
+    #[argh(option)]
+    unix: Option<PathBuf>,
     /// data directory (default ./frameloop-data)
     #[argh(option, default = "PathBuf::from(config::DEFAULT_DATA_DIR)")]
     data_dir: PathBuf,
@@ -335,6 +345,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let config = Config {
         listen: args.listen,
+        udp: args.udp,
+        unix: args.unix,
         users_file: args.users.unwrap_or_else(|| args.data_dir.join("users")),
         data_dir: args.data_dir,
         no_auth: args.no_auth,
@@ -380,8 +392,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             config.data_dir.display()
         )
     })?;
-    let server = Server::bind(config.clone(), services)
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let mut server = Server::bind(config.clone(), services).map_err(|e| e.to_string())?;
+    server
+        .catch_signals()
+        .map_err(|e| format!("cannot catch signals: {e}"))?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     log::info!(
         "listening on {addr} (auth: {})",
@@ -391,9 +405,23 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             "hmac-sha256"
         }
     );
-    // The bound address on stdout, for scripts and tests that asked for port 0.
-    println!("frameloop listening on {addr}");
-    let _ = std::io::stdout().flush();
+    // The bound addresses on stdout, for scripts and tests that asked for port 0:
+    // TCP on the first line, then UDP and the Unix socket when on.
+    let mut said = format!("frameloop listening on {addr}\n");
+    if let Some(udp) = server.udp_addr() {
+        log::info!("udp on {udp} (stateless ops)");
+        said.push_str(&format!("frameloop udp on {udp}\n"));
+    }
+    if let Some(path) = &config.unix {
+        log::info!("unix socket {}", path.display());
+        said.push_str(&format!("frameloop unix on {}\n", path.display()));
+    }
+    // One write, and no panic if nobody reads stdout any more (println! would).
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(said.as_bytes())
+        .and_then(|_| stdout.flush());
+    drop(stdout);
     server.run().map_err(|e| format!("event loop failed: {e}"))
 }
 
