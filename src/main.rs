@@ -35,11 +35,14 @@ enum Command {
 #[argh(subcommand, name = "client")]
 struct ClientArgs {
     /// server address (default 127.0.0.1:7878)
-    #[argh(
-        option,
-        default = "config::DEFAULT_ADDR.parse().expect(\"valid default\")"
-    )]
-    addr: std::net::SocketAddr,
+    #[argh(option)]
+    addr: Option<std::net::SocketAddr>,
+    /// connect to the server's Unix socket at PATH instead
+    #[argh(option)]
+    unix: Option<PathBuf>,
+    /// send one stateless COMMAND over UDP to ADDR instead (no auth; retried on timeout)
+    #[argh(option)]
+    udp: Option<std::net::SocketAddr>,
     /// user name (default guest)
     #[argh(option, default = "String::from(\"guest\")")]
     user: String,
@@ -309,8 +312,20 @@ fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
     init_logging(matches!(&cli.command, Command::Serve(args) if args.trace));
     if let Command::Client(args) = &cli.command {
+        use frameloop::client::cli::Target;
+        let target = match (args.addr, &args.unix, args.udp) {
+            (addr, None, None) => Target::Tcp(
+                addr.unwrap_or_else(|| config::DEFAULT_ADDR.parse().expect("valid default")),
+            ),
+            (None, Some(path), None) => Target::Unix(path.clone()),
+            (None, None, Some(addr)) => Target::Udp(addr),
+            _ => {
+                eprintln!("frameloop: give one of --addr, --unix and --udp");
+                return ExitCode::from(frameloop::client::cli::EXIT_FAILED);
+            }
+        };
         let opts = frameloop::client::cli::Options {
-            addr: args.addr,
+            target,
             user: args.user.clone(),
             key: args.key.clone(),
             users: args.users.clone(),

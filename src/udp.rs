@@ -126,7 +126,7 @@ fn answer(datagram: &[u8], limits: Limits, out: &mut Vec<u8>, stats: &mut Stats)
     stats.count_op(op);
     // Short messages: an error reply must fit 3 times a small request too.
     if !op.is_stateless() || op == Op::Stats {
-        error(out, 400, id, "not served over udp");
+        error(out, 400, id, "not a udp op");
         return Outcome::Reply;
     }
     if oversized {
