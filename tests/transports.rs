@@ -568,3 +568,26 @@ fn out_of_descriptors_neither_spins_nor_exits() {
     let log = server.log();
     assert!(log.contains("accepting connections again"), "{log}");
 }
+
+#[test]
+fn shutdown_flushes_pending_replies_before_the_bye() {
+    let mut server = Server::start(&[]);
+    let mut c = server.client();
+    // A reply far bigger than the socket buffers, not read yet when the signal comes.
+    let body: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let id = c.send("echo", json!({}), &body).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&server, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    let reply = c.read_reply().unwrap();
+    assert_eq!((reply.status(), reply.id()), (200, Some(id)));
+    assert!(reply.body == body, "the whole reply, intact");
+    let bye = c.next_push().unwrap();
+    assert_eq!(
+        (bye.op(), bye.str("reason")),
+        (Some("bye"), Some("shutdown"))
+    );
+    assert!(c.next_push().is_err(), "closed after the bye");
+    let (status, _) = exit_within(&mut server, Duration::from_secs(6));
+    assert_eq!(status.code(), Some(0));
+}
