@@ -68,7 +68,7 @@ done
 # where fsync costs nothing) shows the server's own cost.
 FL_ADDR="$ADDR" FL_USERS="$USERS"
 SHM="$(mktemp -d /dev/shm/frameloop-bench.XXXXXX)"
-RUST_LOG=warn taskset -c 0 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$SHM" >"$SHM/out" 2>"$SHM/out.err" &
+RUST_LOG=warn taskset -c 0 "$BIN" serve --listen 127.0.0.1:0 --udp off --data-dir "$SHM" >"$SHM/out" 2>"$SHM/out.err" &
 STARTED+=("$!")
 SHM_ADDR="$(wait_listening "$SHM/out")"
 for run in $(seq "$RUNS"); do

@@ -41,7 +41,9 @@ wait_listening() {
 start_frameloop() {
     local dir="$WORK/frameloop"
     mkdir -p "$dir"
-    RUST_LOG=warn taskset -c 0 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$dir" "$@" \
+    local udp=(--udp off)  # benchmarks measure the stream transport; a caller may pass --udp
+    [[ " $* " == *" --udp "* ]] && udp=()
+    RUST_LOG=warn taskset -c 0 "$BIN" serve --listen 127.0.0.1:0 "${udp[@]}" --data-dir "$dir" "$@" \
         >"$dir/out" 2>"$dir/out.err" &
     SERVER_PID=$!; STARTED+=("$SERVER_PID")
     ADDR="$(wait_listening "$dir/out")"

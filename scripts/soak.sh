@@ -12,7 +12,7 @@ build
 UDP_FLAGS=()
 if "$BIN" serve --help | grep -q -- '--udp'; then UDP_FLAGS=(--udp 127.0.0.1:0); fi
 start_frameloop --allow-exec echo "${UDP_FLAGS[@]}"
-UDP_ADDR="$(awk '/udp/ && /listening/ {print $NF; exit}' "$WORK/frameloop/out")"
+UDP_ADDR="$(awk '/udp on/ {print $NF; exit}' "$WORK/frameloop/out")"
 echo "soak: $MINUTES min against $ADDR (pid $SERVER_PID)${UDP_ADDR:+, UDP $UDP_ADDR}" >&2
 
 sample() { echo "$(( $(date +%s) - T0 )) $(rss_kib "$SERVER_PID") $(ls "/proc/$SERVER_PID/fd" | wc -l)"; }

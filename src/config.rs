@@ -10,6 +10,10 @@ pub const DEFAULT_DATA_DIR: &str = "./frameloop-data";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// UDP address for the stateless ops (`--udp`); `None`: `--udp off`.
+    pub udp: Option<SocketAddr>,
+    /// Unix socket path (`--unix`); `None`: no Unix listener.
+    pub unix: Option<PathBuf>,
     pub data_dir: PathBuf,
     /// Users file; `<data-dir>/users` unless given.
     pub users_file: PathBuf,
@@ -32,6 +36,8 @@ impl Default for Config {
         let data_dir = PathBuf::from(DEFAULT_DATA_DIR);
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            udp: Some(SocketAddr::from(([127, 0, 0, 1], 7878))),
+            unix: None,
             users_file: data_dir.join("users"),
             data_dir,
             no_auth: false,
@@ -60,6 +66,16 @@ pub fn parse_secs(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is not a number of seconds between 0 and one year"))
 }
 
+/// `--udp ADDR|off`.
+pub fn parse_udp(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| format!("{text:?} is not an address (IP:PORT) or off"))
+}
+
 /// Fixed tuning of the loop, with the reason for each value.
 pub mod tuning {
     /// Bytes read per `read` call, into one buffer shared by all connections
@@ -84,4 +100,10 @@ pub mod tuning {
     /// Input read ahead into the stash while a request holds the connection
     /// (enough to notice the peer leave; beyond it the kernel buffers).
     pub const READ_AHEAD_MAX: usize = 64 * 1024;
+    /// Datagrams served per turn before the rest of the loop runs (fairness,
+    /// like `READS_PER_TURN`); the UDP socket is revisited when more may wait.
+    pub const DATAGRAMS_PER_TURN: usize = 64;
+    /// How long a shutdown (SIGINT, SIGTERM) waits for connections to get what
+    /// they are owed before the process exits anyway.
+    pub const SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 }

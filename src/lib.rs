@@ -2,6 +2,7 @@
 //!
 //! - [`reactor`]: the loop itself (poll, timers, revisit queue). Knows no ops.
 //! - [`server`]: the reactor's handler: accept, read, decode, dispatch, write, close.
+//! - [`udp`]: the UDP transport, one frame per datagram.
 //! - [`conn`]: a connection's state machine; [`outbuf`]: its pending output;
 //!   [`bufpool`]: the buffers they share.
 //! - [`proto`]: the frame codec, sans-IO (bytes in, frames out).
@@ -22,3 +23,4 @@ pub mod proto;
 pub mod reactor;
 pub mod server;
 pub mod service;
+pub mod udp;

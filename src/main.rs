@@ -35,11 +35,14 @@ enum Command {
 #[argh(subcommand, name = "client")]
 struct ClientArgs {
     /// server address (default 127.0.0.1:7878)
-    #[argh(
-        option,
-        default = "config::DEFAULT_ADDR.parse().expect(\"valid default\")"
-    )]
-    addr: std::net::SocketAddr,
+    #[argh(option)]
+    addr: Option<std::net::SocketAddr>,
+    /// connect to the server's Unix socket at PATH instead
+    #[argh(option)]
+    unix: Option<PathBuf>,
+    /// send one stateless COMMAND over UDP to ADDR instead (no auth; retried on timeout)
+    #[argh(option)]
+    udp: Option<std::net::SocketAddr>,
     /// user name (default guest)
     #[argh(option, default = "String::from(\"guest\")")]
     user: String,
@@ -71,6 +74,16 @@ struct ServeArgs {
         default = "config::DEFAULT_ADDR.parse().expect(\"valid default\")"
     )]
     listen: std::net::SocketAddr,
+    /// UDP address for the stateless ops, or off (default 127.0.0.1:7878)
+    #[argh(
+        option,
+        default = "config::parse_udp(config::DEFAULT_ADDR).expect(\"valid default\")",
+        from_str_fn(config::parse_udp)
+    )]
+    udp: Option<std::net::SocketAddr>,
+    /// also listen on this Unix socket path (same protocol and auth as TCP)
+    #[argh(option)]
+    unix: Option<PathBuf>,
     /// data directory (default ./frameloop-data)
     #[argh(option, default = "PathBuf::from(config::DEFAULT_DATA_DIR)")]
     data_dir: PathBuf,
@@ -299,8 +312,20 @@ fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
     init_logging(matches!(&cli.command, Command::Serve(args) if args.trace));
     if let Command::Client(args) = &cli.command {
+        use frameloop::client::cli::Target;
+        let target = match (args.addr, &args.unix, args.udp) {
+            (addr, None, None) => Target::Tcp(
+                addr.unwrap_or_else(|| config::DEFAULT_ADDR.parse().expect("valid default")),
+            ),
+            (None, Some(path), None) => Target::Unix(path.clone()),
+            (None, None, Some(addr)) => Target::Udp(addr),
+            _ => {
+                eprintln!("frameloop: give one of --addr, --unix and --udp");
+                return ExitCode::from(frameloop::client::cli::EXIT_FAILED);
+            }
+        };
         let opts = frameloop::client::cli::Options {
-            addr: args.addr,
+            target,
             user: args.user.clone(),
             key: args.key.clone(),
             users: args.users.clone(),
@@ -335,6 +360,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let config = Config {
         listen: args.listen,
+        udp: args.udp,
+        unix: args.unix,
         users_file: args.users.unwrap_or_else(|| args.data_dir.join("users")),
         data_dir: args.data_dir,
         no_auth: args.no_auth,
@@ -380,8 +407,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             config.data_dir.display()
         )
     })?;
-    let server = Server::bind(config.clone(), services)
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let mut server = Server::bind(config.clone(), services).map_err(|e| e.to_string())?;
+    server
+        .catch_signals()
+        .map_err(|e| format!("cannot catch signals: {e}"))?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     log::info!(
         "listening on {addr} (auth: {})",
@@ -391,9 +420,23 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             "hmac-sha256"
         }
     );
-    // The bound address on stdout, for scripts and tests that asked for port 0.
-    println!("frameloop listening on {addr}");
-    let _ = std::io::stdout().flush();
+    // The bound addresses on stdout, for scripts and tests that asked for port 0:
+    // TCP on the first line, then UDP and the Unix socket when on.
+    let mut said = format!("frameloop listening on {addr}\n");
+    if let Some(udp) = server.udp_addr() {
+        log::info!("udp on {udp} (stateless ops)");
+        said.push_str(&format!("frameloop udp on {udp}\n"));
+    }
+    if let Some(path) = &config.unix {
+        log::info!("unix socket {}", path.display());
+        said.push_str(&format!("frameloop unix on {}\n", path.display()));
+    }
+    // One write, and no panic if nobody reads stdout any more (println! would).
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(said.as_bytes())
+        .and_then(|_| stdout.flush());
+    drop(stdout);
     server.run().map_err(|e| format!("event loop failed: {e}"))
 }
 

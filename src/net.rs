@@ -1,11 +1,129 @@
-//! Stream sockets the reactor serves (TCP and Unix), behind one type, and the
-//! error kinds every socket call sorts into.
+//! Stream sockets the reactor serves (TCP and Unix) and their listeners, each
+//! kind behind one type, and the error kinds every socket call sorts into.
 
 use mio::event::Source;
-use mio::net::{TcpStream, UnixStream};
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// A listening stream socket: both kinds are accepted by the same code.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, UnixPath),
+}
+
+impl Listener {
+    /// Accepts one connection: the stream and a peer name for log lines.
+    pub fn accept(&self) -> io::Result<(Stream, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (stream, peer) = l.accept()?;
+                // Replies are batched per turn already; do not let Nagle delay them.
+                let _ = stream.set_nodelay(true);
+                Ok((Stream::Tcp(stream), peer.to_string()))
+            }
+            // Unix clients rarely bind a name: the listener's path says where they came in.
+            Listener::Unix(l, path) => {
+                let (stream, _) = l.accept()?;
+                Ok((Stream::Unix(stream), format!("unix:{}", path.0.display())))
+            }
+        }
+    }
+}
+
+impl Source for Listener {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.register(registry, token, interest),
+            Listener::Unix(l, _) => l.register(registry, token, interest),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.reregister(registry, token, interest),
+            Listener::Unix(l, _) => l.reregister(registry, token, interest),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.deregister(registry),
+            Listener::Unix(l, _) => l.deregister(registry),
+        }
+    }
+}
+
+/// The socket file of our Unix listener: removed when dropped (on shutdown and
+/// on any exit that unwinds), but only while it is still the file we bound, so a
+/// newer server's socket at the same path is left alone.
+#[derive(Debug)]
+pub struct UnixPath(PathBuf, (u64, u64));
+
+impl Drop for UnixPath {
+    fn drop(&mut self) {
+        if let Ok(meta) = std::fs::symlink_metadata(&self.0)
+            && (meta.dev(), meta.ino()) == self.1
+        {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// Binds a Unix listener at `path`. A socket file left by a dead server (nobody
+/// accepts on it: connecting is refused) is replaced; a live server there, or a
+/// file that is not a socket, is an error that says so.
+pub fn bind_unix(path: &Path) -> io::Result<Listener> {
+    let listener = match UnixListener::bind(path) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            let meta = std::fs::symlink_metadata(path)?;
+            if !meta.file_type().is_socket() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists and is not a socket; not replacing it",
+                        path.display()
+                    ),
+                ));
+            }
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("another server is listening on {}", path.display()),
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    log::info!("replacing stale socket file {}", path.display());
+                    std::fs::remove_file(path)?;
+                    UnixListener::bind(path)?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = std::fs::symlink_metadata(path)?;
+    Ok(Listener::Unix(
+        listener,
+        UnixPath(path.to_path_buf(), (meta.dev(), meta.ino())),
+    ))
+}
 
 /// An accepted, non-blocking stream connection.
 #[derive(Debug)]

@@ -1,26 +1,38 @@
-//! The server: the reactor's [`Handler`]. It accepts connections, reads and
-//! decodes their frames, hands them to the services, writes replies and closes.
+//! The server: the reactor's [`Handler`]. It accepts connections (TCP and Unix),
+//! reads and decodes their frames, hands them to the services, writes replies and
+//! closes; it hands UDP datagrams to [`crate::udp`] and shuts down on SIGINT/SIGTERM.
 
 use crate::config::{Config, tuning};
 use crate::conn::{Conn, State};
-use crate::net::{IoClass, Stream, classify, is_resource_exhaustion};
+use crate::net::{self, IoClass, Listener, Stream, classify, is_resource_exhaustion};
 use crate::proto::{Decoder, Event};
 use crate::reactor::{Handler, Reactor, Readiness, TRACE, TimerId};
 use crate::service::exec::ChildIo;
 use crate::service::{Next, Services};
+use crate::udp::Udp;
 use mio::net::TcpListener;
 use mio::{Interest, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-/// Token of the TCP listener. Tokens below `FIRST_CONN` name the server's own
-/// sources. The connection in slab slot `key` owns four tokens from
-/// `FIRST_CONN + 4 * key`: its socket, then its exec child's stdout, stderr and pidfd.
+/// Token of the TCP listener (and of the timer that resumes accepting on every
+/// listener). Tokens below `FIRST_CONN` name the server's own sources. The
+/// connection in slab slot `key` owns four tokens from `FIRST_CONN + 4 * key`:
+/// its socket, then its exec child's stdout, stderr and pidfd.
 const LISTENER: Token = Token(0);
 /// Pidfds of killed children whose connection is gone (reaped when they exit).
 const ORPHANS: Token = Token(1);
+/// The Unix socket listener (`--unix`), served by the same accept code as TCP.
+const UNIX_LISTENER: Token = Token(2);
+/// The UDP socket (`--udp`).
+const UDP: Token = Token(3);
+/// SIGINT and SIGTERM (a self-pipe that signal-hook writes to), and the
+/// shutdown's deadline timer.
+const SIGNALS: Token = Token(4);
 const FIRST_CONN: usize = 16;
 const PER_CONN: usize = 4;
 
@@ -60,9 +72,25 @@ fn cork_for_files(conn: &mut Conn) {
     }
 }
 
+/// A stream listener and its token.
+struct Listening {
+    token: Token,
+    socket: Listener,
+    /// Already in the revisit queue (its accept budget ran out).
+    revisit_queued: bool,
+}
+
 pub struct Server {
     config: Config,
-    listener: TcpListener,
+    /// TCP first, then Unix with `--unix`; emptied (closed) when shutting down.
+    listeners: Vec<Listening>,
+    udp: Option<Udp>,
+    /// SIGINT and SIGTERM, when [`Server::catch_signals`] was called.
+    signals: Option<Signals>,
+    /// A signal came: no more accepting; exit once every connection is closed.
+    stopping: bool,
+    /// Exit now: a second signal, or the shutdown's time is up.
+    abort: bool,
     conns: Slab<Conn>,
     services: Services,
     /// One read buffer for every connection: bytes are decoded straight out of it.
@@ -76,18 +104,56 @@ pub struct Server {
     accept_timer: Option<TimerId>,
     /// Whether the current out-of-descriptors episode was logged.
     accept_starved: bool,
-    /// The listener is in the revisit queue already.
-    listener_revisit_queued: bool,
+}
+
+/// An error that says which socket it is about.
+fn context(e: io::Error, what: String) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 impl Server {
-    /// Binds the listener. The server starts serving in [`Server::run`].
+    /// Binds the listeners and the UDP socket. The server starts serving in
+    /// [`Server::run`]. Errors say which address failed.
     pub fn bind(config: Config, services: Services) -> io::Result<Server> {
         // mio sets SO_REUSEADDR, so a restart right after a stop binds at once.
-        let listener = TcpListener::bind(config.listen)?;
+        let tcp = TcpListener::bind(config.listen)
+            .map_err(|e| context(e, format!("cannot listen on {}", config.listen)))?;
+        let mut listeners = vec![Listening {
+            token: LISTENER,
+            socket: Listener::Tcp(tcp),
+            revisit_queued: false,
+        }];
+        if let Some(path) = &config.unix {
+            let unix = net::bind_unix(path).map_err(|e| {
+                context(
+                    e,
+                    format!("cannot listen on Unix socket {}", path.display()),
+                )
+            })?;
+            listeners.push(Listening {
+                token: UNIX_LISTENER,
+                socket: unix,
+                revisit_queued: false,
+            });
+        }
+        let udp = match config.udp {
+            None => None,
+            Some(addr) => Some(Udp::bind(addr, config.max_header, config.max_body).map_err(
+                |e| {
+                    context(
+                        e,
+                        format!("cannot bind UDP {addr} (--udp ADDR, or --udp off)"),
+                    )
+                },
+            )?),
+        };
         Ok(Server {
             config,
-            listener,
+            listeners,
+            udp,
+            signals: None,
+            stopping: false,
+            abort: false,
             conns: Slab::new(),
             services,
             scratch: vec![0; tuning::READ_CHUNK],
@@ -95,37 +161,75 @@ impl Server {
             to_free: Vec::new(),
             accept_timer: None,
             accept_starved: false,
-            listener_revisit_queued: false,
         })
     }
 
+    /// The TCP listener's address (the port, when port 0 was asked for).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        match self.listeners.first().map(|l| &l.socket) {
+            Some(Listener::Tcp(l)) => l.local_addr(),
+            _ => Err(io::ErrorKind::NotConnected.into()),
+        }
     }
 
-    /// Serves until the process is stopped.
+    /// The UDP socket's address, when UDP is on.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp.as_ref().and_then(|u| u.socket.local_addr().ok())
+    }
+
+    /// From now on SIGINT and SIGTERM shut the server down gracefully (a second
+    /// one: at once) instead of killing the process. Called before the server says
+    /// it is listening, so a signal sent right after that is never lost to the
+    /// default action.
+    pub fn catch_signals(&mut self) -> io::Result<()> {
+        self.signals = Some(Signals::new([SIGINT, SIGTERM])?);
+        Ok(())
+    }
+
+    /// Serves until a signal's shutdown is done (or forever without
+    /// [`Server::catch_signals`]).
     pub fn run(mut self) -> io::Result<()> {
         let mut reactor = Reactor::new()?;
-        reactor.register(&mut self.listener, LISTENER, Interest::READABLE)?;
-        reactor.run(&mut self)
+        for l in &mut self.listeners {
+            reactor.register(&mut l.socket, l.token, Interest::READABLE)?;
+        }
+        if let Some(udp) = &mut self.udp {
+            reactor.register(&mut udp.socket, UDP, Interest::READABLE)?;
+        }
+        if let Some(signals) = &mut self.signals {
+            reactor.register(signals, SIGNALS, Interest::READABLE)?;
+        }
+        reactor.run(&mut self)?;
+        // Connections still open after the shutdown's time: their jobs end here
+        // (uploads' temp files go, exec children are killed).
+        let open: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in open {
+            self.free(&mut reactor, key);
+        }
+        log::info!("shut down");
+        Ok(())
     }
 
     // ----- accepting -------------------------------------------------------
 
-    fn accept(&mut self, r: &mut Reactor) {
+    fn accept(&mut self, r: &mut Reactor, token: Token) {
         if self.accept_timer.is_some() {
             return; // paused; the timer resumes accepting
         }
+        let Some(i) = self.listeners.iter().position(|l| l.token == token) else {
+            return; // closed by a shutdown
+        };
         for _ in 0..tuning::ACCEPTS_PER_TURN {
-            match self.listener.accept() {
+            let Some(listening) = self.listeners.get(i) else {
+                return;
+            };
+            match listening.socket.accept() {
                 Ok((stream, peer)) => {
                     if self.accept_starved {
                         log::warn!("accepting connections again");
                         self.accept_starved = false;
                     }
-                    // Replies are batched per turn already; do not let Nagle delay them.
-                    let _ = stream.set_nodelay(true);
-                    self.open(r, Stream::Tcp(stream), peer.to_string());
+                    self.open(r, stream, peer);
                 }
                 Err(e) if classify(&e) == IoClass::WouldBlock => return,
                 Err(e) if classify(&e) == IoClass::Retry => continue,
@@ -153,9 +257,11 @@ impl Server {
             }
         }
         // More may be waiting; give the connections their turn first.
-        if !self.listener_revisit_queued {
-            self.listener_revisit_queued = true;
-            r.revisit(LISTENER);
+        if let Some(listening) = self.listeners.get_mut(i)
+            && !listening.revisit_queued
+        {
+            listening.revisit_queued = true;
+            r.revisit(token);
         }
     }
 
@@ -670,13 +776,80 @@ impl Server {
     }
 }
 
+impl Server {
+    // ----- UDP ---------------------------------------------------------------
+
+    fn serve_udp(&mut self, r: &mut Reactor) {
+        let Some(udp) = &mut self.udp else {
+            return; // closed by a shutdown
+        };
+        // Budget spent with datagrams perhaps left: no new edge will come for them.
+        if udp.serve(&mut self.services.stats) && !udp.revisit_queued {
+            udp.revisit_queued = true;
+            r.revisit(UDP);
+        }
+    }
+
+    // ----- shutting down -----------------------------------------------------
+
+    /// SIGINT or SIGTERM arrived (signal-hook's handler wrote to its pipe).
+    fn signalled(&mut self, r: &mut Reactor) {
+        let Some(signals) = &mut self.signals else {
+            return;
+        };
+        let caught: Vec<i32> = signals.pending().collect();
+        for signal in caught {
+            let name = if signal == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            if self.stopping {
+                log::warn!("{name} again: exiting now");
+                self.abort = true;
+                return;
+            }
+            self.shut_down(r, name);
+        }
+    }
+
+    /// Stops accepting (the Unix socket file goes with its listener) and closes
+    /// every connection politely: what it is owed, a `bye` (reason `shutdown`),
+    /// then the close. A request still running (an exec, an upload, a sum) gets
+    /// no reply: it is dropped when its connection is freed. The loop ends when
+    /// the last connection is gone, or after `SHUTDOWN_LIMIT`.
+    fn shut_down(&mut self, r: &mut Reactor, why: &str) {
+        self.stopping = true;
+        log::info!(
+            "{why}: shutting down; {} connections have {:?} to finish (a second signal exits at once)",
+            self.conns.len(),
+            tuning::SHUTDOWN_LIMIT
+        );
+        for mut l in self.listeners.drain(..) {
+            let _ = r.registry().deregister(&mut l.socket);
+        }
+        if let Some(mut udp) = self.udp.take() {
+            let _ = r.registry().deregister(&mut udp.socket);
+        }
+        if let Some(timer) = self.accept_timer.take() {
+            r.cancel_timer(timer);
+        }
+        let open: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in open {
+            self.close_politely(r, key, "shutdown", Some("shutdown"));
+        }
+        r.add_timer(r.now() + tuning::SHUTDOWN_LIMIT, SIGNALS);
+    }
+}
+
 impl Handler for Server {
     fn ready(&mut self, r: &mut Reactor, token: Token, readiness: Readiness) {
-        if token == LISTENER {
-            return self.accept(r);
-        }
-        if token == ORPHANS {
-            return self.services.reap_orphans();
+        match token {
+            LISTENER | UNIX_LISTENER => return self.accept(r, token),
+            ORPHANS => return self.services.reap_orphans(),
+            UDP => return self.serve_udp(r),
+            SIGNALS => return self.signalled(r),
+            _ => {}
         }
         let Some((key, socket)) = conn_key(token) else {
             return;
@@ -708,8 +881,20 @@ impl Handler for Server {
         if token == LISTENER {
             if self.accept_timer == Some(id) {
                 self.accept_timer = None;
-                self.accept(r);
+                // Paused accepting holds for every listener: resume them all.
+                self.accept(r, LISTENER);
+                self.accept(r, UNIX_LISTENER);
             }
+            return;
+        }
+        if token == SIGNALS {
+            // The shutdown's time is up (its only timer).
+            log::warn!(
+                "shutdown: {} connections still open after {:?}; exiting",
+                self.conns.len(),
+                tuning::SHUTDOWN_LIMIT
+            );
+            self.abort = true;
             return;
         }
         let Some((key, _)) = conn_key(token) else {
@@ -725,9 +910,20 @@ impl Handler for Server {
     }
 
     fn revisit(&mut self, r: &mut Reactor, token: Token) {
-        if token == LISTENER {
-            self.listener_revisit_queued = false;
-            return self.accept(r);
+        match token {
+            LISTENER | UNIX_LISTENER => {
+                if let Some(l) = self.listeners.iter_mut().find(|l| l.token == token) {
+                    l.revisit_queued = false;
+                }
+                return self.accept(r, token);
+            }
+            UDP => {
+                if let Some(udp) = &mut self.udp {
+                    udp.revisit_queued = false;
+                }
+                return self.serve_udp(r);
+            }
+            _ => {}
         }
         let Some((key, _)) = conn_key(token) else {
             return;
@@ -768,6 +964,6 @@ impl Handler for Server {
     }
 
     fn is_done(&self) -> bool {
-        false
+        self.abort || (self.stopping && self.conns.is_empty())
     }
 }

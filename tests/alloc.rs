@@ -1,6 +1,7 @@
 //! The hot path allocates nothing per frame once warm: the server
 //! runs in this process, on its own thread, and a counting allocator counts the
-//! allocations made on that thread while pipelined pings and echoes are served.
+//! allocations made on that thread while pipelined pings and echoes are served,
+//! over TCP and over UDP.
 
 use frameloop::client::{Client, Credentials};
 use frameloop::config::Config;
@@ -58,11 +59,28 @@ fn allocations_for(client: &mut Client, n: usize, op: &str, body: &[u8]) -> u64 
     SERVER_ALLOCS.load(Ordering::Relaxed) - before
 }
 
+/// Sends `n` echo datagrams one at a time, each answered before the next;
+/// returns the server-thread allocations made meanwhile.
+fn udp_allocations_for(socket: &std::net::UdpSocket, n: u64, body: &[u8]) -> u64 {
+    let before = SERVER_ALLOCS.load(Ordering::Relaxed);
+    let mut reply = vec![0u8; 65_536];
+    for id in 0..n {
+        let header = format!(r#"{{"op":"echo","id":{id},"size":{}}}"#, body.len());
+        socket
+            .send(&frameloop::proto::encode_frame(header.as_bytes(), body))
+            .unwrap();
+        let got = socket.recv(&mut reply).unwrap();
+        assert!(got > body.len());
+    }
+    SERVER_ALLOCS.load(Ordering::Relaxed) - before
+}
+
 #[test]
 fn per_frame_allocations_on_the_server_thread() {
     let data = tempfile::tempdir().unwrap();
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        udp: Some("127.0.0.1:0".parse().unwrap()),
         no_auth: true,
         data_dir: data.path().to_path_buf(),
         ..Config::default()
@@ -74,10 +92,11 @@ fn per_frame_allocations_on_the_server_thread() {
         ON_SERVER_THREAD.with(|f| f.set(true));
         let services = Services::new(Default::default(), &config, Instant::now()).unwrap();
         let server = Server::bind(config, services).unwrap();
-        tx.send(server.local_addr().unwrap()).unwrap();
+        tx.send((server.local_addr().unwrap(), server.udp_addr().unwrap()))
+            .unwrap();
         let _ = server.run();
     });
-    let addr = rx.recv().unwrap();
+    let (addr, udp_addr) = rx.recv().unwrap();
     let mut client = Client::connect(addr, &Credentials::Anonymous).unwrap();
     // Warm up: buffers reach their working size.
     allocations_for(&mut client, 2000, "ping", b"");
@@ -97,5 +116,18 @@ fn per_frame_allocations_on_the_server_thread() {
     assert!(
         echoes < (n / 100) as u64,
         "{echoes} allocations for {n} echoes"
+    );
+
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(udp_addr).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    udp_allocations_for(&socket, 500, &[b'x'; 64]);
+    let datagrams = udp_allocations_for(&socket, 5000, &[b'x'; 64]);
+    eprintln!("server-thread allocations: {datagrams} for 5000 UDP echoes");
+    assert!(
+        datagrams < 50,
+        "{datagrams} allocations for 5000 UDP echoes"
     );
 }

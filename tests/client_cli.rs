@@ -168,7 +168,8 @@ fn zero_config_after_serve_with_no_flags() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let mut serve = Command::new(env!("CARGO_BIN_EXE_frameloop"))
-        .args(["serve", "--listen", &addr])
+        // UDP off: the default 7878/udp may be taken by a test running in parallel.
+        .args(["serve", "--listen", &addr, "--udp", "off"])
         .current_dir(dir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -294,9 +294,28 @@ pub fn help() -> String {
     text
 }
 
+/// Where the client talks to the server.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+    /// Stateless ops only, one-shot only, no authentication.
+    Udp(SocketAddr),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(addr) => write!(f, "{addr}"),
+            Target::Unix(path) => write!(f, "{}", path.display()),
+            Target::Udp(addr) => write!(f, "udp {addr}"),
+        }
+    }
+}
+
 /// Where the client connects and who it is.
 pub struct Options {
-    pub addr: SocketAddr,
+    pub target: Target,
     pub user: String,
     pub key: Option<String>,
     pub users: PathBuf,
@@ -307,14 +326,36 @@ impl Options {
     /// Connects and authenticates, or says in one line why not.
     fn connect(&self) -> Result<Client, String> {
         let creds = Credentials::for_user(&self.user, self.key.as_deref(), &self.users)?;
-        Client::connect(self.addr, &creds).map_err(|e| match e.kind() {
+        let connected = match &self.target {
+            Target::Tcp(addr) => Client::connect(addr, &creds),
+            Target::Unix(path) => Client::connect_unix(path, &creds),
+            Target::Udp(_) => return Err("UDP has no connection".into()),
+        };
+        connected.map_err(|e| match e.kind() {
             io::ErrorKind::PermissionDenied => e.to_string(),
-            io::ErrorKind::ConnectionRefused => {
-                format!("cannot connect to {}: nothing listens there", self.addr)
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => {
+                format!("cannot connect to {}: nothing listens there", self.target)
             }
-            _ => format!("cannot connect to {}: {e}", self.addr),
+            _ => format!("cannot connect to {}: {e}", self.target),
         })
     }
+}
+
+/// One request over UDP (`--udp`): the stateless ops, with retries on timeout.
+fn udp_one_shot(opts: &Options, addr: SocketAddr, request: Request) -> ExitCode {
+    if request.transfer.is_some() {
+        return fail(EXIT_FAILED, "put and get need --addr or --unix, not --udp");
+    }
+    let mut client = match super::udp::UdpClient::connect(addr) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_FAILED, &format!("cannot use udp {addr}: {e}")),
+    };
+    let start = Instant::now();
+    let reply = match client.request(request.op, request.fields, &request.body) {
+        Ok(reply) => reply,
+        Err(e) => return fail(EXIT_FAILED, &format!("udp {addr}: {e}")),
+    };
+    finish_one_shot(opts, &reply, request.show, start.elapsed(), None)
 }
 
 fn fail(code: u8, message: &str) -> ExitCode {
@@ -435,6 +476,9 @@ pub fn one_shot(opts: &Options, words: &[String]) -> ExitCode {
         Ok(parsed) => parsed,
         Err(e) => return fail(EXIT_FAILED, &e),
     };
+    if let Target::Udp(addr) = opts.target {
+        return udp_one_shot(opts, addr, request);
+    }
     let mut link = match opts.connect() {
         Ok(c) => Direct(c),
         Err(e) => return fail(EXIT_FAILED, &e),
@@ -445,10 +489,21 @@ pub fn one_shot(opts: &Options, words: &[String]) -> ExitCode {
         Ok(done) => done,
         Err(e) => return fail(EXIT_FAILED, &e),
     };
+    finish_one_shot(opts, &reply, show, start.elapsed(), note.as_deref())
+}
+
+/// Prints a one-shot reply and picks the exit code.
+fn finish_one_shot(
+    opts: &Options,
+    reply: &Frame,
+    show: Show,
+    took: Duration,
+    note: Option<&str>,
+) -> ExitCode {
     let printed = if opts.json {
-        writeln!(io::stdout(), "{}", json_line(&reply))
+        writeln!(io::stdout(), "{}", json_line(reply))
     } else if reply.status() == 200 {
-        print_success(&reply, show, start.elapsed(), note.as_deref())
+        print_success(reply, show, took, note)
     } else {
         Ok(())
     };
@@ -462,7 +517,7 @@ pub fn one_shot(opts: &Options, words: &[String]) -> ExitCode {
         );
     }
     match show {
-        Show::Exec => ExitCode::from(exec_exit_code(&reply)),
+        Show::Exec => ExitCode::from(exec_exit_code(reply)),
         _ => ExitCode::SUCCESS,
     }
 }
@@ -618,6 +673,12 @@ impl Link for ShellLink<'_> {
 
 /// The interactive shell.
 pub fn interactive(opts: &Options) -> ExitCode {
+    if let Target::Udp(_) = opts.target {
+        return fail(
+            EXIT_FAILED,
+            "--udp takes a COMMAND (the shell runs over --addr or --unix)",
+        );
+    }
     let client = match opts.connect() {
         Ok(c) => c,
         Err(e) => return fail(EXIT_FAILED, &e),
@@ -670,7 +731,7 @@ fn shell(client: Client, opts: &Options) -> Result<(), String> {
 
     println!(
         "connected to {} as {} (help lists the commands)",
-        opts.addr, client.user
+        opts.target, client.user
     );
     let (mut requester, mut reader, early_pushes) = client.split();
     for push in early_pushes {

@@ -1,9 +1,11 @@
-//! A blocking client: connect over TCP, do the handshake (checking the server's
-//! proof too), then requests with ids, pipelined or one at a time. Shared by the
-//! tests, the CLI client (`cli`) and the tools.
+//! A blocking client: connect over TCP or a Unix socket, do the handshake
+//! (checking the server's proof too), then requests with ids, pipelined or one
+//! at a time ([`udp`]: the UDP client). Shared by the tests, the CLI client
+//! (`cli`) and the tools.
 
 pub mod cli;
 pub mod transfer;
+pub mod udp;
 
 use crate::auth::{self, Key};
 use crate::proto::encode_frame;
@@ -11,8 +13,70 @@ use byteorder::{BigEndian, ByteOrder};
 use serde_json::{Map, Value, json};
 use std::collections::VecDeque;
 use std::io::{self, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::Duration;
+
+/// The client's connection: TCP or a Unix socket, same protocol.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub fn try_clone(&self) -> io::Result<Stream> {
+        match self {
+            Stream::Tcp(s) => s.try_clone().map(Stream::Tcp),
+            Stream::Unix(s) => s.try_clone().map(Stream::Unix),
+        }
+    }
+
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(timeout),
+            Stream::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    /// Our TCP address (an error for a Unix socket, which has none worth naming).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Stream::Tcp(s) => s.local_addr(),
+            Stream::Unix(_) => Err(io::ErrorKind::Unsupported.into()),
+        }
+    }
+
+    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Largest header the client accepts from a server (a sanity bound, not a protocol limit).
 const MAX_HEADER: usize = 1 << 24;
@@ -165,7 +229,7 @@ fn protocol_error(msg: impl Into<String>) -> io::Error {
 
 /// The sending half of a connection: numbers requests and writes them.
 pub struct Requester {
-    stream: TcpStream,
+    stream: Stream,
     next_id: u64,
 }
 
@@ -230,7 +294,7 @@ fn write_frame(w: &mut impl Write, header: &Value, body: &[u8]) -> io::Result<()
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Client {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Stream>,
     requester: Requester,
     /// Pushes that arrived while waiting for a reply.
     pushes: VecDeque<Frame>,
@@ -246,6 +310,16 @@ impl Client {
     pub fn connect<A: ToSocketAddrs>(addr: A, creds: &Credentials) -> io::Result<Client> {
         let stream = connect_any(addr)?;
         stream.set_nodelay(true)?;
+        Client::over(Stream::Tcp(stream), creds)
+    }
+
+    /// Like [`Client::connect`], over the Unix socket at `path`.
+    pub fn connect_unix(path: &Path, creds: &Credentials) -> io::Result<Client> {
+        Client::over(Stream::Unix(UnixStream::connect(path)?), creds)
+    }
+
+    /// Reads the hello and authenticates on a connected stream.
+    fn over(stream: Stream, creds: &Credentials) -> io::Result<Client> {
         let writer = stream.try_clone()?;
         let mut client = Client {
             reader: BufReader::with_capacity(64 * 1024, stream),
@@ -371,7 +445,10 @@ impl Client {
         if !self.reader.buffer().is_empty() || !self.pushes.is_empty() {
             return Err(protocol_error("unread frames after the handshake"));
         }
-        Ok(self.reader.into_inner())
+        match self.reader.into_inner() {
+            Stream::Tcp(s) => Ok(s),
+            Stream::Unix(_) => Err(protocol_error("not a TCP connection")),
+        }
     }
 
     /// The sending half, for streamed uploads.
@@ -381,12 +458,12 @@ impl Client {
 
     /// Splits into a sending half and a receiving half, for a reader thread that
     /// prints pushes as they arrive (the interactive shell).
-    pub fn split(self) -> (Requester, BufReader<TcpStream>, VecDeque<Frame>) {
+    pub fn split(self) -> (Requester, BufReader<Stream>, VecDeque<Frame>) {
         (self.requester, self.reader, self.pushes)
     }
 
     /// The raw socket, for tests that misbehave on purpose.
-    pub fn stream(&self) -> &TcpStream {
+    pub fn stream(&self) -> &Stream {
         &self.requester.stream
     }
 }

@@ -19,6 +19,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The UDP address (an ephemeral port unless the test chose `--udp`).
+    pub udp: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
 }
 
@@ -28,28 +30,50 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir, listen: &str, args: &[&str]) -> Server {
+        Server::start_with(dir, listen, args, |_| {})
+    }
+
+    /// Like [`Server::start_in`], with a last say on the command (limits, environment).
+    /// UDP goes on an ephemeral port unless `args` has `--udp`, so parallel tests
+    /// never meet on the default 7878.
+    pub fn start_with(
+        dir: tempfile::TempDir,
+        listen: &str,
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_frameloop"))
-            .arg("serve")
+        let udp_off = args.windows(2).any(|w| w == ["--udp", "off"]);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_frameloop"));
+        cmd.arg("serve")
             .args(["--listen", listen, "--data-dir"])
-            .arg(dir.path())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start server");
-        let mut line = String::new();
+            .arg(dir.path());
+        if !args.contains(&"--udp") {
+            cmd.args(["--udp", "127.0.0.1:0"]);
+        }
+        cmd.args(args).stdout(Stdio::piped()).stderr(log);
+        configure(&mut cmd);
+        let mut child = cmd.spawn().expect("start server");
         let stdout = child.stdout.take().expect("stdout");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read address");
-        let addr = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}; log: {}", read_log(&dir)));
-        Server { child, addr, dir }
+        let mut stdout = BufReader::new(stdout);
+        // Line 1: TCP; line 2: UDP, when on. The server writes them in one go.
+        let mut address = |what: &str| -> SocketAddr {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("read address");
+            line.trim()
+                .rsplit(' ')
+                .next()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no {what} address in {line:?}; log: {}", read_log(&dir)))
+        };
+        let addr = address("TCP");
+        let udp = (!udp_off).then(|| address("UDP"));
+        Server {
+            child,
+            addr,
+            udp,
+            dir,
+        }
     }
 
     pub fn pid(&self) -> u32 {
