@@ -400,6 +400,22 @@ fn a_member_that_never_reads_is_disconnected_and_the_others_get_everything_in_or
             if h == left("room", "carol") {
                 assert!(carol_left_at.is_none(), "left twice");
                 carol_left_at = Some(i);
+                // Closed politely: reading now, Carol gets what was queued for her
+                // (a prefix of the messages, in order), the bye, then EOF.
+                let mut got = 0u32;
+                loop {
+                    let f = carol.recv();
+                    if f.op() == Some("bye") {
+                        let want = json!({"op": "bye", "reason": "slow consumer"});
+                        assert_eq!(Value::Object(f.header), want);
+                        break;
+                    }
+                    assert_eq!(Value::Object(f.header), msg("room", "alice", 8192));
+                    assert_eq!(f.body[..4], got.to_be_bytes());
+                    got += 1;
+                }
+                carol.expect_closed();
+                assert!(got > 0 && got <= i, "carol got {got} of {i}");
                 continue;
             }
             assert_eq!(h, msg("room", "alice", 8192));
@@ -418,5 +434,4 @@ fn a_member_that_never_reads_is_disconnected_and_the_others_get_everything_in_or
         "carol was disconnected after {} messages",
         carol_left_at.unwrap_or(0)
     );
-    drop(carol);
 }
