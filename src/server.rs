@@ -561,7 +561,7 @@ impl Server {
         if pending > 0 && pending + push.frame.len() > self.config.max_outbuf {
             self.services.stats.slow_consumers += 1;
             log::warn!(
-                "{}: slow consumer ({pending} B of pushes unread), disconnecting",
+                "{}: slow consumer ({pending} B unsent), disconnecting",
                 conn.peer
             );
             self.close_politely(r, push.to, "slow consumer", Some("slow consumer"));
