@@ -6,6 +6,8 @@ use super::ops::OpError;
 use crate::bufpool;
 use crate::proto::header::req_str;
 use crate::proto::{HeadWriter, Header};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -59,14 +61,8 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-fn name_field<'h>(
-    header: &'h Header,
-    field: &'static str,
-) -> Result<std::borrow::Cow<'h, str>, OpError> {
-    let raw = match field {
-        "room" => header.room,
-        _ => header.to,
-    };
+/// A required room or user name field: a string of a valid name, or a 400.
+fn name_field<'a>(raw: Option<&'a RawValue>, field: &'static str) -> Result<Cow<'a, str>, OpError> {
     let name = req_str(raw, field).map_err(|e| OpError::bad(e.to_string()))?;
     if !valid_name(&name) {
         return Err(OpError::bad(format!(
@@ -137,7 +133,7 @@ impl Chat {
         user: &str,
         header: &Header,
     ) -> Result<(), OpError> {
-        let room = name_field(header, "room")?;
+        let room = name_field(header.room, "room")?;
         if member.rooms.iter().any(|r| **r == *room) {
             return Ok(());
         }
@@ -168,7 +164,7 @@ impl Chat {
         user: &str,
         header: &Header,
     ) -> Result<(), OpError> {
-        let room = name_field(header, "room")?;
+        let room = name_field(header.room, "room")?;
         let Some(i) = member.rooms.iter().position(|r| **r == *room) else {
             return Err(refused(403, format!("not a member of {room}")));
         };
@@ -198,11 +194,11 @@ impl Chat {
     /// message's body is dropped as it arrives, never held).
     pub fn target(&self, member: &Member, dm: bool, header: &Header) -> Result<Target, OpError> {
         if dm {
-            let to = name_field(header, "to")?;
+            let to = name_field(header.to, "to")?;
             self.check_online(&to)?;
             return Ok(Target::User(to.into_owned()));
         }
-        let room = name_field(header, "room")?;
+        let room = name_field(header.room, "room")?;
         member
             .rooms
             .iter()
