@@ -224,19 +224,23 @@ impl Chat {
         target: &Target,
         body: &[u8],
     ) -> Result<(), OpError> {
-        let (push, to) = match target {
+        let (room, to) = match target {
             Target::Room(room) => (
-                message(Some(room), from, body),
+                Some(&**room),
                 self.rooms.get(room).map(Vec::as_slice).unwrap_or_default(),
             ),
             Target::User(user) => {
                 self.check_online(user)?;
                 (
-                    message(None, from, body),
+                    None,
                     self.users.get(user).map(Vec::as_slice).unwrap_or_default(),
                 )
             }
         };
+        if to.iter().all(|&k| k == member.key) {
+            return Ok(()); // alone in the room: nobody to copy the body for
+        }
+        let push = message(room, from, body);
         self.outbox
             .extend(to.iter().filter(|&&k| k != member.key).map(|&to| Delivery {
                 to,
