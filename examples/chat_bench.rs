@@ -23,19 +23,18 @@ struct Member {
     next: u64,
 }
 
-/// One connection, authenticated and in the room, handed to mio. Bytes the
-/// client library had read ahead are kept.
-fn member(addr: &str, creds: &Credentials) -> Result<(TcpStream, Vec<u8>), Box<dyn Error>> {
+/// One connection, authenticated and in the room, handed to mio. Members join
+/// one after another, so nothing is sent to this one between its join reply
+/// and the next join: the client library has read nothing ahead.
+fn member(addr: &str, creds: &Credentials) -> Result<TcpStream, Box<dyn Error>> {
     let mut c = Client::connect(addr, creds)?;
     let r = c.request("join", json!({ "room": ROOM }), b"")?;
     if r.status() != 200 {
         return Err(format!("join: {r:?}").into());
     }
-    let (_, reader, _) = c.split();
-    let early = reader.buffer().to_vec();
-    let stream = reader.into_inner();
+    let stream = c.into_stream()?;
     stream.set_nonblocking(true)?;
-    Ok((TcpStream::from_std(stream), early))
+    Ok(TcpStream::from_std(stream))
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -122,17 +121,17 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut poll = Poll::new()?;
     let mut members = Vec::new();
     for i in 0..members_n as usize {
-        let (mut stream, buf) = member(addr, &creds)?;
+        let mut stream = member(addr, &creds)?;
         poll.registry()
             .register(&mut stream, Token(i), Interest::READABLE)?;
         members.push(Member {
             stream,
-            buf,
+            buf: Vec::new(),
             next: 0,
         });
     }
     let sender_token = Token(members.len());
-    let (mut sender, _) = member(addr, &creds)?;
+    let mut sender = member(addr, &creds)?;
     poll.registry().register(
         &mut sender,
         sender_token,
