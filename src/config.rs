@@ -84,6 +84,10 @@ pub mod tuning {
     /// Reads per connection per turn before others get their turn (fairness);
     /// a connection with more to read is revisited next turn.
     pub const READS_PER_TURN: usize = 4;
+    /// Chat pushes one connection's requests may queue per visit (a `say` to a
+    /// room of 1,000 costs 1,000): beyond it the sender waits for the next turn,
+    /// so the members' queues are written before they grow further.
+    pub const PUSHES_PER_VISIT: usize = 32 * 1024;
     /// Accepts per turn before the rest of the loop runs.
     pub const ACCEPTS_PER_TURN: usize = 256;
     /// How long accepting pauses after running out of descriptors.

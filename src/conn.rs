@@ -69,7 +69,8 @@ pub struct Conn {
     pub last_active: Instant,
     /// Interest currently registered with the poller.
     pub interest: Interest,
-    /// Reading is paused because pending output went over `--max-outbuf`.
+    /// Reading is paused because pending output went over `--max-outbuf` (or,
+    /// for a chat sender, its pushes this visit went over `PUSHES_PER_VISIT`).
     pub backpressured: bool,
     /// A request runs past its frame (a `sum`): the requests behind it wait.
     pub busy: bool,

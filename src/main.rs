@@ -59,7 +59,8 @@ struct ClientArgs {
     #[argh(switch)]
     json: bool,
     /// command and its arguments (none: interactive shell); commands: ping, echo TEXT,
-    /// upper TEXT, stamp TEXT, time [FORMAT], stats
+    /// upper TEXT, stamp TEXT, time [FORMAT], stats, files, exec, join ROOM, leave ROOM,
+    /// say ROOM TEXT, dm USER TEXT; chat ROOM: a chat session in ROOM
     #[argh(positional, greedy)]
     command: Vec<String>,
 }

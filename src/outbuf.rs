@@ -1,6 +1,7 @@
 //! Pending output of a connection: a queue of byte chunks and file ranges, written
 //! with `writev` and `sendfile` when the socket takes them. Small replies share one
-//! buffer; large bodies are moved in, not copied; file bodies never enter memory.
+//! buffer; large bodies are moved in, not copied; file bodies never enter memory;
+//! a chat push fanned out to many connections is one reference-counted frame.
 
 use crate::bufpool;
 use crate::net::{IoClass, classify};
@@ -8,9 +9,12 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::FileExt;
+use std::rc::Rc;
 
-/// Owned output chunks smaller than this are copied into the shared tail buffer
-/// (one write for many replies); larger ones are queued as they are (no copy).
+/// Owned or shared output chunks smaller than this are copied into the tail
+/// buffer (one iovec for many frames: a burst of small chat pushes leaves in one
+/// `writev` entry, and a few hundred bytes copy faster than a refcount and an
+/// iovec cost); larger ones are queued as they are (no copy).
 const COPY_MAX: usize = 4 * 1024;
 /// The tail buffer stops growing here and a new one starts.
 const TAIL_MAX: usize = 64 * 1024;
@@ -43,7 +47,21 @@ pub struct FileRange {
 #[derive(Debug)]
 enum Chunk {
     Mem(Vec<u8>),
+    /// A frame shared with other connections' queues (a chat push): never copied per
+    /// connection, freed when the last queue has written it.
+    Shared(Rc<[u8]>),
     File(FileRange),
+}
+
+impl Chunk {
+    /// The bytes of a memory chunk (`None` for a file range).
+    fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Chunk::Mem(bytes) => Some(bytes),
+            Chunk::Shared(bytes) => Some(bytes),
+            Chunk::File(_) => None,
+        }
+    }
 }
 
 /// What one [`OutBuf::write_to`] did.
@@ -137,6 +155,22 @@ impl OutBuf {
         }
     }
 
+    /// Queues a frame shared with other connections (a chat push): small ones are
+    /// copied into the tail like any reply, larger ones cost this queue a reference.
+    pub fn push_shared(&mut self, frame: &Rc<[u8]>) {
+        if frame.is_empty() {
+            return;
+        }
+        if frame.len() < COPY_MAX {
+            self.append(|tail| tail.extend_from_slice(frame));
+        } else {
+            self.len += frame.len() as u64;
+            self.mem += frame.len();
+            self.chunks.push_back(Chunk::Shared(Rc::clone(frame)));
+            self.tail_open = false;
+        }
+    }
+
     /// Writes until everything is sent, the socket is full, or `file_budget` bytes
     /// of files went out (fairness: one big download must not hold the loop).
     /// `Err` only for a fatal error; short writes are normal.
@@ -165,7 +199,7 @@ impl OutBuf {
                     let mut iov = [IoSlice::new(&[]); IOV_MAX];
                     let mut n = 0;
                     for (i, chunk) in self.chunks.iter().take(IOV_MAX).enumerate() {
-                        let Chunk::Mem(bytes) = chunk else { break };
+                        let Some(bytes) = chunk.bytes() else { break };
                         let from = if i == 0 { self.pos } else { 0 };
                         iov[i] = IoSlice::new(bytes.get(from..).unwrap_or_default());
                         n = i + 1;
@@ -209,8 +243,9 @@ impl OutBuf {
                     }
                     k -= range.len as usize; // range.len <= k here
                 }
-                Chunk::Mem(bytes) => {
-                    let left = bytes.len().saturating_sub(self.pos);
+                Chunk::Mem(_) | Chunk::Shared(_) => {
+                    let len = front.bytes().map_or(0, <[u8]>::len);
+                    let left = len.saturating_sub(self.pos);
                     if k < left {
                         self.pos += k;
                         self.mem = self.mem.saturating_sub(k);
@@ -330,6 +365,38 @@ mod tests {
         want.extend_from_slice(&data[10..150_010]);
         want.extend_from_slice(b"tail");
         assert_eq!(pipe.got, want);
+    }
+
+    #[test]
+    fn shared_frames_are_referenced_not_copied_and_interleave_in_order() {
+        let big: Rc<[u8]> = (0..10_000u32).map(|i| i as u8).collect();
+        let small: Rc<[u8]> = Rc::from(&b"small"[..]);
+        let mut queues: Vec<OutBuf> = (0..3).map(|_| OutBuf::default()).collect();
+        for out in &mut queues {
+            out.append(|t| t.extend_from_slice(b"head"));
+            out.push_shared(&big);
+            out.push_shared(&small);
+        }
+        // Three queues hold the big frame by reference; the small one was copied.
+        assert_eq!(Rc::strong_count(&big), 4);
+        assert_eq!(Rc::strong_count(&small), 1);
+        assert_eq!(queues[0].mem_len(), 4 + 10_000 + 5);
+        let mut want = b"head".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b"small");
+        for out in &mut queues {
+            let mut pipe = Pipe {
+                got: Vec::new(),
+                room: 6000,
+            };
+            out.write_to(&mut pipe, usize::MAX).unwrap();
+            pipe.room = usize::MAX;
+            out.write_to(&mut pipe, usize::MAX).unwrap();
+            assert_eq!(pipe.got, want);
+            assert!(out.is_empty() && out.mem_len() == 0);
+        }
+        // Written everywhere: the last reference is ours again.
+        assert_eq!(Rc::strong_count(&big), 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::conn::{Conn, State};
 use crate::net::{self, IoClass, Listener, Stream, classify, is_resource_exhaustion};
 use crate::proto::{Decoder, Event};
 use crate::reactor::{Handler, Reactor, Readiness, TRACE, TimerId};
+use crate::service::chat::Delivery;
 use crate::service::exec::ChildIo;
 use crate::service::{Next, Services};
 use crate::udp::Udp;
@@ -277,6 +278,7 @@ impl Server {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let conn = entry.insert(Conn::new(stream, peer, State::Greeting, decoder, now));
+        conn.session.set_key(key);
         log::trace!(target: TRACE, "  accept {} as conn {}", conn.peer, conn_token(key).0);
         if let Err(e) = r.register(&mut conn.stream, conn_token(key), Interest::READABLE) {
             log::warn!("register {}: {e}", conn.peer);
@@ -389,12 +391,21 @@ impl Server {
     /// boundary (output over the limit), all of them when it started closing.
     fn feed(&mut self, r: &mut Reactor, key: usize, input: &[u8]) -> usize {
         let mut pos = 0;
+        let mut fanned_out = 0;
         loop {
+            // The last frame's chat pushes go out before the next frame is served.
+            fanned_out += self.deliver(r);
             let Some(conn) = self.conns.get_mut(key) else {
                 return input.len();
             };
             if !conn.state.takes_requests() {
                 return input.len();
+            }
+            if fanned_out > tuning::PUSHES_PER_VISIT {
+                // One `say` costs a push per member: a sender pipelining to a big room
+                // pauses until the end of the turn has written them (fairness, and
+                // bounded memory); flush() resumes it at once, through the revisit queue.
+                conn.backpressured = true;
             }
             // A paused connection stops at the next frame boundary: the frame in
             // hand is finished (its body consumed), the next one waits.
@@ -634,6 +645,54 @@ impl Server {
         }
     }
 
+    // ----- chat pushes -------------------------------------------------------
+
+    /// Carries out the chat service's pushes: each frame is queued on its
+    /// connection and written at the end of the turn. Returns how many were queued.
+    fn deliver(&mut self, r: &mut Reactor) -> usize {
+        let mut queued = 0;
+        loop {
+            let mut batch = self.services.take_pushes();
+            if batch.is_empty() {
+                self.services.return_pushes(batch);
+                return queued;
+            }
+            for push in batch.drain(..) {
+                queued += usize::from(self.push_to(r, push));
+            }
+            // A slow member closed on the way queued `left` pushes: go round again.
+            self.services.return_pushes(batch);
+        }
+    }
+
+    /// Queues one push. A connection that is closing is skipped; one whose pending
+    /// output would go over `--max-outbuf` is a slow consumer: it is closed
+    /// (politely, with a `bye`), and the sender and the other members never wait
+    /// for it. A push always fits an empty queue, so a message bigger than
+    /// `--max-outbuf` still reaches members that keep up.
+    fn push_to(&mut self, r: &mut Reactor, push: Delivery) -> bool {
+        let Some(conn) = self.conns.get_mut(push.to) else {
+            return false;
+        };
+        if conn.state != State::Serving {
+            return false;
+        }
+        let pending = conn.out.mem_len();
+        if pending > 0 && pending + push.frame.len() > self.config.max_outbuf {
+            self.services.stats.slow_consumers += 1;
+            log::warn!(
+                "{}: slow consumer ({pending} B unsent), disconnecting",
+                conn.peer
+            );
+            self.close_politely(r, push.to, "slow consumer", Some("slow consumer"));
+            return false;
+        }
+        conn.out.push_shared(&push.frame);
+        self.services.stats.frames_out += 1;
+        self.mark_flush(push.to);
+        true
+    }
+
     // ----- closing -----------------------------------------------------------
 
     /// Closing politely, step 1: stop serving, queue the `bye` (if any) and send
@@ -654,6 +713,7 @@ impl Server {
         if let Some(bye) = bye {
             self.services.bye(&mut conn.out, bye);
         }
+        self.services.leave_chat(&mut conn.session);
         conn.close_reason = reason;
         conn.stash = Vec::new();
         conn.set_state(conn_token(key), State::Flushing);
@@ -711,6 +771,7 @@ impl Server {
         if conn.state == State::Closed {
             return;
         }
+        self.services.leave_chat(&mut conn.session);
         if conn.close_reason.is_empty() {
             conn.close_reason = reason;
         }
@@ -946,6 +1007,8 @@ impl Handler for Server {
     }
 
     fn end_of_turn(&mut self, r: &mut Reactor) {
+        // Chat pushes not yet queued (a member's close sent its rooms `left`).
+        self.deliver(r);
         // Write at the end of the turn: replies produced by several events go out in one writev.
         while !self.to_flush.is_empty() {
             let mut to_flush = std::mem::take(&mut self.to_flush);
@@ -955,6 +1018,8 @@ impl Handler for Server {
             if self.to_flush.is_empty() {
                 self.to_flush = to_flush; // keep the allocation
             }
+            // A write error closed a chat member: the rest of its rooms hear `left`.
+            self.deliver(r);
         }
         let mut to_free = std::mem::take(&mut self.to_free);
         for key in to_free.drain(..) {

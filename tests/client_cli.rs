@@ -329,3 +329,117 @@ fn exec_prints_both_streams_and_exits_with_the_childs_code() {
     assert_eq!(out.status.code(), Some(128 + 9));
     assert_eq!(client(&server, &["exec", "ls"]).status.code(), Some(1));
 }
+
+/// Reads pushes until a `msg`, which it returns as (header, body text).
+fn next_msg(c: &mut frameloop::client::Client) -> (serde_json::Value, String) {
+    loop {
+        let f = c.next_push().expect("a push");
+        if f.op() == Some("msg") {
+            return (serde_json::Value::Object(f.header), text(&f.body));
+        }
+    }
+}
+
+#[test]
+fn chat_commands_in_the_shell_show_pushes_live() {
+    use serde_json::json;
+    let server = Server::start(&[]);
+    let mut p = shell_in_pty(&server);
+    p.exp_string("frameloop> ").unwrap();
+    p.send_line("join lobby").unwrap();
+    p.exp_string("ok").unwrap();
+    p.exp_string("frameloop> ").unwrap();
+    let mut other = server.client();
+    let r = other
+        .request("join", json!({"room": "lobby"}), b"")
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    p.exp_string("[lobby] * guest joined").unwrap();
+    let r = other
+        .request("say", json!({"room": "lobby"}), b"hello from outside")
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    p.exp_string("[lobby] guest: hello from outside").unwrap();
+    p.send_line("say lobby hi back").unwrap();
+    let (h, body) = next_msg(&mut other);
+    assert_eq!(
+        (h, body.as_str()),
+        (
+            json!({"op":"msg","room":"lobby","from":"guest","size":7}),
+            "hi back"
+        )
+    );
+    p.send_line("dm guest direct").unwrap();
+    let (h, body) = next_msg(&mut other);
+    assert_eq!(
+        (h, body.as_str()),
+        (json!({"op":"msg","from":"guest","size":6}), "direct")
+    );
+    other
+        .request("dm", json!({"to": "guest"}), b"to you")
+        .unwrap();
+    p.exp_string("[dm] guest: to you").unwrap();
+    p.send_line("say nowhere x").unwrap();
+    p.exp_string("error 403").unwrap();
+    p.send_line("leave lobby").unwrap();
+    let left = other.next_push().unwrap();
+    assert_eq!(
+        (left.op(), left.str("room"), left.str("user")),
+        (Some("left"), Some("lobby"), Some("guest"))
+    );
+    p.send_line("quit").unwrap();
+    p.exp_eof().unwrap();
+}
+
+#[test]
+fn chat_mode_says_each_line_and_keeps_the_prompt_whole() {
+    use serde_json::json;
+    let server = Server::start(&[]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_frameloop"));
+    cmd.arg("client")
+        .args(server_flags(&server))
+        .args(["chat", "lobby"]);
+    cmd.env("HOME", server.dir.path());
+    let mut p = rexpect::session::spawn_command(cmd, Some(10_000)).expect("spawn in a pty");
+    p.exp_string("lobby> ").unwrap();
+    let mut other = server.client();
+    assert_eq!(
+        other
+            .request("join", json!({"room": "lobby"}), b"")
+            .unwrap()
+            .status(),
+        200
+    );
+    p.exp_string("[lobby] * guest joined").unwrap();
+    p.send_line("hello room").unwrap();
+    let (h, body) = next_msg(&mut other);
+    assert_eq!(
+        (h, body.as_str()),
+        (
+            json!({"op":"msg","room":"lobby","from":"guest","size":10}),
+            "hello room"
+        )
+    );
+    // A message arrives while a line is half typed: it is printed above, and the
+    // prompt with the half-typed line is drawn again below it.
+    p.send("half typ").unwrap();
+    p.flush().unwrap();
+    p.exp_string("half typ").unwrap();
+    other
+        .request("say", json!({"room": "lobby"}), b"interrupting")
+        .unwrap();
+    p.exp_string("[lobby] guest: interrupting").unwrap();
+    p.exp_string("lobby> half typ").unwrap();
+    p.send_line("ed").unwrap();
+    let (_, body) = next_msg(&mut other);
+    assert_eq!(body, "half typed");
+    // Ctrl-D at the next prompt leaves: the room hears it.
+    p.exp_string("lobby> ").unwrap();
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+    let left = other.next_push().unwrap();
+    assert_eq!(
+        (left.op(), left.str("room"), left.str("user")),
+        (Some("left"), Some("lobby"), Some("guest"))
+    );
+}

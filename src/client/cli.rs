@@ -1,6 +1,7 @@
 //! `frameloop client`: one table of commands, used by both one-shot mode
 //! (`frameloop client echo hi`) and the interactive shell (line editing, history,
-//! pushes printed live above the prompt).
+//! pushes printed live above the prompt); and `frameloop client chat ROOM`, the
+//! same shell where every line is said to one room.
 
 use super::transfer::{self, Download};
 use super::{BodySink, Client, Credentials, Frame, Requester, read_body, read_head};
@@ -62,6 +63,8 @@ pub enum Show {
     Sum,
     /// An `exec` reply: the child's stdout and stderr to ours, its exit code as ours.
     Exec,
+    /// Nothing at all on success (a chat line: the others see it, we typed it).
+    Silent,
 }
 
 /// One command of the shell and of one-shot mode. Adding an op's command is one
@@ -153,6 +156,30 @@ fn get_request(rest: &str) -> Result<Request, String> {
         }),
         ..plain("get", Show::Done)
     })
+}
+
+/// `say ROOM TEXT` and `dm USER TEXT`: the first word names where, the rest is said.
+fn chat_message(op: &'static str, field: &str, rest: &str) -> Result<Request, String> {
+    let rest = rest.trim_start();
+    let (target, text) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    if target.is_empty() || text.is_empty() {
+        return Err(format!("usage: {op} {} TEXT", field.to_uppercase()));
+    }
+    Ok(Request {
+        fields: json!({ field: target }),
+        body: text.as_bytes().to_vec(),
+        ..plain(op, Show::Silent)
+    })
+}
+
+fn with_room(op: &'static str, rest: &str) -> Result<Request, String> {
+    match rest.split_whitespace().collect::<Vec<_>>().as_slice() {
+        [room] => Ok(Request {
+            fields: json!({ "room": room }),
+            ..plain(op, Show::Done)
+        }),
+        _ => Err(format!("usage: {op} ROOM")),
+    }
 }
 
 fn with_body(op: &'static str, rest: &str) -> Result<Request, String> {
@@ -267,6 +294,30 @@ pub const COMMANDS: &[Command] = &[
         help: "run an allowed program on the server (arguments split at spaces)",
         build: |rest| exec_request(&rest.split_whitespace().collect::<Vec<_>>()),
     },
+    Command {
+        name: "join",
+        usage: "join ROOM",
+        help: "join a chat room (its messages are printed as they come)",
+        build: |rest| with_room("join", rest),
+    },
+    Command {
+        name: "leave",
+        usage: "leave ROOM",
+        help: "leave a chat room",
+        build: |rest| with_room("leave", rest),
+    },
+    Command {
+        name: "say",
+        usage: "say ROOM TEXT",
+        help: "send TEXT to the room's other members",
+        build: |rest| chat_message("say", "room", rest),
+    },
+    Command {
+        name: "dm",
+        usage: "dm USER TEXT",
+        help: "send TEXT to every connection of USER",
+        build: |rest| chat_message("dm", "to", rest),
+    },
 ];
 
 /// Finds the command for the first word of `line`; returns it with the rest.
@@ -286,6 +337,10 @@ pub fn help() -> String {
     for c in COMMANDS {
         text.push_str(&format!("  {:<16} {}\n", c.usage, c.help));
     }
+    text.push_str(&format!(
+        "  {:<16} {}\n",
+        "(chat ROOM)", "frameloop client chat ROOM: every line typed is said to ROOM"
+    ));
     text.push_str(&format!("  {:<16} {}\n", "help", "this list"));
     text.push_str(&format!(
         "  {:<16} {}\n",
@@ -468,6 +523,11 @@ fn perform(link: &mut dyn Link, request: Request) -> Result<(Frame, Option<Strin
 
 /// `frameloop client COMMAND ARGS...`: one request, its reply on stdout.
 pub fn one_shot(opts: &Options, words: &[String]) -> ExitCode {
+    if let Some((first, rest)) = words.split_first()
+        && first == "chat"
+    {
+        return chat(opts, rest);
+    }
     let parsed = match words.split_first() {
         Some((first, rest)) if first == "exec" => exec_request(rest),
         _ => parse(&words.join(" ")).map(|(_, request)| request),
@@ -576,6 +636,7 @@ fn render(reply: &Frame, show: Show, took: Duration, note: Option<&str>) -> Stri
         (None, Show::Body | Show::Exec) => body(),
         (None, Show::Field(key)) => reply.str(key).unwrap_or("").to_string(),
         (None, Show::Done) => "ok".to_string(),
+        (None, Show::Silent) => return String::new(),
         (None, Show::Sum) => format!(
             "{}  {} bytes",
             reply.str("sha256").unwrap_or("?"),
@@ -620,14 +681,37 @@ fn listing(body: &[u8]) -> Option<String> {
     Some(text)
 }
 
-/// A push as one line (`bye` and, later, chat messages).
+/// Text from the network made safe for a terminal: control characters (an
+/// escape sequence could rewrite the screen) become U+FFFD; newlines and tabs stay.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// A push as one line: `[room] user: text`, `[dm] user: text`, `[room] * user joined`.
 fn render_push(push: &Frame) -> String {
+    let field = |key| printable(push.str(key).unwrap_or("?"));
     match push.op() {
-        Some("bye") => format!(
-            "[server closed the connection: {}]",
-            push.str("reason").unwrap_or("")
-        ),
-        _ => format!("[push] {}", json_line(push)),
+        Some("bye") => format!("[server closed the connection: {}]", field("reason")),
+        Some("msg") => {
+            let text = String::from_utf8_lossy(&push.body);
+            let text = printable(text.trim_end_matches(['\n', '\r']));
+            match push.str("room") {
+                Some(_) => format!("[{}] {}: {text}", field("room"), field("from")),
+                None => format!("[dm] {}: {text}", field("from")),
+            }
+        }
+        Some(op @ ("joined" | "left")) => {
+            format!("[{}] * {} {op}", field("room"), field("user"))
+        }
+        _ => format!("[push] {}", printable(&json_line(push))),
     }
 }
 
@@ -671,6 +755,14 @@ impl Link for ShellLink<'_> {
     }
 }
 
+/// What the shell's lines are.
+enum Mode {
+    /// Commands from the table (`frameloop client`).
+    Commands,
+    /// Text said to this room (`frameloop client chat ROOM`).
+    Chat(String),
+}
+
 /// The interactive shell.
 pub fn interactive(opts: &Options) -> ExitCode {
     if let Target::Udp(_) = opts.target {
@@ -683,7 +775,23 @@ pub fn interactive(opts: &Options) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(EXIT_FAILED, &e),
     };
-    match shell(client, opts) {
+    match shell(client, opts, Mode::Commands) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_FAILED, &e),
+    }
+}
+
+/// `frameloop client chat ROOM`: joins ROOM, then says each line typed to it,
+/// printing the room's messages live; Ctrl-D (or `/quit`) leaves.
+fn chat(opts: &Options, words: &[String]) -> ExitCode {
+    let [room] = words else {
+        return fail(EXIT_FAILED, "usage: chat ROOM");
+    };
+    let client = match opts.connect() {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_FAILED, &e),
+    };
+    match shell(client, opts, Mode::Chat(room.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(EXIT_FAILED, &e),
     }
@@ -698,11 +806,11 @@ enum Lines {
 
 impl Lines {
     /// The next line, or `None` at the end of input.
-    fn next(&mut self) -> Result<Option<String>, String> {
+    fn next(&mut self, prompt: &str) -> Result<Option<String>, String> {
         use rustyline::error::ReadlineError;
         match self {
             Lines::Editor(editor, _) => loop {
-                match editor.readline("frameloop> ") {
+                match editor.readline(prompt) {
                     Ok(line) => {
                         let _ = editor.add_history_entry(line.trim());
                         return Ok(Some(line));
@@ -725,14 +833,18 @@ impl Drop for Lines {
     }
 }
 
-fn shell(client: Client, opts: &Options) -> Result<(), String> {
+fn shell(client: Client, opts: &Options, mode: Mode) -> Result<(), String> {
     use rustyline::ExternalPrinter;
     use std::io::{BufRead, IsTerminal};
 
-    println!(
-        "connected to {} as {} (help lists the commands)",
-        opts.target, client.user
-    );
+    let (prompt, hint) = match &mode {
+        Mode::Commands => ("frameloop> ".to_string(), "help lists the commands"),
+        Mode::Chat(room) => (
+            format!("{room}> "),
+            "lines are said to the room; Ctrl-D leaves",
+        ),
+    };
+    println!("connected to {} as {} ({hint})", opts.target, client.user);
     let (mut requester, mut reader, early_pushes) = client.split();
     for push in early_pushes {
         println!("{}", render_push(&push));
@@ -799,22 +911,45 @@ fn shell(client: Client, opts: &Options) -> Result<(), String> {
         plans,
         replies: replies_rx,
     };
-    while let Some(line) = lines.next()? {
-        let line = line.trim();
-        match line {
-            "" => continue,
-            "quit" | "exit" => break,
-            "help" => {
-                print!("{}", help());
-                continue;
-            }
-            _ => {}
+    if let Mode::Chat(room) = &mode {
+        let (reply, _) = perform(&mut link, with_room("join", room)?)?;
+        if reply.status() != 200 {
+            return Err(format!(
+                "cannot join {room}: {} {}",
+                reply.status(),
+                reply.error().unwrap_or("")
+            ));
         }
-        let request = match parse(line) {
-            Ok((_, request)) => request,
-            Err(e) => {
-                println!("{e}");
-                continue;
+    }
+    while let Some(line) = lines.next(&prompt)? {
+        let request = match &mode {
+            Mode::Chat(room) => match line.trim() {
+                "" => continue,
+                "/quit" => break,
+                _ => Request {
+                    fields: json!({ "room": room }),
+                    body: line.into_bytes(),
+                    ..plain("say", Show::Silent)
+                },
+            },
+            Mode::Commands => {
+                let line = line.trim();
+                match line {
+                    "" => continue,
+                    "quit" | "exit" => break,
+                    "help" => {
+                        print!("{}", help());
+                        continue;
+                    }
+                    _ => {}
+                }
+                match parse(line) {
+                    Ok((_, request)) => request,
+                    Err(e) => {
+                        println!("{e}");
+                        continue;
+                    }
+                }
             }
         };
         let show = request.show;
@@ -858,5 +993,53 @@ mod tests {
         assert_eq!(r.fields, json!({}));
         assert!(parse("frob x").is_err());
         assert!(help().contains("echo TEXT"));
+    }
+
+    #[test]
+    fn chat_commands_parse() {
+        let (_, r) = parse("say lobby hello  there ").unwrap();
+        assert_eq!((r.op, &r.fields), ("say", &json!({"room": "lobby"})));
+        assert_eq!(r.body, b"hello  there ");
+        let (_, r) = parse("dm bob hi").unwrap();
+        assert_eq!(
+            (r.op, &r.fields, &r.body[..]),
+            ("dm", &json!({"to": "bob"}), &b"hi"[..])
+        );
+        let (_, r) = parse("join lobby").unwrap();
+        assert_eq!((r.op, &r.fields), ("join", &json!({"room": "lobby"})));
+        for bad in ["say lobby", "say", "dm bob", "join", "join a b", "leave"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn push(header: Value, body: &[u8]) -> Frame {
+        let Value::Object(header) = header else {
+            panic!()
+        };
+        Frame {
+            header,
+            body: body.to_vec(),
+        }
+    }
+
+    #[test]
+    fn chat_pushes_render_as_one_safe_line() {
+        let msg = push(
+            json!({"op":"msg","room":"lobby","from":"bob","size":3}),
+            b"hi\n",
+        );
+        assert_eq!(render_push(&msg), "[lobby] bob: hi");
+        let dm = push(json!({"op":"msg","from":"carol","size":2}), b"yo");
+        assert_eq!(render_push(&dm), "[dm] carol: yo");
+        let joined = push(json!({"op":"joined","room":"lobby","user":"bob"}), b"");
+        assert_eq!(render_push(&joined), "[lobby] * bob joined");
+        let left = push(json!({"op":"left","room":"lobby","user":"bob"}), b"");
+        assert_eq!(render_push(&left), "[lobby] * bob left");
+        // A terminal escape sequence from the network is not passed through.
+        let evil = push(
+            json!({"op":"msg","room":"r","from":"x","size":6}),
+            b"\x1b[2Jok",
+        );
+        assert_eq!(render_push(&evil), "[r] x: \u{fffd}[2Jok");
     }
 }

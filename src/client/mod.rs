@@ -431,6 +431,11 @@ impl Client {
         Ok(reply)
     }
 
+    /// How many pushes arrived while waiting for replies and were not taken yet.
+    pub fn queued_pushes(&self) -> usize {
+        self.pushes.len()
+    }
+
     /// A push received earlier, or the next frame if it is one.
     pub fn next_push(&mut self) -> io::Result<Frame> {
         match self.pushes.pop_front() {

@@ -2,6 +2,7 @@
 //! Sans-IO: it sees headers, body bytes and an output buffer, never a socket.
 //! This file holds the op table, the handshake (contract section 3) and request dispatch.
 
+pub mod chat;
 pub mod exec;
 pub mod files;
 pub mod ops;
@@ -35,10 +36,14 @@ pub enum Op {
     Get,
     Sum,
     Exec,
+    Join,
+    Leave,
+    Say,
+    Dm,
 }
 
 impl Op {
-    pub const ALL: [Op; 16] = [
+    pub const ALL: [Op; 20] = [
         Op::Auth,
         Op::Ping,
         Op::Echo,
@@ -55,6 +60,10 @@ impl Op {
         Op::Get,
         Op::Sum,
         Op::Exec,
+        Op::Join,
+        Op::Leave,
+        Op::Say,
+        Op::Dm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -75,6 +84,10 @@ impl Op {
             Op::Get => "get",
             Op::Sum => "sum",
             Op::Exec => "exec",
+            Op::Join => "join",
+            Op::Leave => "leave",
+            Op::Say => "say",
+            Op::Dm => "dm",
         }
     }
 
@@ -84,7 +97,7 @@ impl Op {
 
     /// Ops that need their whole body in memory (bounded by `--max-body`).
     pub fn buffers_body(self) -> bool {
-        matches!(self, Op::Echo | Op::Upper | Op::Stamp)
+        matches!(self, Op::Echo | Op::Upper | Op::Stamp | Op::Say | Op::Dm)
     }
 
     /// The stateless ops of contract section 4 (served over every transport).
@@ -125,6 +138,16 @@ pub struct Session {
     files: files::FileSession,
     /// A request still running after its frame (holds back the ones behind it).
     job: Option<Job>,
+    /// The chat service's per-connection state (its key, its rooms).
+    chat: chat::Member,
+}
+
+impl Session {
+    /// Tells the session its connection's slab key, by which the chat service
+    /// names it (set before the connection is greeted).
+    pub fn set_key(&mut self, key: usize) {
+        self.chat.key = key;
+    }
 }
 
 /// A request that runs across loop turns.
@@ -143,6 +166,12 @@ enum Body {
     Collect {
         op: Op,
         id: Option<u64>,
+        bytes: Vec<u8>,
+    },
+    /// Collecting a `say` or `dm` body, its target already checked.
+    Message {
+        id: Option<u64>,
+        target: chat::Target,
         bytes: Vec<u8>,
     },
     /// Streaming a `put` body to its temp file.
@@ -165,6 +194,8 @@ pub struct Services {
     orphans: Vec<exec::Orphan>,
     /// Read buffer for child pipes.
     pipe_scratch: Vec<u8>,
+    /// Rooms and online users; its outbox holds pushes for other connections.
+    chat: chat::Chat,
 }
 
 impl Services {
@@ -184,6 +215,7 @@ impl Services {
             exec_timeout: config.exec_timeout,
             orphans: Vec::new(),
             pipe_scratch: Vec::new(),
+            chat: chat::Chat::default(),
         })
     }
 
@@ -208,6 +240,7 @@ impl Services {
         let (max_header, max_body) = (self.open_limits.max_header, self.open_limits.max_body);
         if self.no_auth {
             session.user = Some("anonymous".to_string());
+            self.chat.online(&mut session.chat, "anonymous");
             out.append(|buf| {
                 let mut w = HeadWriter::push(buf, "hello");
                 w.field("proto", &1)
@@ -292,6 +325,17 @@ impl Services {
             Some(op) if op.buffers_body() => {
                 if oversized {
                     self.error(out, 413, id, "body is over the limit");
+                } else if matches!(op, Op::Say | Op::Dm) {
+                    match self.chat.target(&session.chat, op == Op::Dm, header) {
+                        Ok(target) => {
+                            session.body = Body::Message {
+                                id,
+                                target,
+                                bytes: bufpool::take(),
+                            }
+                        }
+                        Err(e) => self.error(out, e.status, id, &e.message),
+                    }
                 } else {
                     // Grows with the bytes that arrive, never from the claimed size.
                     session.body = Body::Collect {
@@ -306,6 +350,15 @@ impl Services {
                 self.finish(out, id, result);
             }
             Some(Op::Exec) => return self.exec(session, header, id, out, io),
+            Some(op @ (Op::Join | Op::Leave)) => {
+                let user = session.user.as_deref().unwrap_or_default();
+                let result = if op == Op::Join {
+                    self.chat.join(&mut session.chat, user, header)
+                } else {
+                    self.chat.leave(&mut session.chat, user, header)
+                };
+                self.finish(out, id, result.map(|()| ops::Reply::Empty));
+            }
             Some(op) => return self.file_op(op, session, header, id, out),
         }
         Next::Continue
@@ -415,6 +468,25 @@ impl Services {
         }
     }
 
+    /// The connection stops serving (closing, by either side): it leaves its chat
+    /// rooms, whose other members get `left`, and stops receiving `dm`s. Idempotent.
+    pub fn leave_chat(&mut self, session: &mut Session) {
+        if let Some(user) = session.user.as_deref() {
+            self.chat.hang_up(&mut session.chat, user);
+        }
+    }
+
+    /// Chat pushes for other connections, queued since the last call: the server
+    /// queues each on its connection ([`Services::return_pushes`] gives the
+    /// vector back for reuse).
+    pub fn take_pushes(&mut self) -> Vec<chat::Delivery> {
+        self.chat.take_outbox()
+    }
+
+    pub fn return_pushes(&mut self, used: Vec<chat::Delivery>) {
+        self.chat.return_outbox(used);
+    }
+
     /// Reaps the killed children that have exited.
     pub fn reap_orphans(&mut self) {
         self.orphans.retain_mut(|o| !o.reap());
@@ -455,7 +527,9 @@ impl Services {
     /// A piece of the current request's body.
     pub fn body(&mut self, session: &mut Session, chunk: &[u8]) {
         match &mut session.body {
-            Body::Collect { bytes, .. } => bytes.extend_from_slice(chunk),
+            Body::Collect { bytes, .. } | Body::Message { bytes, .. } => {
+                bytes.extend_from_slice(chunk)
+            }
             Body::Upload { upload, .. } => upload.write(chunk),
             Body::Drop => {}
         }
@@ -467,6 +541,12 @@ impl Services {
             Body::Collect { op, id, bytes } => {
                 let result = ops::run_with_body(op, bytes);
                 self.finish(out, id, result);
+            }
+            Body::Message { id, target, bytes } => {
+                let from = session.user.as_deref().unwrap_or_default();
+                let result = self.chat.send(&session.chat, from, &target, &bytes);
+                bufpool::give(bytes);
+                self.finish(out, id, result.map(|()| ops::Reply::Empty));
             }
             Body::Upload { id, upload } => match upload.finish() {
                 Ok((total, digest)) => {
@@ -544,6 +624,7 @@ impl Services {
             w.finish(0);
         });
         self.stats.frames_out += 1;
+        self.chat.online(&mut session.chat, &user);
         session.user = Some(user.into_owned());
         Next::Authenticated
     }

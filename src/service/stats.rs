@@ -20,6 +20,8 @@ pub struct Stats {
     pub udp_dropped: u64,
     /// Connections refused with 503 over `--max-conns`.
     pub conns_refused: u64,
+    /// Chat members disconnected for not reading their pushes (`--max-outbuf`).
+    pub slow_consumers: u64,
     ops: [u64; Op::ALL.len()],
 }
 
@@ -37,6 +39,7 @@ struct Snapshot<'a> {
     protocol_errors: u64,
     udp_in: u64,
     udp_dropped: u64,
+    slow_consumers: u64,
     ops: BTreeMap<&'a str, u64>,
 }
 
@@ -55,6 +58,7 @@ impl Stats {
             udp_in: 0,
             udp_dropped: 0,
             conns_refused: 0,
+            slow_consumers: 0,
             ops: [0; Op::ALL.len()],
         }
     }
@@ -80,6 +84,7 @@ impl Stats {
             protocol_errors: self.protocol_errors,
             udp_in: self.udp_in,
             udp_dropped: self.udp_dropped,
+            slow_consumers: self.slow_consumers,
             ops: Op::ALL
                 .iter()
                 .zip(self.ops)

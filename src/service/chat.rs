@@ -1,0 +1,444 @@
+//! The chat service (contract section 7): rooms, who is online, and the pushes
+//! `join`, `leave`, `say` and `dm` cause. Sans-IO: connections are named by their
+//! slab key, and pushes go to an outbox the server carries out (`Chat::take_outbox`).
+
+use super::ops::OpError;
+use crate::bufpool;
+use crate::proto::header::req_str;
+use crate::proto::{HeadWriter, Header};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Longest room (and user) name.
+pub const MAX_NAME: usize = 64;
+/// Rooms one connection may be in at once: a hostile client cannot grow the
+/// server's tables without bound through one connection.
+pub const MAX_ROOMS: usize = 256;
+
+/// "Queue this frame on that connection": what the server does for the service.
+#[derive(Debug)]
+pub struct Delivery {
+    pub to: usize,
+    /// The whole push frame (header and body), shared by every member it goes to.
+    pub frame: Rc<[u8]>,
+}
+
+/// Where a `say` or `dm` goes, checked when its header arrives.
+#[derive(Debug)]
+pub enum Target {
+    Room(Rc<str>),
+    User(String),
+}
+
+/// What the chat service keeps per connection (inside the `Session`).
+#[derive(Debug, Default)]
+pub struct Member {
+    /// The connection's slab key, set by the server when it opens the connection.
+    pub key: usize,
+    /// Rooms this connection is in (the same `Rc` as the room table's key).
+    rooms: Vec<Rc<str>>,
+    /// Listed under its user for `dm` (authenticated and not closing).
+    online: bool,
+}
+
+/// Rooms and users, for the whole server.
+#[derive(Debug, Default)]
+pub struct Chat {
+    /// Room name -> member connections. A room exists while it has members.
+    rooms: HashMap<Rc<str>, Vec<usize>>,
+    /// User name -> its open connections (the targets of a `dm`).
+    users: HashMap<String, Vec<usize>>,
+    outbox: Vec<Delivery>,
+}
+
+/// Room and user names: 1-64 of `[A-Za-z0-9_.-]`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// A required room or user name field: a string of a valid name, or a 400.
+fn name_field<'a>(raw: Option<&'a RawValue>, field: &'static str) -> Result<Cow<'a, str>, OpError> {
+    let name = req_str(raw, field).map_err(|e| OpError::bad(e.to_string()))?;
+    if !valid_name(&name) {
+        return Err(OpError::bad(format!(
+            "{field} must be 1-{MAX_NAME} of A-Z a-z 0-9 _ . -"
+        )));
+    }
+    Ok(name)
+}
+
+fn refused(status: u16, message: String) -> OpError {
+    OpError { status, message }
+}
+
+/// A push frame, built once: the header, then `body`.
+fn frame(head: impl FnOnce(&mut Vec<u8>), body: &[u8]) -> Rc<[u8]> {
+    let mut buf = bufpool::take();
+    head(&mut buf);
+    // One allocation of the exact size (the chained iterator knows its length).
+    let frame = buf.iter().chain(body).copied().collect();
+    bufpool::give(buf);
+    frame
+}
+
+/// `{"op":"joined"|"left","room":..,"user":..}`
+fn membership(op: &str, room: &str, user: &str) -> Rc<[u8]> {
+    frame(
+        |buf| {
+            let mut w = HeadWriter::push(buf, op);
+            w.field("room", room).field("user", user);
+            w.finish(0);
+        },
+        b"",
+    )
+}
+
+/// `{"op":"msg",("room":..,)"from":..,"size":N}` + body. `size` is always written
+/// (even 0): the contract lists it in the push.
+fn message(room: Option<&str>, from: &str, body: &[u8]) -> Rc<[u8]> {
+    frame(
+        |buf| {
+            let mut w = HeadWriter::push(buf, "msg");
+            if let Some(room) = room {
+                w.field("room", room);
+            }
+            w.field("from", from).field("size", &body.len());
+            w.finish(0);
+        },
+        body,
+    )
+}
+
+impl Chat {
+    /// The connection authenticated as `user`: it can now receive `dm`s.
+    pub fn online(&mut self, member: &mut Member, user: &str) {
+        if !member.online {
+            member.online = true;
+            self.users
+                .entry(user.to_string())
+                .or_default()
+                .push(member.key);
+        }
+    }
+
+    /// `join`: idempotent (joining a room again is a 200 with no push).
+    pub fn join(
+        &mut self,
+        member: &mut Member,
+        user: &str,
+        header: &Header,
+    ) -> Result<(), OpError> {
+        let room = name_field(header.room, "room")?;
+        if member.rooms.iter().any(|r| **r == *room) {
+            return Ok(());
+        }
+        if member.rooms.len() >= MAX_ROOMS {
+            return Err(refused(403, format!("already in {MAX_ROOMS} rooms")));
+        }
+        let name = match self.rooms.get_key_value(&*room) {
+            Some((name, _)) => Rc::clone(name),
+            None => Rc::from(&*room),
+        };
+        let members = self.rooms.entry(Rc::clone(&name)).or_default();
+        let push = (!members.is_empty()).then(|| membership("joined", &name, user));
+        if let Some(push) = push {
+            self.outbox.extend(members.iter().map(|&to| Delivery {
+                to,
+                frame: Rc::clone(&push),
+            }));
+        }
+        members.push(member.key);
+        member.rooms.push(name);
+        Ok(())
+    }
+
+    /// `leave`: 403 when the connection is not in the room.
+    pub fn leave(
+        &mut self,
+        member: &mut Member,
+        user: &str,
+        header: &Header,
+    ) -> Result<(), OpError> {
+        let room = name_field(header.room, "room")?;
+        let Some(i) = member.rooms.iter().position(|r| **r == *room) else {
+            return Err(refused(403, format!("not a member of {room}")));
+        };
+        let name = member.rooms.swap_remove(i);
+        self.part(member.key, &name, user);
+        Ok(())
+    }
+
+    /// Removes `key` from `room`; the members left get `left`, an empty room goes.
+    fn part(&mut self, key: usize, room: &Rc<str>, user: &str) {
+        let Some(members) = self.rooms.get_mut(room) else {
+            return;
+        };
+        members.retain(|&k| k != key);
+        if members.is_empty() {
+            self.rooms.remove(room);
+            return;
+        }
+        let push = membership("left", room, user);
+        self.outbox.extend(members.iter().map(|&to| Delivery {
+            to,
+            frame: Rc::clone(&push),
+        }));
+    }
+
+    /// Checks a `say` or `dm` header before its body is collected (so a refused
+    /// message's body is dropped as it arrives, never held).
+    pub fn target(&self, member: &Member, dm: bool, header: &Header) -> Result<Target, OpError> {
+        if dm {
+            let to = name_field(header.to, "to")?;
+            self.check_online(&to)?;
+            return Ok(Target::User(to.into_owned()));
+        }
+        let room = name_field(header.room, "room")?;
+        member
+            .rooms
+            .iter()
+            .find(|r| ***r == *room)
+            .map(|r| Target::Room(Rc::clone(r)))
+            .ok_or_else(|| refused(403, format!("not a member of {room}")))
+    }
+
+    fn check_online(&self, to: &str) -> Result<(), OpError> {
+        match self.users.get(to) {
+            Some(conns) if !conns.is_empty() => Ok(()),
+            _ => Err(refused(404, format!("{to} has no open connection"))),
+        }
+    }
+
+    /// A `say` or `dm` with its whole body: fans the `msg` push out to every
+    /// other member connection (or every other connection of the user). The frame
+    /// is built once and shared. A `dm` whose user went away meanwhile: 404.
+    pub fn send(
+        &mut self,
+        member: &Member,
+        from: &str,
+        target: &Target,
+        body: &[u8],
+    ) -> Result<(), OpError> {
+        let (room, to) = match target {
+            Target::Room(room) => (
+                Some(&**room),
+                self.rooms.get(room).map(Vec::as_slice).unwrap_or_default(),
+            ),
+            Target::User(user) => {
+                self.check_online(user)?;
+                (
+                    None,
+                    self.users.get(user).map(Vec::as_slice).unwrap_or_default(),
+                )
+            }
+        };
+        if to.iter().all(|&k| k == member.key) {
+            return Ok(()); // alone in the room: nobody to copy the body for
+        }
+        let push = message(room, from, body);
+        self.outbox
+            .extend(to.iter().filter(|&&k| k != member.key).map(|&to| Delivery {
+                to,
+                frame: Rc::clone(&push),
+            }));
+        Ok(())
+    }
+
+    /// The connection is closing: it leaves every room (the others get `left`)
+    /// and no longer receives `dm`s. Safe to call more than once.
+    pub fn hang_up(&mut self, member: &mut Member, user: &str) {
+        for room in std::mem::take(&mut member.rooms) {
+            self.part(member.key, &room, user);
+        }
+        if std::mem::take(&mut member.online)
+            && let Some(conns) = self.users.get_mut(user)
+        {
+            conns.retain(|&k| k != member.key);
+            if conns.is_empty() {
+                self.users.remove(user);
+            }
+        }
+    }
+
+    /// The pushes queued since the last call, for the server to carry out.
+    pub fn take_outbox(&mut self) -> Vec<Delivery> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Hands back the (drained) vector from [`Chat::take_outbox`], so its
+    /// allocation is reused, unless new pushes were queued meanwhile.
+    pub fn return_outbox(&mut self, mut used: Vec<Delivery>) {
+        if self.outbox.is_empty() {
+            used.clear();
+            self.outbox = used;
+        }
+    }
+
+    /// Rooms and online users, for tests.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.rooms.len(), self.users.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::read_frame;
+
+    fn header(json: &str) -> Header<'_> {
+        Header::parse(json.as_bytes()).unwrap()
+    }
+
+    fn member(key: usize) -> Member {
+        Member {
+            key,
+            ..Member::default()
+        }
+    }
+
+    /// The outbox as (connection, push header, body).
+    fn drain(chat: &mut Chat) -> Vec<(usize, serde_json::Value, Vec<u8>)> {
+        chat.take_outbox()
+            .into_iter()
+            .map(|d| {
+                let f = read_frame(&mut &d.frame[..]).unwrap();
+                (d.to, serde_json::Value::Object(f.header), f.body)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("a") && valid_name("Room_1.-x") && valid_name(&"r".repeat(64)));
+        for bad in ["", "a b", "é", "a/b", &"r".repeat(65)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn fan_out_skips_the_sender_and_shares_one_frame() {
+        let mut chat = Chat::default();
+        let (mut a, mut b, mut c) = (member(1), member(2), member(3));
+        let room = header(r#"{"room":"lobby"}"#);
+        chat.join(&mut a, "alice", &room).unwrap();
+        assert!(drain(&mut chat).is_empty());
+        chat.join(&mut b, "bob", &room).unwrap();
+        let got = drain(&mut chat);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, 1);
+        assert_eq!(
+            got[0].1,
+            serde_json::json!({"op":"joined","room":"lobby","user":"bob"})
+        );
+        chat.join(&mut c, "carol", &room).unwrap();
+        assert_eq!(drain(&mut chat).len(), 2);
+        // Joining again: no push.
+        chat.join(&mut c, "carol", &room).unwrap();
+        assert!(drain(&mut chat).is_empty());
+
+        let target = chat.target(&b, false, &room).unwrap();
+        chat.send(&b, "bob", &target, b"hi").unwrap();
+        let outbox = chat.take_outbox();
+        let mut to: Vec<usize> = outbox.iter().map(|d| d.to).collect();
+        to.sort();
+        assert_eq!(to, [1, 3]);
+        assert!(
+            Rc::ptr_eq(&outbox[0].frame, &outbox[1].frame),
+            "one frame for all"
+        );
+        let f = read_frame(&mut &outbox[0].frame[..]).unwrap();
+        assert_eq!(
+            serde_json::Value::Object(f.header),
+            serde_json::json!({"op":"msg","room":"lobby","from":"bob","size":2})
+        );
+        assert_eq!(f.body, b"hi");
+    }
+
+    #[test]
+    fn refusals() {
+        let mut chat = Chat::default();
+        let mut a = member(1);
+        let room = header(r#"{"room":"lobby"}"#);
+        assert_eq!(chat.target(&a, false, &room).unwrap_err().status, 403);
+        assert_eq!(chat.leave(&mut a, "alice", &room).unwrap_err().status, 403);
+        assert_eq!(
+            chat.join(&mut a, "alice", &header(r#"{"room":""}"#))
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            chat.join(&mut a, "alice", &header(r#"{"room":7}"#))
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            chat.join(&mut a, "alice", &header("{}"))
+                .unwrap_err()
+                .status,
+            400
+        );
+        let to = header(r#"{"to":"bob"}"#);
+        assert_eq!(chat.target(&a, true, &to).unwrap_err().status, 404);
+        assert_eq!(
+            chat.target(&a, true, &header(r#"{"to":"b b"}"#))
+                .unwrap_err()
+                .status,
+            400
+        );
+        for i in 0..MAX_ROOMS {
+            chat.join(&mut a, "alice", &header(&format!(r#"{{"room":"r{i}"}}"#)))
+                .unwrap();
+        }
+        assert_eq!(chat.join(&mut a, "alice", &room).unwrap_err().status, 403);
+    }
+
+    #[test]
+    fn hang_up_leaves_rooms_and_goes_offline() {
+        let mut chat = Chat::default();
+        let (mut a, mut b) = (member(1), member(2));
+        chat.online(&mut a, "alice");
+        chat.online(&mut b, "bob");
+        for r in ["x", "y"] {
+            let room = header_owned(r);
+            chat.join(&mut a, "alice", &Header::parse(room.as_bytes()).unwrap())
+                .unwrap();
+            chat.join(&mut b, "bob", &Header::parse(room.as_bytes()).unwrap())
+                .unwrap();
+        }
+        drain(&mut chat);
+        chat.hang_up(&mut b, "bob");
+        chat.hang_up(&mut b, "bob"); // twice: nothing more
+        let got = drain(&mut chat);
+        assert_eq!(got.len(), 2);
+        for (to, push, _) in &got {
+            assert_eq!(*to, 1);
+            assert_eq!(push["op"], "left");
+            assert_eq!(push["user"], "bob");
+        }
+        assert_eq!(chat.counts(), (2, 1));
+        assert_eq!(
+            chat.target(&a, true, &header(r#"{"to":"bob"}"#))
+                .unwrap_err()
+                .status,
+            404
+        );
+        chat.hang_up(&mut a, "alice");
+        assert!(drain(&mut chat).is_empty());
+        assert_eq!(
+            chat.counts(),
+            (0, 0),
+            "empty rooms and offline users are forgotten"
+        );
+    }
+
+    fn header_owned(room: &str) -> String {
+        format!(r#"{{"room":"{room}"}}"#)
+    }
+}
