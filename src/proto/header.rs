@@ -235,6 +235,16 @@ pub fn req_str<'a>(
 mod tests {
     use super::*;
 
+    /// Found by fuzzing: JSON numbers have no range limit, so a header with
+    /// `1.4e716` is valid (not a framing error); as an `id` it is a 400 field error.
+    #[test]
+    fn huge_numbers_are_json() {
+        let h = Header::parse(br#"{"op":"echo","id":1.44643e0716,"x":-1e999}"#).unwrap();
+        assert_eq!(h.op().as_deref(), Some("echo"));
+        assert!(h.id().is_err());
+        assert!(Header::parse(br#"{"size":1e999}"#).is_err());
+    }
+
     #[test]
     fn fields_are_typed_lazily() {
         let h =
