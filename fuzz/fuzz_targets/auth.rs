@@ -1,5 +1,6 @@
 //! A connection's request handling fed arbitrary frames: the handshake (no input
-//! ever logs in without the key), and, after a real login, every op. Never a
+//! ever logs in without the key), and, after a real login, every op (files in a
+//! temp dir, chat with its pushes dropped). Never a
 //! panic, and every reply is a well-formed frame with a contract status.
 #![no_main]
 
@@ -100,6 +101,10 @@ fn feed(
                 }
             }
         };
+        // Chat pushes would go to other connections; there are none here.
+        let mut pushes = w.services.take_pushes();
+        pushes.clear();
+        w.services.return_pushes(pushes);
         match next {
             Next::Continue => {}
             Next::Authenticated => decoder.set_limits(w.services.limits(true)),
@@ -122,6 +127,7 @@ fn run(w: &mut World, data: &[u8]) {
         return;
     };
     let mut session = Session::default();
+    session.set_key(0);
     let mut out = OutBuf::default();
     w.services.greet(&mut session, &mut out).expect("greet");
     let hello = read_frame(&mut &take_output(&mut out)[..]).expect("hello");
@@ -161,7 +167,12 @@ fn run(w: &mut World, data: &[u8]) {
             assert_ne!(status, 200, "logged in without the key: {frame:?}");
         }
     }
-    // Dropping the session drops an unfinished upload (its temp file goes).
+    // As the server does on close: leave the chat rooms; dropping the session
+    // drops an unfinished upload (its temp file goes).
+    w.services.leave_chat(&mut session);
+    let mut pushes = w.services.take_pushes();
+    pushes.clear();
+    w.services.return_pushes(pushes);
     drop(session);
 }
 
