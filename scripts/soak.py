@@ -103,7 +103,7 @@ def run_exec(addr, users, deadline):
 
 def chat(addr, users, deadline, n):
     room = "soak%d" % n
-    members = [connect(addr, users) for _ in range(3)]
+    members = [connect(addr, users, "soak") for _ in range(3)]
     pushes = [[] for _ in members]
     for i, m in enumerate(members):
         head, _ = call(m, "join", {"room": room}, pushes=pushes[i])
@@ -127,7 +127,7 @@ def chat(addr, users, deadline, n):
                 if msgs != want or len(msgs) != 50:
                     error("chat", "member %d got %d lines, not lines %d..%d in order" % (i, len(msgs), seq - 49, seq))
                 pushes[i].clear()
-            head, _ = call(members[1], "dm", {"to": "guest"}, b"psst", seq, pushes[1])
+            head, _ = call(members[1], "dm", {"to": "soak"}, b"psst", seq, pushes[1])
             if head.get("status") != 200:
                 error("chat", "dm %r" % head)
             for i in (0, 2):
@@ -187,7 +187,7 @@ def slow(addr, users, deadline):
         time.sleep(1)
         for want in range(first, rid + 1):
             head, body = recv_frame(sock)
-            while "status" not in head:  # a push (a dm to guest) may come between replies
+            while "status" not in head:  # a push may come between replies
                 head, body = recv_frame(sock)
             if head.get("id") != want or body != b"x" * 2000 + str(want).encode():
                 error("slow", "reply %r for %d" % (head, want))

@@ -11,6 +11,11 @@ SECS="$(awk -v m="$MINUTES" 'BEGIN { printf "%d", m * 60 }')"
 build
 UDP_FLAGS=()
 if "$BIN" serve --help | grep -q -- '--udp'; then UDP_FLAGS=(--udp 127.0.0.1:0); fi
+# Chat members log in as `soak`, so their direct messages never reach the load
+# tool's `guest` connections (a push is not a reply the load tool expects).
+mkdir -p "$WORK/frameloop"
+{ "$BIN" keygen guest; "$BIN" keygen soak; } >"$WORK/frameloop/users"
+chmod 600 "$WORK/frameloop/users"
 start_frameloop --allow-exec echo "${UDP_FLAGS[@]}"
 UDP_ADDR="$(awk '/udp on/ {print $NF; exit}' "$WORK/frameloop/out")"
 echo "soak: $MINUTES min against $ADDR (pid $SERVER_PID)${UDP_ADDR:+, UDP $UDP_ADDR}" >&2
