@@ -393,7 +393,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         load_or_create_users(&config)?
     };
     match frameloop::net::raise_fd_limit() {
-        Ok(n) if (n as usize) < config.max_conns + 64 => {
+        Ok(n) if (n as usize) < config.max_conns.saturating_add(64) => {
             log::warn!(
                 "descriptor limit {n} is below --max-conns {}",
                 config.max_conns

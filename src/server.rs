@@ -7,7 +7,6 @@ use crate::conn::{Conn, State};
 use crate::net::{self, IoClass, Listener, Stream, classify, is_resource_exhaustion};
 use crate::proto::{Decoder, Event};
 use crate::reactor::{Handler, Reactor, Readiness, TRACE, TimerId};
-use crate::service::chat::Delivery;
 use crate::service::exec::ChildIo;
 use crate::service::{Next, Services};
 use crate::udp::Udp;
@@ -18,6 +17,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Instant;
 
 /// Token of the TCP listener (and of the timer that resumes accepting on every
@@ -101,6 +101,10 @@ pub struct Server {
     /// Connections closed this turn, freed at the end of the turn (two-phase
     /// close: a slab key is not reused while events for it may still be in hand).
     to_free: Vec<usize>,
+    /// Scratch list of a push's recipients (reused: no allocation per push).
+    push_keys: Vec<usize>,
+    /// Chat pushes the connection being read has caused in this visit (fairness).
+    visit_pushes: usize,
     /// Set while accepting is paused after running out of descriptors.
     accept_timer: Option<TimerId>,
     /// Whether the current out-of-descriptors episode was logged.
@@ -160,6 +164,8 @@ impl Server {
             scratch: vec![0; tuning::READ_CHUNK],
             to_flush: Vec::new(),
             to_free: Vec::new(),
+            push_keys: Vec::new(),
+            visit_pushes: 0,
             accept_timer: None,
             accept_starved: false,
         })
@@ -269,7 +275,9 @@ impl Server {
     fn open(&mut self, r: &mut Reactor, stream: Stream, peer: String) {
         let now = r.now();
         let over_limit = self.services.stats.conns_open as usize >= self.config.max_conns;
-        if over_limit && self.conns.len() >= self.config.max_conns + tuning::OVERFLOW_CONNS {
+        if over_limit
+            && self.conns.len() >= self.config.max_conns.saturating_add(tuning::OVERFLOW_CONNS)
+        {
             self.services.stats.conns_refused += 1;
             return; // dropping the stream closes it
         }
@@ -318,6 +326,7 @@ impl Server {
 
     /// Serves a connection's input: stashed bytes first, then the socket.
     fn read_requests(&mut self, r: &mut Reactor, key: usize) {
+        self.visit_pushes = 0;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -391,17 +400,16 @@ impl Server {
     /// boundary (output over the limit), all of them when it started closing.
     fn feed(&mut self, r: &mut Reactor, key: usize, input: &[u8]) -> usize {
         let mut pos = 0;
-        let mut fanned_out = 0;
         loop {
             // The last frame's chat pushes go out before the next frame is served.
-            fanned_out += self.deliver(r);
+            self.visit_pushes += self.deliver(r);
             let Some(conn) = self.conns.get_mut(key) else {
                 return input.len();
             };
             if !conn.state.takes_requests() {
                 return input.len();
             }
-            if fanned_out > tuning::PUSHES_PER_VISIT {
+            if self.visit_pushes > tuning::PUSHES_PER_VISIT {
                 // One `say` costs a push per member: a sender pipelining to a big room
                 // pauses until the end of the turn has written them (fairness, and
                 // bounded memory); flush() resumes it at once, through the revisit queue.
@@ -657,39 +665,51 @@ impl Server {
                 self.services.return_pushes(batch);
                 return queued;
             }
+            let mut keys = std::mem::take(&mut self.push_keys);
             for push in batch.drain(..) {
-                queued += usize::from(self.push_to(r, push));
+                // Members are looked up now: one closed on the way (a slow
+                // consumer) has left and is not pushed to.
+                self.services.recipients(&push.to, &mut keys);
+                for &to in &keys {
+                    queued += usize::from(self.push_to(r, to, &push.frame));
+                }
             }
+            self.push_keys = keys;
             // A slow member closed on the way queued `left` pushes: go round again.
             self.services.return_pushes(batch);
         }
     }
 
-    /// Queues one push. A connection that is closing is skipped; one whose pending
-    /// output would go over `--max-outbuf` is a slow consumer: it is closed
-    /// (politely, with a `bye`), and the sender and the other members never wait
-    /// for it. A push always fits an empty queue, so a message bigger than
-    /// `--max-outbuf` still reaches members that keep up.
-    fn push_to(&mut self, r: &mut Reactor, push: Delivery) -> bool {
-        let Some(conn) = self.conns.get_mut(push.to) else {
+    /// Queues one push. A connection that is closing is skipped. One whose unsent
+    /// output is over `--max-outbuf` is written to at once (what it owes may have
+    /// been queued this very turn); if it is still over, it is a slow consumer:
+    /// closed politely with a `bye`, and the sender and the other members never
+    /// wait for it. A push is queued whole, so a member's output stays within
+    /// `--max-outbuf` plus one message.
+    fn push_to(&mut self, r: &mut Reactor, to: usize, frame: &Rc<[u8]>) -> bool {
+        let max = self.config.max_outbuf;
+        if self.conns.get(to).is_some_and(|c| c.out.mem_len() > max) {
+            self.flush(r, to);
+        }
+        let Some(conn) = self.conns.get_mut(to) else {
             return false;
         };
         if conn.state != State::Serving {
             return false;
         }
         let pending = conn.out.mem_len();
-        if pending > 0 && pending + push.frame.len() > self.config.max_outbuf {
+        if pending > max {
             self.services.stats.slow_consumers += 1;
             log::warn!(
                 "{}: slow consumer ({pending} B unsent), disconnecting",
                 conn.peer
             );
-            self.close_politely(r, push.to, "slow consumer", Some("slow consumer"));
+            self.close_politely(r, to, "slow consumer", Some("slow consumer"));
             return false;
         }
-        conn.out.push_shared(&push.frame);
+        conn.out.push_shared(frame);
         self.services.stats.frames_out += 1;
-        self.mark_flush(push.to);
+        self.mark_flush(to);
         true
     }
 

@@ -17,12 +17,27 @@ pub const MAX_NAME: usize = 64;
 /// server's tables without bound through one connection.
 pub const MAX_ROOMS: usize = 256;
 
-/// "Queue this frame on that connection": what the server does for the service.
+/// "Queue this frame on those connections": what the server does for the service.
 #[derive(Debug)]
 pub struct Delivery {
-    pub to: usize,
+    pub to: Recipients,
     /// The whole push frame (header and body), shared by every member it goes to.
     pub frame: Rc<[u8]>,
+}
+
+/// Who gets a push. A room's members are looked up when the server carries the
+/// push out ([`Chat::recipients`]), not when it is queued: a push is one entry
+/// however big the room, and members that closed meanwhile are not in the list.
+/// (Queued per member, a room of N whose members all close at once would queue
+/// N x N `left` pushes, most of them for connections already gone.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipients {
+    Conn(usize),
+    /// Every member of the room but `except` (the sender, joiner or leaver).
+    Room {
+        room: Rc<str>,
+        except: usize,
+    },
 }
 
 /// Where a `say` or `dm` goes, checked when its header arrives.
@@ -145,12 +160,14 @@ impl Chat {
             None => Rc::from(&*room),
         };
         let members = self.rooms.entry(Rc::clone(&name)).or_default();
-        let push = (!members.is_empty()).then(|| membership("joined", &name, user));
-        if let Some(push) = push {
-            self.outbox.extend(members.iter().map(|&to| Delivery {
-                to,
-                frame: Rc::clone(&push),
-            }));
+        if !members.is_empty() {
+            self.outbox.push(Delivery {
+                to: Recipients::Room {
+                    room: Rc::clone(&name),
+                    except: member.key,
+                },
+                frame: membership("joined", &name, user),
+            });
         }
         members.push(member.key);
         member.rooms.push(name);
@@ -183,11 +200,13 @@ impl Chat {
             self.rooms.remove(room);
             return;
         }
-        let push = membership("left", room, user);
-        self.outbox.extend(members.iter().map(|&to| Delivery {
-            to,
-            frame: Rc::clone(&push),
-        }));
+        self.outbox.push(Delivery {
+            to: Recipients::Room {
+                room: Rc::clone(room),
+                except: key,
+            },
+            frame: membership("left", room, user),
+        });
     }
 
     /// Checks a `say` or `dm` header before its body is collected (so a refused
@@ -241,12 +260,35 @@ impl Chat {
             return Ok(()); // alone in the room: nobody to copy the body for
         }
         let push = message(room, from, body);
-        self.outbox
-            .extend(to.iter().filter(|&&k| k != member.key).map(|&to| Delivery {
-                to,
-                frame: Rc::clone(&push),
-            }));
+        match target {
+            Target::Room(room) => self.outbox.push(Delivery {
+                to: Recipients::Room {
+                    room: Rc::clone(room),
+                    except: member.key,
+                },
+                frame: push,
+            }),
+            Target::User(_) => self
+                .outbox
+                .extend(to.iter().filter(|&&k| k != member.key).map(|&to| Delivery {
+                    to: Recipients::Conn(to),
+                    frame: Rc::clone(&push),
+                })),
+        }
         Ok(())
+    }
+
+    /// The connections a push goes to now, into `into` (cleared first).
+    pub fn recipients(&self, to: &Recipients, into: &mut Vec<usize>) {
+        into.clear();
+        match to {
+            Recipients::Conn(key) => into.push(*key),
+            Recipients::Room { room, except } => {
+                if let Some(members) = self.rooms.get(room) {
+                    into.extend(members.iter().filter(|&k| k != except));
+                }
+            }
+        }
     }
 
     /// The connection is closing: it leaves every room (the others get `left`)
@@ -280,6 +322,7 @@ impl Chat {
     }
 
     /// Rooms and online users, for tests.
+    #[cfg(test)]
     pub fn counts(&self) -> (usize, usize) {
         (self.rooms.len(), self.users.len())
     }
@@ -301,15 +344,46 @@ mod tests {
         }
     }
 
-    /// The outbox as (connection, push header, body).
+    /// The outbox as (connection, push header, body), one row per recipient.
     fn drain(chat: &mut Chat) -> Vec<(usize, serde_json::Value, Vec<u8>)> {
-        chat.take_outbox()
-            .into_iter()
-            .map(|d| {
-                let f = read_frame(&mut &d.frame[..]).unwrap();
-                (d.to, serde_json::Value::Object(f.header), f.body)
-            })
-            .collect()
+        let mut keys = Vec::new();
+        let mut rows = Vec::new();
+        for d in chat.take_outbox() {
+            chat.recipients(&d.to, &mut keys);
+            let f = read_frame(&mut &d.frame[..]).unwrap();
+            for &k in &keys {
+                rows.push((
+                    k,
+                    serde_json::Value::Object(f.header.clone()),
+                    f.body.clone(),
+                ));
+            }
+        }
+        rows
+    }
+
+    /// A room whose members all close at once queues one `left` per member, not
+    /// one per member per remaining member (N x N entries, mostly for the dead).
+    #[test]
+    fn a_room_emptying_at_once_queues_one_push_per_leaver() {
+        let mut chat = Chat::default();
+        let room = header(r#"{"room":"big"}"#);
+        let mut members: Vec<Member> = (0..500).map(member).collect();
+        for m in &mut members {
+            chat.join(m, "u", &room).unwrap();
+        }
+        chat.take_outbox();
+        for m in &mut members {
+            chat.hang_up(m, "u");
+        }
+        let outbox = chat.take_outbox();
+        assert!(outbox.len() < 500, "{} entries", outbox.len());
+        let mut keys = Vec::new();
+        for d in &outbox {
+            chat.recipients(&d.to, &mut keys);
+            assert!(keys.is_empty(), "everyone has left");
+        }
+        assert_eq!(chat.counts(), (0, 0));
     }
 
     #[test]
@@ -344,13 +418,11 @@ mod tests {
         let target = chat.target(&b, false, &room).unwrap();
         chat.send(&b, "bob", &target, b"hi").unwrap();
         let outbox = chat.take_outbox();
-        let mut to: Vec<usize> = outbox.iter().map(|d| d.to).collect();
+        assert_eq!(outbox.len(), 1, "one entry, one frame, for the whole room");
+        let mut to = Vec::new();
+        chat.recipients(&outbox[0].to, &mut to);
         to.sort();
         assert_eq!(to, [1, 3]);
-        assert!(
-            Rc::ptr_eq(&outbox[0].frame, &outbox[1].frame),
-            "one frame for all"
-        );
         let f = read_frame(&mut &outbox[0].frame[..]).unwrap();
         assert_eq!(
             serde_json::Value::Object(f.header),

@@ -487,6 +487,11 @@ impl Services {
         self.chat.return_outbox(used);
     }
 
+    /// The connections a push goes to now (see [`chat::Recipients`]).
+    pub fn recipients(&self, to: &chat::Recipients, into: &mut Vec<usize>) {
+        self.chat.recipients(to, into);
+    }
+
     /// Reaps the killed children that have exited.
     pub fn reap_orphans(&mut self) {
         self.orphans.retain_mut(|o| !o.reap());
