@@ -22,6 +22,7 @@ echo "soak: $MINUTES min against $ADDR (pid $SERVER_PID)${UDP_ADDR:+, UDP $UDP_A
 
 sample() { echo "$(( $(date +%s) - T0 )) $(rss_kib "$SERVER_PID") $(ls "/proc/$SERVER_PID/fd" | wc -l)"; }
 T0="$(date +%s)"
+IDLE_BEFORE="$(sample)"
 (
     while kill -0 "$SERVER_PID" 2>/dev/null; do sample; sleep 10; done
 ) >"$WORK/samples" &
@@ -37,7 +38,8 @@ LOAD2=$!; STARTED+=("$LOAD2")
 soak_rc=0
 $L python3 scripts/soak.py "$ADDR" "$USERS" "$SECS" ${UDP_ADDR:+"$UDP_ADDR"} >"$WORK/soak.json" || soak_rc=$?
 wait "$LOAD1" || true; wait "$LOAD2" || true
-sample >>"$WORK/samples"
+sleep 2  # closing connections finish their polite close
+IDLE_AFTER="$(sample)"
 
 errors=0
 for f in load-echo load-time; do
@@ -50,15 +52,17 @@ echo "soak.py: $(cat "$WORK/soak.json")"
 soak_errors="$(json_field "$(cat "$WORK/soak.json")" errors 2>/dev/null || echo 1)"
 errors=$((errors + soak_errors))
 [[ "$soak_rc" == 0 ]] || [[ "$soak_errors" != 0 ]] || errors=$((errors + 1))
-# The first sample after a minute is the baseline: buffers and pools are warm by then.
-awk -v errors="$errors" '
-    { t[NR] = $1; rss[NR] = $2; fds[NR] = $3 }
+# Under load: the first sample after a minute (buffers and pools warm) against
+# the last one; idle: before the load and after every client left.
+awk -v errors="$errors" -v before="$IDLE_BEFORE" -v after="$IDLE_AFTER" -v secs="$SECS" '
+    $1 < secs - 2 { n++; t[n] = $1; rss[n] = $2; fds[n] = $3; if ($2 > max) max = $2 }
     END {
+        NR = n
         b = 1; for (i = 1; i <= NR; i++) if (t[i] >= 60) { b = i; break }
-        printf "server RSS KiB: start %d, after warm-up (%ds) %d, end %d, max %d\n", rss[1], t[b], rss[b], rss[NR], max(rss)
-        printf "server descriptors: start %d, after warm-up %d, end %d\n", fds[1], fds[b], fds[NR]
+        split(before, x, " "); split(after, y, " ")
+        printf "server RSS KiB: idle before %d; under load at %ds %d, at %ds %d, max %d; idle after %d\n", x[2], t[b], rss[b], t[NR], rss[NR], max, y[2]
+        printf "server descriptors: idle before %d; under load at %ds %d, at %ds %d; idle after %d\n", x[3], t[b], fds[b], t[NR], fds[NR], y[3]
         printf "errors: %d\n", errors
-    }
-    function max(a,   m, i) { m = 0; for (i in a) if (a[i] > m) m = a[i]; return m }' "$WORK/samples"
+    }' "$WORK/samples"
 cp "$WORK/samples" "${SOAK_SAMPLES:-/dev/null}" 2>/dev/null || true
 [[ "$errors" == 0 ]]
