@@ -227,6 +227,21 @@ fn protocol_error(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
+/// A request's header: `fields` (a JSON object, or `null`) with `op`, `id` and,
+/// for a body, `size`.
+pub fn request_header(op: &str, id: u64, fields: Value, body: &[u8]) -> Value {
+    let mut header = match fields {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    header.insert("op".into(), op.into());
+    header.insert("id".into(), id.into());
+    if !body.is_empty() {
+        header.insert("size".into(), body.len().into());
+    }
+    Value::Object(header)
+}
+
 /// The sending half of a connection: numbers requests and writes them.
 pub struct Requester {
     stream: Stream,
@@ -239,16 +254,11 @@ impl Requester {
     pub fn send(&mut self, op: &str, fields: Value, body: &[u8]) -> io::Result<u64> {
         let id = self.next_id;
         self.next_id += 1;
-        let mut header = match fields {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
-        header.insert("op".into(), op.into());
-        header.insert("id".into(), id.into());
-        if !body.is_empty() {
-            header.insert("size".into(), body.len().into());
-        }
-        write_frame(&mut self.stream, &Value::Object(header), body)?;
+        write_frame(
+            &mut self.stream,
+            &request_header(op, id, fields, body),
+            body,
+        )?;
         Ok(id)
     }
 }

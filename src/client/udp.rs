@@ -3,7 +3,7 @@
 
 use super::{Frame, protocol_error, read_frame};
 use crate::proto::encode_frame;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -45,16 +45,7 @@ impl UdpClient {
     pub fn request(&mut self, op: &str, fields: Value, body: &[u8]) -> io::Result<Frame> {
         let id = self.next_id;
         self.next_id += 1;
-        let mut header = match fields {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
-        header.insert("op".into(), op.into());
-        header.insert("id".into(), id.into());
-        if !body.is_empty() {
-            header.insert("size".into(), body.len().into());
-        }
-        let head = serde_json::to_vec(&Value::Object(header))?;
+        let head = serde_json::to_vec(&super::request_header(op, id, fields, body))?;
         let datagram = encode_frame(&head, body);
         for _ in 0..self.tries.max(1) {
             self.socket.send(&datagram)?;

@@ -160,16 +160,11 @@ impl Chat {
             None => Rc::from(&*room),
         };
         let members = self.rooms.entry(Rc::clone(&name)).or_default();
-        if !members.is_empty() {
-            self.outbox.push(Delivery {
-                to: Recipients::Room {
-                    room: Rc::clone(&name),
-                    except: member.key,
-                },
-                frame: membership("joined", &name, user),
-            });
-        }
+        let others = !members.is_empty();
         members.push(member.key);
+        if others {
+            self.push_room(&name, member.key, membership("joined", &name, user));
+        }
         member.rooms.push(name);
         Ok(())
     }
@@ -200,12 +195,17 @@ impl Chat {
             self.rooms.remove(room);
             return;
         }
+        self.push_room(room, key, membership("left", room, user));
+    }
+
+    /// Queues `frame` for every member of `room` but `except`.
+    fn push_room(&mut self, room: &Rc<str>, except: usize, frame: Rc<[u8]>) {
         self.outbox.push(Delivery {
             to: Recipients::Room {
                 room: Rc::clone(room),
-                except: key,
+                except,
             },
-            frame: membership("left", room, user),
+            frame,
         });
     }
 
@@ -261,13 +261,7 @@ impl Chat {
         }
         let push = message(room, from, body);
         match target {
-            Target::Room(room) => self.outbox.push(Delivery {
-                to: Recipients::Room {
-                    room: Rc::clone(room),
-                    except: member.key,
-                },
-                frame: push,
-            }),
+            Target::Room(room) => self.push_room(room, member.key, push),
             Target::User(_) => self
                 .outbox
                 .extend(to.iter().filter(|&&k| k != member.key).map(|&to| Delivery {
