@@ -902,7 +902,7 @@ impl Server {
     fn shut_down(&mut self, r: &mut Reactor, why: &str) {
         self.stopping = true;
         log::info!(
-            "{why}: shutting down; {} connections have {:?} to finish (a second signal exits at once)",
+            "{why}: shutting down; {} connection(s) have {:?} to finish (a second signal exits at once)",
             self.conns.len(),
             tuning::SHUTDOWN_LIMIT
         );
