@@ -443,3 +443,42 @@ fn chat_mode_says_each_line_and_keeps_the_prompt_whole() {
         (Some("left"), Some("lobby"), Some("guest"))
     );
 }
+
+/// When the server closes the connection (here: it shuts down) while the user
+/// types nothing, the end of input reports the lost connection: exit 2, not 0.
+#[test]
+fn input_ending_after_the_server_left_exits_2() {
+    use std::process::Stdio;
+    let server = Server::start(&[]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_frameloop"))
+        .arg("client")
+        .args(server_flags(&server))
+        .args(["chat", "lobby"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run client");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello\n").unwrap();
+    server.wait_for("the chat client to join", |s| {
+        s.stats()["ops"]["say"].as_u64() == Some(1)
+    });
+    // SIGTERM: the server says bye to everyone and exits.
+    unsafe { libc::kill(server.pid() as i32, libc::SIGTERM) };
+    let mut out = String::new();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut byte = [0u8; 1];
+    while !out.contains("shutdown]") {
+        assert_eq!(
+            stdout.read(&mut byte).unwrap(),
+            1,
+            "client output so far: {out:?}"
+        );
+        out.push(byte[0] as char);
+    }
+    drop(stdin);
+    let done = child.wait_with_output().unwrap();
+    assert_eq!(done.status.code(), Some(2), "{done:?}");
+    assert!(text(&done.stderr).contains("connection lost"), "{done:?}");
+}

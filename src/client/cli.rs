@@ -973,6 +973,14 @@ fn shell(client: Client, opts: &Options, mode: Mode) -> Result<(), String> {
             println!("error {}: {}", reply.status(), reply.error().unwrap_or(""));
         }
     }
+    // Input ended. If the server closed the connection meanwhile (a shutdown, an
+    // idle timeout), say so and exit 2, as the next command would have.
+    if let Ok(Err(e)) = link.replies.try_recv() {
+        return Err(match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => "connection lost: the server closed it".into(),
+            _ => format!("connection lost: {e}"),
+        });
+    }
     Ok(())
 }
 
