@@ -9,6 +9,36 @@ use std::net::Shutdown;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+/// `Source` (registration with the poller) for an enum of sockets: every call
+/// goes to the socket inside, given by the enum's `socket()`.
+macro_rules! source_via_socket {
+    ($ty:ty) => {
+        impl Source for $ty {
+            fn register(
+                &mut self,
+                r: &Registry,
+                token: Token,
+                interest: Interest,
+            ) -> io::Result<()> {
+                self.socket().register(r, token, interest)
+            }
+
+            fn reregister(
+                &mut self,
+                r: &Registry,
+                token: Token,
+                interest: Interest,
+            ) -> io::Result<()> {
+                self.socket().reregister(r, token, interest)
+            }
+
+            fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+                self.socket().deregister(r)
+            }
+        }
+    };
+}
+
 /// A listening stream socket: both kinds are accepted by the same code.
 #[derive(Debug)]
 pub enum Listener {
@@ -35,39 +65,17 @@ impl Listener {
     }
 }
 
-impl Source for Listener {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<()> {
+impl Listener {
+    /// The socket inside, for registering with the poller.
+    fn socket(&mut self) -> &mut dyn Source {
         match self {
-            Listener::Tcp(l) => l.register(registry, token, interest),
-            Listener::Unix(l, _) => l.register(registry, token, interest),
-        }
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<()> {
-        match self {
-            Listener::Tcp(l) => l.reregister(registry, token, interest),
-            Listener::Unix(l, _) => l.reregister(registry, token, interest),
-        }
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Listener::Tcp(l) => l.deregister(registry),
-            Listener::Unix(l, _) => l.deregister(registry),
+            Listener::Tcp(l) => l,
+            Listener::Unix(l, _) => l,
         }
     }
 }
 
+source_via_socket!(Listener);
 /// The socket file of our Unix listener: removed when dropped (on shutdown and
 /// on any exit that unwinds), but only while it is still the file we bound, so a
 /// newer server's socket at the same path is left alone.
@@ -222,39 +230,17 @@ impl crate::outbuf::Sink for Stream {
     }
 }
 
-impl Source for Stream {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<()> {
+impl Stream {
+    /// The socket inside, for registering with the poller.
+    fn socket(&mut self) -> &mut dyn Source {
         match self {
-            Stream::Tcp(s) => s.register(registry, token, interest),
-            Stream::Unix(s) => s.register(registry, token, interest),
-        }
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.reregister(registry, token, interest),
-            Stream::Unix(s) => s.reregister(registry, token, interest),
-        }
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.deregister(registry),
-            Stream::Unix(s) => s.deregister(registry),
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
         }
     }
 }
 
+source_via_socket!(Stream);
 /// The three classes of socket error (DESIGN principle 10).
 #[derive(Debug, PartialEq, Eq)]
 pub enum IoClass {

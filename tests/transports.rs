@@ -322,18 +322,19 @@ fn unix_socket_serves_the_same_protocol_and_auth() {
     assert!(server.log().contains("open unix:"), "{}", server.log());
 }
 
+/// Runs `serve` with `args` (UDP off unless they say otherwise), expecting it to
+/// refuse to start; returns its stderr.
 fn serve_fails(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
+    let udp: &[&str] = if args.contains(&"--udp") {
+        &[]
+    } else {
+        &["--udp", "off"]
+    };
     let out = Command::new(env!("CARGO_BIN_EXE_frameloop"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--udp",
-            "off",
-            "--data-dir",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
+        .args(udp)
         .args(args)
         .output()
         .unwrap();
@@ -370,21 +371,7 @@ fn stale_socket_file_is_replaced_and_a_live_one_refused() {
 fn udp_address_in_use_is_an_error_at_start() {
     let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_frameloop"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--udp",
-            &addr,
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_fails(&["--udp", &addr]);
     assert!(
         err.contains("cannot bind UDP") && err.contains(&addr),
         "{err}"
