@@ -881,6 +881,9 @@ fn shell(client: Client, opts: &Options, mode: Mode) -> Result<(), String> {
     // request in flight, so the plan is there when its header arrives.
     let (plans, plans_rx) = mpsc::channel::<Option<Download>>();
     let (replies, replies_rx) = mpsc::channel::<io::Result<(Frame, Option<Download>)>>();
+    // Set (before the `bye` is printed) when the server says it is closing.
+    let said_bye = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bye_seen = std::sync::Arc::clone(&said_bye);
     std::thread::spawn(move || {
         loop {
             let frame = read_head(&mut reader).and_then(|(header, size)| {
@@ -889,7 +892,11 @@ fn shell(client: Client, opts: &Options, mode: Mode) -> Result<(), String> {
                     let sink_ref = sink.as_mut().map(|d| d as &mut dyn BodySink);
                     return read_body(&mut reader, header, size, sink_ref).map(|f| Some((f, sink)));
                 }
-                print_push(render_push(&read_body(&mut reader, header, size, None)?));
+                let push = read_body(&mut reader, header, size, None)?;
+                if push.op() == Some("bye") {
+                    bye_seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                print_push(render_push(&push));
                 Ok(None)
             });
             match frame {
@@ -974,14 +981,18 @@ fn shell(client: Client, opts: &Options, mode: Mode) -> Result<(), String> {
         }
     }
     // Input ended. If the server closed the connection meanwhile (a shutdown, an
-    // idle timeout), say so and exit 2, as the next command would have.
-    if let Ok(Err(e)) = link.replies.try_recv() {
-        return Err(match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => "connection lost: the server closed it".into(),
-            _ => format!("connection lost: {e}"),
-        });
+    // idle timeout), say so and exit 2, as the next command would have. The `bye`
+    // flag covers the moment between the server's bye and the reader's EOF.
+    match link.replies.try_recv() {
+        Ok(Err(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
+            Err(format!("connection lost: {e}"))
+        }
+        Ok(Err(_)) => Err("connection lost: the server closed it".into()),
+        _ if said_bye.load(std::sync::atomic::Ordering::SeqCst) => {
+            Err("connection lost: the server closed it".into())
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
