@@ -260,6 +260,51 @@ pub fn classify(e: &io::Error) -> IoClass {
     }
 }
 
+/// What one read came to, as the caller of [`read_within`] handled it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Bytes came and were used: read again.
+    Got,
+    /// End of file (the peer closed its side, a pipe's writer exited).
+    Eof,
+    /// The caller wants no more now (paused, or nothing left to read).
+    Stop,
+}
+
+/// Why [`read_within`] stopped.
+#[derive(Debug)]
+pub enum Drained {
+    /// `WouldBlock`: everything there was is read; the next edge brings more.
+    WouldBlock,
+    Eof,
+    Stopped,
+    Failed(io::Error),
+    /// The budget ran out with more perhaps waiting: no new edge will come for
+    /// it, so the caller must come back (a revisit) or lose it.
+    Budget,
+}
+
+/// The one budgeted read loop (sockets, child pipes, the UDP socket): calls
+/// `read` until `WouldBlock` (edge-triggered readiness fires once per arrival,
+/// so stopping early would strand bytes), end of file, a stop, a fatal error,
+/// or `budget` reads (fairness: the others get their turn). Interrupted reads
+/// are retried within the budget.
+pub fn read_within(budget: usize, mut read: impl FnMut() -> io::Result<Step>) -> Drained {
+    for _ in 0..budget {
+        match read() {
+            Ok(Step::Got) => {}
+            Ok(Step::Eof) => return Drained::Eof,
+            Ok(Step::Stop) => return Drained::Stopped,
+            Err(e) => match classify(&e) {
+                IoClass::WouldBlock => return Drained::WouldBlock,
+                IoClass::Retry => {}
+                IoClass::Fatal => return Drained::Failed(e),
+            },
+        }
+    }
+    Drained::Budget
+}
+
 /// Whether an `accept` error means the process or system is out of descriptors
 /// (or memory for sockets): a reason to pause accepting, not to exit or spin.
 pub fn is_resource_exhaustion(e: &io::Error) -> bool {

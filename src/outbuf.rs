@@ -88,6 +88,8 @@ pub struct OutBuf {
     mem: usize,
     /// Whether the back chunk is our own tail buffer, which replies may extend.
     tail_open: bool,
+    /// Frames queued since [`OutBuf::take_frames`] last asked (for `frames_out`).
+    frames: u64,
 }
 
 impl OutBuf {
@@ -110,8 +112,20 @@ impl OutBuf {
         self.len > self.mem as u64
     }
 
-    /// Appends bytes through `write` (reply headers, small bodies) to the tail buffer.
+    /// Queues one frame: its header (and its body, when small) written by
+    /// `write` into the tail buffer. A body that follows goes in with
+    /// [`OutBuf::push_body`] or [`OutBuf::push_file`].
     pub fn append(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        self.frames += 1;
+        self.extend_tail(write);
+    }
+
+    /// Frames queued since the last call (replies and pushes alike).
+    pub fn take_frames(&mut self) -> u64 {
+        std::mem::take(&mut self.frames)
+    }
+
+    fn extend_tail(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         let tail_full = match self.chunks.back() {
             Some(Chunk::Mem(c)) => c.len() >= TAIL_MAX,
             _ => true,
@@ -145,7 +159,7 @@ impl OutBuf {
             return bufpool::give(body);
         }
         if body.len() < COPY_MAX {
-            self.append(|tail| tail.extend_from_slice(&body));
+            self.extend_tail(|tail| tail.extend_from_slice(&body));
             bufpool::give(body);
         } else {
             self.len += body.len() as u64;
@@ -161,8 +175,9 @@ impl OutBuf {
         if frame.is_empty() {
             return;
         }
+        self.frames += 1;
         if frame.len() < COPY_MAX {
-            self.append(|tail| tail.extend_from_slice(frame));
+            self.extend_tail(|tail| tail.extend_from_slice(frame));
         } else {
             self.len += frame.len() as u64;
             self.mem += frame.len();

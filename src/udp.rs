@@ -3,10 +3,11 @@
 
 use crate::bufpool;
 use crate::config::tuning;
-use crate::net::{IoClass, classify};
+use crate::net::{self, Drained, IoClass, Step, classify};
 use crate::proto::{Decoder, Event, HeadWriter, Limits};
 use crate::reactor::TRACE;
 use crate::service::stats::Stats;
+use crate::service::requests::{Wording, open_request, unknown_op};
 use crate::service::{Op, ops};
 use mio::net::UdpSocket;
 use std::io;
@@ -27,8 +28,6 @@ pub struct Udp {
     limits: Limits,
     recv: Vec<u8>,
     reply: Vec<u8>,
-    /// Already in the reactor's revisit queue.
-    pub revisit_queued: bool,
 }
 
 /// What became of one datagram.
@@ -40,64 +39,59 @@ enum Outcome {
 }
 
 impl Udp {
-    pub fn bind(addr: SocketAddr, max_header: u32, max_body: u64) -> io::Result<Udp> {
+    pub fn bind(addr: SocketAddr, limits: Limits) -> io::Result<Udp> {
         Ok(Udp {
             socket: UdpSocket::bind(addr)?,
-            limits: Limits {
-                max_header,
-                max_body,
-                body_allowed: true,
-            },
+            limits,
             recv: vec![0; MAX_DATAGRAM],
             reply: Vec::new(),
-            revisit_queued: false,
         })
     }
 
-    /// Serves datagrams until `WouldBlock` (edge-triggered: stopping early would
-    /// strand them) or the per-turn budget. True when the budget ran out and the
-    /// socket must be revisited next turn.
+    /// Serves datagrams within the per-turn budget. True when the budget ran
+    /// out and the socket must be revisited next turn.
     pub fn serve(&mut self, stats: &mut Stats) -> bool {
-        for _ in 0..tuning::DATAGRAMS_PER_TURN {
-            let (n, peer) = match self.socket.recv_from(&mut self.recv) {
-                Ok(got) => got,
-                Err(e) => match classify(&e) {
-                    IoClass::WouldBlock => return false,
-                    IoClass::Retry => continue,
-                    // Errors queued on the socket (an ICMP report about an earlier
-                    // reply): nothing to do for them; the budget bounds the loop.
-                    IoClass::Fatal => {
-                        log::debug!("udp recv: {e}");
-                        continue;
-                    }
-                },
-            };
-            stats.udp_in += 1;
-            stats.bytes_in += n as u64;
-            let datagram = self.recv.get(..n).unwrap_or_default();
-            self.reply.clear();
-            let outcome = answer(datagram, self.limits, &mut self.reply, stats);
-            if let Outcome::Malformed = outcome {
-                stats.udp_dropped += 1;
-                log::trace!(target: TRACE, "  udp {peer}: dropped a malformed {n} B datagram");
-                continue;
-            }
-            if self.reply.len() > REPLY_FACTOR * n {
-                // Even the 413 would be too large for a tiny request: send nothing.
-                stats.udp_dropped += 1;
-                continue;
-            }
-            match self.socket.send_to(&self.reply, peer) {
-                Ok(sent) => {
-                    stats.frames_out += 1;
-                    stats.bytes_out += sent as u64;
+        let end = net::read_within(tuning::DATAGRAMS_PER_TURN, || {
+            match self.socket.recv_from(&mut self.recv) {
+                Ok((n, peer)) => self.answer_one(n, peer, stats),
+                // Errors queued on the socket (an ICMP report about an earlier
+                // reply): nothing to do for them; the budget bounds the loop.
+                Err(e) if classify(&e) == IoClass::Fatal => {
+                    log::debug!("udp recv: {e}");
+                    Ok(Step::Got)
                 }
-                // A full send buffer or an unreachable peer loses the reply, as
-                // UDP may; the client retries.
-                Err(e) => log::debug!("udp send to {peer}: {e}"),
+                Err(e) => Err(e),
             }
+        });
+        matches!(end, Drained::Budget)
+    }
+
+    fn answer_one(&mut self, n: usize, peer: SocketAddr, stats: &mut Stats) -> io::Result<Step> {
+        stats.datagram_in();
+        stats.read(n);
+        let datagram = self.recv.get(..n).unwrap_or_default();
+        self.reply.clear();
+        let outcome = answer(datagram, self.limits, &mut self.reply, stats);
+        if let Outcome::Malformed = outcome {
+            stats.datagram_dropped();
+            log::trace!(target: TRACE, "  udp {peer}: dropped a malformed {n} B datagram");
+            return Ok(Step::Got);
         }
-        true
+        if self.reply.len() > REPLY_FACTOR * n {
+            // Even the 413 would be too large for a tiny request: send nothing.
+            stats.datagram_dropped();
+            return Ok(Step::Got);
+        }
+        match self.socket.send_to(&self.reply, peer) {
+            Ok(sent) => {
+                stats.frames_out(1);
+                stats.wrote(sent);
+            }
+            // A full send buffer or an unreachable peer loses the reply, as
+            // UDP may; the client retries.
+            Err(e) => log::debug!("udp send to {peer}: {e}"),
+        }
+        Ok(Step::Got)
     }
 }
 
@@ -114,17 +108,18 @@ fn answer(datagram: &[u8], limits: Limits, out: &mut Vec<u8>, stats: &mut Stats)
     if header.size != body.len() as u64 {
         return Outcome::Malformed;
     }
-    stats.frames_in += 1;
-    let Ok(id) = header.id() else {
-        error(out, 400, None, "id must be an unsigned integer");
+    // Short error texts: an error reply must fit 3 times a small request too.
+    let (op, id) = match open_request(stats, &header, Wording::Short) {
+        Ok(request) => request,
+        Err(message) => {
+            error(out, 400, None, &message);
+            return Outcome::Reply;
+        }
+    };
+    let Some(op) = op else {
+        error(out, 400, id, &unknown_op(&header, Wording::Short));
         return Outcome::Reply;
     };
-    let Some(op) = header.op().as_deref().and_then(Op::parse) else {
-        error(out, 400, id, "unknown op");
-        return Outcome::Reply;
-    };
-    stats.count_op(op);
-    // Short messages: an error reply must fit 3 times a small request too.
     if !op.is_stateless() || op == Op::Stats {
         error(out, 400, id, "not a udp op");
         return Outcome::Reply;
@@ -142,19 +137,7 @@ fn answer(datagram: &[u8], limits: Limits, out: &mut Vec<u8>, stats: &mut Stats)
     };
     match result {
         Ok(reply) => {
-            HeadWriter::reply(out, 200, id).finish(reply.body_len());
-            match reply {
-                ops::Reply::Empty => {}
-                ops::Reply::Bytes(bytes) => {
-                    out.extend_from_slice(&bytes);
-                    bufpool::give(bytes);
-                }
-                ops::Reply::Prefixed(prefix, bytes) => {
-                    out.extend_from_slice(prefix.as_bytes());
-                    out.extend_from_slice(&bytes);
-                    bufpool::give(bytes);
-                }
-            }
+            reply.write(out, id);
             if out.len() > REPLY_FACTOR * datagram.len() {
                 out.clear();
                 error(out, 413, id, "reply too large");

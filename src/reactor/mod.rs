@@ -7,8 +7,8 @@ mod timer;
 pub use timer::{TimerId, Timers};
 
 use mio::event::{Event, Source};
-use mio::{Events, Interest, Poll, Registry, Token};
-use std::collections::VecDeque;
+use mio::{Events, Interest, Poll, Token};
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,8 @@ pub struct Reactor {
     poll: Poll,
     timers: Timers,
     revisits: VecDeque<Token>,
+    /// The tokens in `revisits`: a token is queued at most once.
+    queued: HashSet<Token>,
     now: Instant,
     turns: u64,
 }
@@ -75,6 +77,7 @@ impl Reactor {
             poll: Poll::new()?,
             timers: Timers::default(),
             revisits: VecDeque::new(),
+            queued: HashSet::new(),
             now: Instant::now(),
             turns: 0,
         })
@@ -136,6 +139,7 @@ impl Reactor {
     fn run_revisits<H: Handler>(&mut self, handler: &mut H, count: usize) {
         for _ in 0..count {
             if let Some(token) = self.revisits.pop_front() {
+                self.queued.remove(&token);
                 log::trace!(target: TRACE, "  revisit token {}", token.0);
                 handler.revisit(self, token);
             }
@@ -147,15 +151,6 @@ impl Reactor {
         self.now
     }
 
-    /// Turns run so far.
-    pub fn turns(&self) -> u64 {
-        self.turns
-    }
-
-    pub fn registry(&self) -> &Registry {
-        self.poll.registry()
-    }
-
     pub fn register<S: Source + ?Sized>(
         &self,
         source: &mut S,
@@ -163,6 +158,21 @@ impl Reactor {
         interest: Interest,
     ) -> io::Result<()> {
         self.poll.registry().register(source, token, interest)
+    }
+
+    pub fn reregister<S: Source + ?Sized>(
+        &self,
+        source: &mut S,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.poll.registry().reregister(source, token, interest)
+    }
+
+    /// Stops watching `source`. (Closing a descriptor also does, when it is the
+    /// last one open for its file: child pipes at EOF rely on that.)
+    pub fn deregister<S: Source + ?Sized>(&self, source: &mut S) -> io::Result<()> {
+        self.poll.registry().deregister(source)
     }
 
     /// Arms a one-shot timer.
@@ -175,8 +185,11 @@ impl Reactor {
         self.timers.cancel(id);
     }
 
-    /// Asks for `token` to be handed back next turn without waiting for an event.
+    /// Asks for `token` to be handed back next turn without waiting for an
+    /// event. Asking again before it is handed back changes nothing.
     pub fn revisit(&mut self, token: Token) {
-        self.revisits.push_back(token);
+        if self.queued.insert(token) {
+            self.revisits.push_back(token);
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The chat service (contract section 7): rooms, who is online, and the pushes
 //! `join`, `leave`, `say` and `dm` cause. Sans-IO: connections are named by their
-//! slab key, and pushes go to an outbox the server carries out (`Chat::take_outbox`).
+//! slab key, and its pushes wait in a queue the server carries out (`Chat::take_pushes`).
 
 use super::ops::OpError;
 use crate::bufpool;
@@ -19,7 +19,7 @@ pub const MAX_ROOMS: usize = 256;
 
 /// "Queue this frame on those connections": what the server does for the service.
 #[derive(Debug)]
-pub struct Delivery {
+pub struct Push {
     pub to: Recipients,
     /// The whole push frame (header and body), shared by every member it goes to.
     pub frame: Rc<[u8]>,
@@ -65,7 +65,8 @@ pub struct Chat {
     rooms: HashMap<Rc<str>, Vec<usize>>,
     /// User name -> its open connections (the targets of a `dm`).
     users: HashMap<String, Vec<usize>>,
-    outbox: Vec<Delivery>,
+    /// Pushes queued for the server to carry out.
+    pushes: Vec<Push>,
 }
 
 /// Room and user names: 1-64 of `[A-Za-z0-9_.-]`.
@@ -200,7 +201,7 @@ impl Chat {
 
     /// Queues `frame` for every member of `room` but `except`.
     fn push_room(&mut self, room: &Rc<str>, except: usize, frame: Rc<[u8]>) {
-        self.outbox.push(Delivery {
+        self.pushes.push(Push {
             to: Recipients::Room {
                 room: Rc::clone(room),
                 except,
@@ -263,8 +264,8 @@ impl Chat {
         match target {
             Target::Room(room) => self.push_room(room, member.key, push),
             Target::User(_) => self
-                .outbox
-                .extend(to.iter().filter(|&&k| k != member.key).map(|&to| Delivery {
+                .pushes
+                .extend(to.iter().filter(|&&k| k != member.key).map(|&to| Push {
                     to: Recipients::Conn(to),
                     frame: Rc::clone(&push),
                 })),
@@ -301,17 +302,22 @@ impl Chat {
         }
     }
 
-    /// The pushes queued since the last call, for the server to carry out.
-    pub fn take_outbox(&mut self) -> Vec<Delivery> {
-        std::mem::take(&mut self.outbox)
+    /// Whether pushes wait to be carried out (cheap: checked after every request).
+    pub fn has_pushes(&self) -> bool {
+        !self.pushes.is_empty()
     }
 
-    /// Hands back the (drained) vector from [`Chat::take_outbox`], so its
+    /// The pushes queued since the last call, for the server to carry out.
+    pub fn take_pushes(&mut self) -> Vec<Push> {
+        std::mem::take(&mut self.pushes)
+    }
+
+    /// Hands back the (drained) vector from [`Chat::take_pushes`], so its
     /// allocation is reused, unless new pushes were queued meanwhile.
-    pub fn return_outbox(&mut self, mut used: Vec<Delivery>) {
-        if self.outbox.is_empty() {
+    pub fn return_pushes(&mut self, mut used: Vec<Push>) {
+        if self.pushes.is_empty() {
             used.clear();
-            self.outbox = used;
+            self.pushes = used;
         }
     }
 
@@ -338,11 +344,11 @@ mod tests {
         }
     }
 
-    /// The outbox as (connection, push header, body), one row per recipient.
+    /// The pushes as (connection, push header, body), one row per recipient.
     fn drain(chat: &mut Chat) -> Vec<(usize, serde_json::Value, Vec<u8>)> {
         let mut keys = Vec::new();
         let mut rows = Vec::new();
-        for d in chat.take_outbox() {
+        for d in chat.take_pushes() {
             chat.recipients(&d.to, &mut keys);
             let f = read_frame(&mut &d.frame[..]).unwrap();
             for &k in &keys {
@@ -366,14 +372,14 @@ mod tests {
         for m in &mut members {
             chat.join(m, "u", &room).unwrap();
         }
-        chat.take_outbox();
+        chat.take_pushes();
         for m in &mut members {
             chat.hang_up(m, "u");
         }
-        let outbox = chat.take_outbox();
-        assert!(outbox.len() < 500, "{} entries", outbox.len());
+        let pushes = chat.take_pushes();
+        assert!(pushes.len() < 500, "{} entries", pushes.len());
         let mut keys = Vec::new();
-        for d in &outbox {
+        for d in &pushes {
             chat.recipients(&d.to, &mut keys);
             assert!(keys.is_empty(), "everyone has left");
         }
@@ -411,13 +417,13 @@ mod tests {
 
         let target = chat.target(&b, false, &room).unwrap();
         chat.send(&b, "bob", &target, b"hi").unwrap();
-        let outbox = chat.take_outbox();
-        assert_eq!(outbox.len(), 1, "one entry, one frame, for the whole room");
+        let pushes = chat.take_pushes();
+        assert_eq!(pushes.len(), 1, "one entry, one frame, for the whole room");
         let mut to = Vec::new();
-        chat.recipients(&outbox[0].to, &mut to);
+        chat.recipients(&pushes[0].to, &mut to);
         to.sort();
         assert_eq!(to, [1, 3]);
-        let f = read_frame(&mut &outbox[0].frame[..]).unwrap();
+        let f = read_frame(&mut &pushes[0].frame[..]).unwrap();
         assert_eq!(
             serde_json::Value::Object(f.header),
             serde_json::json!({"op":"msg","room":"lobby","from":"bob","size":2})

@@ -1,13 +1,13 @@
 //! The exec service of contract section 6: allowlisted programs run without a
-//! shell; their stdout/stderr pipes and a pidfd are served by the event loop.
+//! shell. It names the descriptors to watch (stdout, stderr, a pidfd); the
+//! server registers them with its loop and resumes the exec when they are ready.
 
 use super::ops::OpError;
+use crate::net::{self, Drained};
 use crate::outbuf::OutBuf;
 use crate::proto::HeadWriter;
 use crate::proto::Header;
 use crate::proto::header::{opt_strings, req_str};
-use mio::unix::SourceFd;
-use mio::{Interest, Registry, Token};
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -73,13 +73,6 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Where the loop should report a child's events: the registry and the tokens
-/// for stdout, stderr and the pidfd (chosen by the server).
-pub struct ChildIo<'a> {
-    pub registry: &'a Registry,
-    pub tokens: [Token; 3],
-}
-
 /// One pipe being read: what was kept, and whether it reached EOF.
 #[derive(Debug)]
 struct Pipe<P> {
@@ -103,30 +96,26 @@ impl<P: Read + AsRawFd> Pipe<P> {
         let Some(pipe) = self.pipe.as_mut() else {
             return true;
         };
-        for _ in 0..READS_PER_TURN {
-            match pipe.read(scratch) {
-                Ok(0) => {
-                    self.pipe = None; // EOF: closing the fd also removes it from the poller
-                    return true;
-                }
-                Ok(n) => {
-                    let room = MAX_OUTPUT - self.kept.len();
-                    let data = scratch.get(..n).unwrap_or_default();
-                    if n > room {
-                        self.dropped = true;
-                    }
-                    self.kept
-                        .extend_from_slice(data.get(..n.min(room)).unwrap_or_default());
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.pipe = None;
-                    return true;
-                }
+        let (kept, dropped) = (&mut self.kept, &mut self.dropped);
+        let end = net::read_within(READS_PER_TURN, || {
+            let n = pipe.read(scratch)?;
+            if n == 0 {
+                return Ok(net::Step::Eof);
+            }
+            let room = MAX_OUTPUT - kept.len();
+            *dropped |= n > room;
+            let data = scratch.get(..n.min(room)).unwrap_or_default();
+            kept.extend_from_slice(data);
+            Ok(net::Step::Got)
+        });
+        match end {
+            Drained::Budget => false,
+            Drained::WouldBlock | Drained::Stopped => true,
+            Drained::Eof | Drained::Failed(_) => {
+                self.pipe = None; // closing the fd also removes it from the poller
+                true
             }
         }
-        false
     }
 
     fn open(&self) -> bool {
@@ -195,7 +184,6 @@ impl Exec {
         header: &Header,
         cwd: &OwnedFd,
         timeout: Duration,
-        io: &ChildIo,
     ) -> Result<Exec, OpError> {
         let name = req_str(header.cmd, "cmd").map_err(|e| op_error(400, e.to_string()))?;
         let args = opt_strings(header.args, "args").map_err(|e| op_error(400, e.to_string()))?;
@@ -250,15 +238,6 @@ impl Exec {
             let stderr = child.stderr.take().ok_or(io::ErrorKind::BrokenPipe)?;
             set_nonblocking(stdout.as_raw_fd())?;
             set_nonblocking(stderr.as_raw_fd())?;
-            let [t_out, t_err, t_pid] = io.tokens;
-            let readable = Interest::READABLE;
-            io.registry
-                .register(&mut SourceFd(&stdout.as_raw_fd()), t_out, readable)?;
-            io.registry
-                .register(&mut SourceFd(&stderr.as_raw_fd()), t_err, readable)?;
-            // A pidfd becomes readable when the process exits: reaping needs no signal handler.
-            io.registry
-                .register(&mut SourceFd(&pidfd.as_raw_fd()), t_pid, readable)?;
             Ok((pidfd, stdout, stderr))
         };
         match watch(&mut child) {
@@ -279,9 +258,21 @@ impl Exec {
         }
     }
 
-    /// When the exec timeout kills the child.
-    pub fn deadline(&self) -> Instant {
-        self.deadline
+    /// When the exec timeout kills the child; `None` once it has.
+    pub fn deadline(&self) -> Option<Instant> {
+        (!self.timed_out).then_some(self.deadline)
+    }
+
+    /// What the loop must watch (readable) to resume this exec: stdout, stderr,
+    /// and the pidfd, which becomes readable when the child exits (reaping needs
+    /// no signal handler).
+    pub fn watched(&self) -> [RawFd; 3] {
+        let fd = |pipe: Option<RawFd>| pipe.unwrap_or(-1);
+        [
+            fd(self.stdout.pipe.as_ref().map(AsRawFd::as_raw_fd)),
+            fd(self.stderr.pipe.as_ref().map(AsRawFd::as_raw_fd)),
+            self.pidfd.as_raw_fd(),
+        ]
     }
 
     /// Reads what the pipes hold, reaps the child if it exited, and queues the
@@ -349,22 +340,14 @@ impl Exec {
         self.status.is_some()
     }
 
-    /// The client went away: kill the child and stop reading its pipes. Returns the
-    /// still unreaped child to be reaped later, its pidfd reregistered on `token`.
-    pub fn abandon(mut self, registry: &Registry, token: Token) -> Option<Orphan> {
+    /// The client went away: kill the child and stop reading its pipes (closing
+    /// them also takes them out of the poller). Returns the child when it is not
+    /// reaped yet: the server watches its [`Orphan::pidfd`] and reaps it later.
+    pub fn abandon(mut self) -> Option<Orphan> {
         self.kill();
         self.stdout.pipe = None;
         self.stderr.pipe = None;
         if self.reap() {
-            return None;
-        }
-        let fd = self.pidfd.as_raw_fd();
-        if registry
-            .reregister(&mut SourceFd(&fd), token, Interest::READABLE)
-            .is_err()
-        {
-            // Unwatchable: wait here; the child was just sent SIGKILL.
-            self.status = self.child.wait().ok();
             return None;
         }
         Some(Orphan { exec: self })
@@ -386,8 +369,18 @@ pub struct Orphan {
 }
 
 impl Orphan {
+    /// Readable once the child has exited.
+    pub fn pidfd(&self) -> RawFd {
+        self.exec.pidfd.as_raw_fd()
+    }
+
     /// True once reaped.
     pub fn reap(&mut self) -> bool {
         self.exec.reap()
+    }
+
+    /// Waits for the child (it was sent SIGKILL): for when its pidfd cannot be watched.
+    pub fn wait(mut self) {
+        self.exec.status = self.exec.child.wait().ok();
     }
 }

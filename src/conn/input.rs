@@ -1,0 +1,297 @@
+//! The connection machine's inputs and its transition function: each input
+//! (bytes, EOF, a timer, a job step, bytes written, a push) moves the state.
+
+use super::{Conn, Pause, Pushed, Rules, State};
+use crate::outbuf::OutBuf;
+use crate::proto::{Decoder, Event};
+use crate::reactor::TRACE;
+use crate::service::{Next, Services, Session, Wait};
+use std::rc::Rc;
+use std::time::Instant;
+
+impl Conn {
+    /// A new connection: greeted (a hello, or with `--no-auth` straight to
+    /// serving), or, when not `admitted` (over `--max-conns`), told 503 and closed.
+    /// `key` names it to the chat service; `label` in trace lines.
+    pub fn open(
+        services: &mut Services,
+        rules: Rules,
+        key: usize,
+        label: usize,
+        admitted: bool,
+        now: Instant,
+    ) -> Conn {
+        let mut conn = Conn {
+            state: State::Greeting,
+            decoder: Decoder::new(services.first_limits()),
+            session: Session::new(key),
+            out: OutBuf::default(),
+            stash: Vec::new(),
+            rules,
+            now,
+            since: now,
+            last_active: now,
+            close_reason: "",
+            revisit: false,
+            watch: false,
+            label,
+        };
+        if !admitted {
+            services.too_many_conns(&mut conn.out);
+            conn.close_politely(services, "over max-conns", None);
+        } else if let Err(e) = services.greet(&mut conn.session, &mut conn.out) {
+            log::error!("greeting conn {label}: {e}");
+            conn.close(services, "server fault");
+        } else if conn.session.user.is_some() {
+            conn.set_state(State::Serving); // --no-auth
+        }
+        conn
+    }
+
+    /// Serves `input` (or, with `None`, the stash first). Returns the bytes of
+    /// `input` used: fewer when it stopped at a frame boundary, because it paused,
+    /// a request runs on, or the frame queued chat pushes that the server must
+    /// carry out before the next frame (it then calls again with the rest); all
+    /// of them once it is closing (the rest is dropped).
+    pub fn receive(&mut self, services: &mut Services, input: Option<&[u8]>, now: Instant) -> usize {
+        self.now = now;
+        let Some(input) = input else {
+            let mut stash = std::mem::take(&mut self.stash);
+            let used = self.decode(services, &stash);
+            if self.is_open() && used < stash.len() {
+                stash.drain(..used);
+                self.stash = stash;
+            }
+            return 0;
+        };
+        self.decode(services, input)
+    }
+
+    /// Keeps input the last [`Conn::receive`] did not use, or read ahead while a
+    /// request runs ([`super::Reading::Ahead`]), for when it can be served.
+    pub fn read_ahead(&mut self, bytes: &[u8]) {
+        if self.is_open() {
+            self.stash.extend_from_slice(bytes);
+        }
+    }
+
+    fn decode(&mut self, services: &mut Services, input: &[u8]) -> usize {
+        let mut pos = 0;
+        loop {
+            if !self.is_open() {
+                return input.len();
+            }
+            // Hold back the next frame; the frame in hand is finished first.
+            let holds = matches!(self.state, State::Paused(_) | State::Working(_));
+            if self.decoder.at_boundary() && (holds || (pos > 0 && services.has_pushes())) {
+                return pos;
+            }
+            let rest = input.get(pos..).unwrap_or_default();
+            let next = match self.decoder.decode(rest) {
+                Err(e) => {
+                    services.framing_error(&e, &mut self.out);
+                    Next::Close("framing error")
+                }
+                Ok((n, event)) => {
+                    pos += n;
+                    match event {
+                        None => return pos,
+                        Some(Event::Head { header, oversized }) => {
+                            log::trace!(target: TRACE, "  conn {}: frame op={} id={} size={}",
+                                self.label, header.op().as_deref().unwrap_or("-"),
+                                header.id.map_or("-", |id| id.get()), header.size);
+                            services.head(&mut self.session, &header, oversized, &mut self.out)
+                        }
+                        Some(Event::Body(chunk)) => {
+                            services.body(&mut self.session, chunk);
+                            Next::Continue
+                        }
+                        Some(Event::End) => services.end(&mut self.session, &mut self.out),
+                    }
+                }
+            };
+            // Activity for the idle timeout is frame progress, not raw bytes: a peer
+            // trickling an unfinished header does not keep its connection alive.
+            self.last_active = self.now;
+            if let Next::Job(Wait::Child(_)) = next {
+                self.watch = true;
+            }
+            self.answered(services, next);
+        }
+    }
+
+    /// The transition for what the services answered.
+    fn answered(&mut self, services: &mut Services, next: Next) {
+        match next {
+            Next::Continue => {}
+            Next::Authenticated(limits) => {
+                self.decoder.set_limits(limits);
+                self.set_state(State::Serving);
+            }
+            Next::Job(wait) => {
+                // A sum's next chunk: no event will come for it, so ask for a revisit.
+                self.revisit |= wait == Wait::NextTurn;
+                self.set_state(State::Working(wait));
+            }
+            Next::Close(reason) => self.close_politely(services, reason, None),
+        }
+        if self.state == State::Serving && self.out.len() > self.rules.max_outbuf as u64 {
+            self.set_state(State::Paused(Pause::Output));
+        }
+    }
+
+    /// The running request's next step (its child's descriptors are ready, or
+    /// its turn came). When it ends, the requests behind it are served: stashed
+    /// ones first, on the revisit it asks for.
+    pub fn resume(&mut self, services: &mut Services, now: Instant) {
+        self.now = now;
+        if !matches!(self.state, State::Working(_)) {
+            return;
+        }
+        self.last_active = now;
+        match services.resume(&mut self.session, &mut self.out) {
+            Next::Job(wait) => self.answered(services, Next::Job(wait)),
+            Next::Close(reason) => self.close_politely(services, reason, None),
+            Next::Continue | Next::Authenticated(_) => {
+                // Input may wait in the stash or the kernel, with no new edge to come.
+                self.revisit = true;
+                self.set_state(State::Serving);
+                self.answered(services, Next::Continue);
+            }
+        }
+    }
+
+    /// Its timer fired. Only a deadline that has come counts: one moved on by
+    /// activity since the timer was armed is not due (lazy re-arming).
+    pub fn timer(&mut self, services: &mut Services, now: Instant) {
+        self.now = now;
+        if self.deadline().is_none_or(|due| due > now) {
+            return;
+        }
+        match self.state {
+            State::Greeting => self.close_politely(services, "auth timeout", Some("auth timeout")),
+            State::Working(Wait::Child(Some(_))) => {
+                // An exec's timeout: kill the child; its exit finishes the reply.
+                services.expire(&mut self.session);
+                self.set_state(State::Working(Wait::Child(None)));
+                self.revisit = true;
+            }
+            State::Serving | State::Paused(_) | State::Working(_) => {
+                self.close_politely(services, "idle timeout", Some("idle timeout"))
+            }
+            State::Flushing { .. } => self.close(services, "flush timeout"),
+            State::Draining => self.close(services, self.close_reason),
+            State::Closed => {}
+        }
+    }
+
+    /// The server wrote `n` bytes of the output (maybe 0). Returns true when the
+    /// server must now shut down the socket's write side: everything owed is
+    /// sent and it is draining (if that fails, it calls [`Conn::close`]).
+    pub fn written(&mut self, services: &mut Services, n: usize, now: Instant) -> bool {
+        self.now = now;
+        if n > 0 {
+            self.last_active = now;
+        }
+        let low = self.out.len() <= self.rules.max_outbuf as u64 / 2;
+        match self.state {
+            State::Paused(_) if low => {
+                // Resume reading. Bytes already in the kernel buffer raise no new
+                // readable edge, so the revisit must bring the connection back.
+                self.set_state(State::Serving);
+                self.revisit = true;
+                false
+            }
+            State::Flushing { drain } if self.out.is_empty() => {
+                if drain {
+                    self.set_state(State::Draining);
+                    // Bytes already buffered raise no new edge: look at them next turn.
+                    self.revisit = true;
+                    true
+                } else {
+                    self.close(services, self.close_reason);
+                    false
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// The peer closed its sending side. Replies already owed are still sent.
+    pub fn peer_closed(&mut self, services: &mut Services, now: Instant) {
+        self.now = now;
+        if self.state == State::Draining {
+            return self.close(services, self.close_reason);
+        }
+        let reason = if self.decoder.is_idle() {
+            "peer closed"
+        } else {
+            "peer closed mid-frame"
+        };
+        if self.is_open() {
+            self.leave(services, reason, None, false);
+        }
+    }
+
+    /// The chat pushes this connection's requests caused in this visit went over
+    /// the budget: it stops at the next frame boundary until its output is written.
+    pub fn pause_for_pushes(&mut self) {
+        if self.state == State::Serving {
+            self.set_state(State::Paused(Pause::Pushes));
+        }
+    }
+
+    /// Offers a chat push. A member whose unsent output is still over
+    /// `--max-outbuf` is a slow consumer: told `bye` and closed, never waited for.
+    pub fn push(&mut self, services: &mut Services, frame: &Rc<[u8]>) -> Pushed {
+        if !matches!(
+            self.state,
+            State::Serving | State::Paused(_) | State::Working(_)
+        ) {
+            return Pushed::Skipped;
+        }
+        if self.out.mem_len() > self.rules.max_outbuf {
+            services.stats.slow_consumer();
+            self.close_politely(services, "slow consumer", Some("slow consumer"));
+            return Pushed::SlowConsumer;
+        }
+        self.out.push_shared(frame);
+        Pushed::Queued
+    }
+
+    /// Closes politely: stop serving, queue the `bye` (if any), send what is owed
+    /// (within `FLUSH_LIMIT`), then shut down and drain.
+    pub fn close_politely(
+        &mut self,
+        services: &mut Services,
+        reason: &'static str,
+        bye: Option<&str>,
+    ) {
+        if self.is_open() {
+            self.leave(services, reason, bye, true);
+        }
+    }
+
+    fn leave(&mut self, services: &mut Services, reason: &'static str, bye: Option<&str>, drain: bool) {
+        if let Some(bye) = bye {
+            services.bye(&mut self.out, bye);
+        }
+        services.leave_chat(&mut self.session);
+        self.close_reason = reason;
+        self.stash = Vec::new();
+        self.set_state(State::Flushing { drain });
+    }
+
+    /// Closes at once (an I/O error, or the polite close is over): the server
+    /// frees it at the end of the turn. The first reason given is kept.
+    pub fn close(&mut self, services: &mut Services, reason: &'static str) {
+        if self.is_closed() {
+            return;
+        }
+        services.leave_chat(&mut self.session);
+        if self.close_reason.is_empty() {
+            self.close_reason = reason;
+        }
+        self.set_state(State::Closed);
+    }
+}

@@ -1,0 +1,96 @@
+//! Accepting stream connections (TCP and Unix alike): a budget per turn,
+//! `--max-conns`, and pausing when the process runs out of descriptors.
+
+use super::{Server, Slot, Source};
+use crate::config::tuning;
+use crate::conn::Conn;
+use crate::net::{IoClass, Stream, classify, is_resource_exhaustion};
+use crate::reactor::{Reactor, TRACE};
+use mio::Interest;
+use std::io;
+
+impl Server {
+    pub(super) fn accept(&mut self, r: &mut Reactor, i: usize) {
+        if self.accept_timer.is_some() {
+            return; // paused; the timer resumes accepting
+        }
+        for _ in 0..tuning::ACCEPTS_PER_TURN {
+            let Some(Some(listener)) = self.listeners.get(i) else {
+                return; // closed by a shutdown
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.accept_starved {
+                        log::warn!("accepting connections again");
+                        self.accept_starved = false;
+                    }
+                    self.open(r, stream, peer);
+                }
+                Err(e) if classify(&e) == IoClass::WouldBlock => return,
+                Err(e) if classify(&e) == IoClass::Retry => continue,
+                // The client gave up before we accepted: only that connection is gone.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => return self.pause_accepting(r, &e),
+            }
+        }
+        // More may be waiting; give the connections their turn first.
+        r.revisit(Source::Listener(i).token());
+    }
+
+    /// EMFILE and friends: the connection stays in the kernel's backlog and,
+    /// edge-triggered, nothing wakes us for it again. Retrying at once would spin;
+    /// exiting would drop every client. Pause and retry on a timer.
+    fn pause_accepting(&mut self, r: &mut Reactor, e: &io::Error) {
+        if !self.accept_starved {
+            let why = if is_resource_exhaustion(e) {
+                "out of descriptors"
+            } else {
+                "error"
+            };
+            log::warn!(
+                "accept: {e} ({why}); pausing accepts, retrying every {:?}",
+                tuning::ACCEPT_PAUSE
+            );
+            self.accept_starved = true;
+        }
+        let token = Source::Listener(0).token();
+        self.accept_timer = Some(r.add_timer(r.now() + tuning::ACCEPT_PAUSE, token));
+    }
+
+    fn open(&mut self, r: &mut Reactor, mut stream: Stream, peer: String) {
+        let admitted = (self.services.stats.conns_open() as usize) < self.config.max_conns;
+        // Over --max-conns a connection still gets its 503 politely, up to a bound.
+        if !admitted
+            && self.conns.len() >= self.config.max_conns.saturating_add(tuning::OVERFLOW_CONNS)
+        {
+            self.services.stats.refused();
+            return; // dropping the stream closes it
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let token = Source::Conn(key).token();
+        log::trace!(target: TRACE, "  accept {peer} as conn {}", token.0);
+        if let Err(e) = r.register(&mut stream, token, Interest::READABLE) {
+            log::warn!("register {peer}: {e}");
+            return;
+        }
+        let conn = Conn::open(&mut self.services, self.rules, key, token.0, admitted, r.now());
+        if admitted {
+            self.services.stats.opened();
+            log::info!("open {peer} ({} open)", self.services.stats.conns_open());
+        } else {
+            self.services.stats.refused();
+        }
+        entry.insert(Slot {
+            stream,
+            conn,
+            peer,
+            interest: Interest::READABLE,
+            timer: None,
+            corked: false,
+            dirty: false,
+            counted: admitted,
+        });
+        self.touch(key);
+    }
+}

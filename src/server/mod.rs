@@ -1,0 +1,327 @@
+//! The server: the reactor's [`Handler`]. It owns the sockets, their tokens and
+//! the slab of connections, and carries out what each connection machine
+//! ([`crate::conn::Conn`]) wants. This file: the sources and their tokens,
+//! setup, and the dispatch of events; accepting, connection I/O, chat pushes
+//! and shutting down have a file each.
+
+mod accept;
+mod io;
+mod push;
+mod shutdown;
+
+use crate::config::{Config, tuning};
+use crate::conn::{Conn, Rules};
+use crate::net::{self, Listener, Stream};
+use crate::reactor::{Handler, Reactor, Readiness, TimerId};
+use crate::service::Services;
+use crate::udp::Udp;
+use mio::net::TcpListener;
+use mio::{Interest, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// What a token names: decoded in one place ([`Source::of`]). The connection in
+/// slab slot `k` owns two tokens, `FIRST_CONN + 2k` for its socket and the next
+/// for its exec child's descriptors (stdout, stderr and pidfd share it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A stream listener (TCP, or `--unix`); also the timer that resumes accepting.
+    Listener(usize),
+    /// The UDP socket (`--udp`).
+    Udp,
+    /// SIGINT and SIGTERM (a self-pipe signal-hook writes to); also the shutdown's deadline.
+    Signals,
+    /// Pidfds of killed children whose connection is gone (reaped when they exit).
+    Orphans,
+    /// A connection's socket (and its one timer).
+    Conn(usize),
+    /// A connection's exec child.
+    Child(usize),
+}
+
+/// Tokens below this name the server's own sources; listeners take 0 and 1.
+const FIRST_CONN: usize = 16;
+const LISTENERS: usize = 2;
+
+impl Source {
+    fn token(self) -> Token {
+        Token(match self {
+            Source::Listener(i) => i,
+            Source::Udp => LISTENERS,
+            Source::Signals => LISTENERS + 1,
+            Source::Orphans => LISTENERS + 2,
+            Source::Conn(key) => FIRST_CONN + 2 * key,
+            Source::Child(key) => FIRST_CONN + 2 * key + 1,
+        })
+    }
+
+    fn of(token: Token) -> Option<Source> {
+        Some(match token.0 {
+            i if i < LISTENERS => Source::Listener(i),
+            i if i == LISTENERS => Source::Udp,
+            i if i == LISTENERS + 1 => Source::Signals,
+            i if i == LISTENERS + 2 => Source::Orphans,
+            i if i >= FIRST_CONN => {
+                let n = i - FIRST_CONN;
+                if n % 2 == 0 {
+                    Source::Conn(n / 2)
+                } else {
+                    Source::Child(n / 2)
+                }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// A connection's slot: its socket and what the loop keeps for it; the
+/// protocol's state is in `conn`.
+struct Slot {
+    stream: Stream,
+    conn: Conn,
+    /// Peer address, for log lines.
+    peer: String,
+    /// Interest registered with the poller now.
+    interest: Interest,
+    /// The armed timer and when it fires; the machine's deadline may be later
+    /// (it is re-armed when it fires early) but never earlier.
+    timer: Option<(TimerId, Instant)>,
+    /// TCP_CORK is set (while a file body goes out).
+    corked: bool,
+    /// Already in the list of connections to settle at the end of the turn.
+    dirty: bool,
+    /// Counted in `conns_open` (false for a connection refused over `--max-conns`).
+    counted: bool,
+}
+
+pub struct Server {
+    config: Config,
+    rules: Rules,
+    /// TCP first, then Unix with `--unix`; `None` once closed by a shutdown.
+    listeners: Vec<Option<Listener>>,
+    udp: Option<Udp>,
+    /// SIGINT and SIGTERM, when [`Server::catch_signals`] was called.
+    signals: Option<Signals>,
+    /// A signal came: no more accepting; exit once every connection is closed.
+    stopping: bool,
+    /// Exit now: a second signal, or the shutdown's time is up.
+    abort: bool,
+    conns: Slab<Slot>,
+    services: Services,
+    /// One read buffer for every connection: bytes are decoded straight out of it.
+    scratch: Vec<u8>,
+    /// Connections touched this turn, settled (written, re-armed, freed) at its end.
+    to_settle: Vec<usize>,
+    /// Scratch list of a push's recipients (reused: no allocation per push).
+    push_keys: Vec<usize>,
+    /// Chat pushes the connection being read has caused in this visit (fairness).
+    visit_pushes: usize,
+    /// Set while accepting is paused after running out of descriptors.
+    accept_timer: Option<TimerId>,
+    /// Whether the current out-of-descriptors episode was logged.
+    accept_starved: bool,
+}
+
+/// An error that says which socket it is about.
+fn context(e: std::io::Error, what: String) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+impl Server {
+    /// Binds the listeners and the UDP socket. The server starts serving in
+    /// [`Server::run`]. Errors say which address failed.
+    pub fn bind(config: Config, services: Services) -> std::io::Result<Server> {
+        // mio sets SO_REUSEADDR, so a restart right after a stop binds at once.
+        let tcp = TcpListener::bind(config.listen)
+            .map_err(|e| context(e, format!("cannot listen on {}", config.listen)))?;
+        let mut listeners = vec![Some(Listener::Tcp(tcp))];
+        if let Some(path) = &config.unix {
+            let unix = net::bind_unix(path).map_err(|e| {
+                let what = format!("cannot listen on Unix socket {}", path.display());
+                context(e, what)
+            })?;
+            listeners.push(Some(unix));
+        }
+        let udp = match config.udp {
+            None => None,
+            Some(addr) => Some(Udp::bind(addr, services.open_limits()).map_err(|e| {
+                context(e, format!("cannot bind UDP {addr} (--udp ADDR, or --udp off)"))
+            })?),
+        };
+        Ok(Server {
+            rules: Rules {
+                idle_timeout: config.idle_timeout,
+                auth_timeout: config.auth_timeout,
+                max_outbuf: config.max_outbuf,
+            },
+            config,
+            listeners,
+            udp,
+            signals: None,
+            stopping: false,
+            abort: false,
+            conns: Slab::new(),
+            services,
+            scratch: vec![0; tuning::READ_CHUNK],
+            to_settle: Vec::new(),
+            push_keys: Vec::new(),
+            visit_pushes: 0,
+            accept_timer: None,
+            accept_starved: false,
+        })
+    }
+
+    /// The TCP listener's address (the port, when port 0 was asked for).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self.listeners.first() {
+            Some(Some(Listener::Tcp(l))) => l.local_addr(),
+            _ => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// The UDP socket's address, when UDP is on.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp.as_ref().and_then(|u| u.socket.local_addr().ok())
+    }
+
+    /// From now on SIGINT and SIGTERM shut the server down gracefully (a second
+    /// one: at once) instead of killing the process. Called before the server says
+    /// it is listening, so a signal sent right after that is never lost to the
+    /// default action.
+    pub fn catch_signals(&mut self) -> std::io::Result<()> {
+        self.signals = Some(Signals::new([SIGINT, SIGTERM])?);
+        Ok(())
+    }
+
+    /// Serves until a signal's shutdown is done (or forever without
+    /// [`Server::catch_signals`]).
+    pub fn run(mut self) -> std::io::Result<()> {
+        let mut reactor = Reactor::new()?;
+        for (i, listener) in self.listeners.iter_mut().enumerate() {
+            if let Some(l) = listener {
+                reactor.register(l, Source::Listener(i).token(), Interest::READABLE)?;
+            }
+        }
+        if let Some(udp) = &mut self.udp {
+            reactor.register(&mut udp.socket, Source::Udp.token(), Interest::READABLE)?;
+        }
+        if let Some(signals) = &mut self.signals {
+            reactor.register(signals, Source::Signals.token(), Interest::READABLE)?;
+        }
+        reactor.run(&mut self)?;
+        // Connections still open after the shutdown's time: their jobs end here
+        // (uploads' temp files go, exec children are killed).
+        let open: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in open {
+            self.free(&mut reactor, key);
+        }
+        log::info!("shut down");
+        Ok(())
+    }
+
+    /// Remembers to settle the connection at the end of the turn.
+    fn touch(&mut self, key: usize) {
+        if let Some(slot) = self.conns.get_mut(key)
+            && !slot.dirty
+        {
+            slot.dirty = true;
+            self.to_settle.push(key);
+        }
+    }
+
+    fn serve_udp(&mut self, r: &mut Reactor) {
+        let Some(udp) = &mut self.udp else {
+            return; // closed by a shutdown
+        };
+        // Budget spent with datagrams perhaps left: no new edge will come for them.
+        if udp.serve(&mut self.services.stats) {
+            r.revisit(Source::Udp.token());
+        }
+    }
+}
+
+impl Handler for Server {
+    fn ready(&mut self, r: &mut Reactor, token: Token, readiness: Readiness) {
+        match Source::of(token) {
+            Some(Source::Listener(i)) => self.accept(r, i),
+            Some(Source::Udp) => self.serve_udp(r),
+            Some(Source::Signals) => self.signalled(r),
+            Some(Source::Orphans) => self.services.reap_orphans(),
+            Some(Source::Conn(key)) => {
+                if readiness.readable {
+                    self.read(r, key);
+                }
+                // Writable: the end of the turn writes what is owed.
+                self.touch(key);
+            }
+            Some(Source::Child(key)) => self.resume(r, key),
+            None => {}
+        }
+    }
+
+    fn timer(&mut self, r: &mut Reactor, token: Token, id: TimerId) {
+        match Source::of(token) {
+            Some(Source::Listener(_)) if self.accept_timer == Some(id) => {
+                self.accept_timer = None;
+                // Paused accepting holds for every listener: resume them all.
+                for i in 0..self.listeners.len() {
+                    self.accept(r, i);
+                }
+            }
+            Some(Source::Signals) => self.shutdown_overdue(),
+            Some(Source::Conn(key)) => {
+                // Only the slot's current timer counts; any other is stale (lazy cancel).
+                let Some(slot) = self.conns.get_mut(key) else {
+                    return;
+                };
+                if slot.timer.is_some_and(|(armed, _)| armed == id) {
+                    slot.timer = None;
+                    slot.conn.timer(&mut self.services, r.now());
+                    self.touch(key);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn revisit(&mut self, r: &mut Reactor, token: Token) {
+        match Source::of(token) {
+            Some(Source::Listener(i)) => self.accept(r, i),
+            Some(Source::Udp) => self.serve_udp(r),
+            Some(Source::Conn(key)) => {
+                if self.conns.get(key).is_some_and(|s| s.conn.state().is_working()) {
+                    self.resume(r, key);
+                } else {
+                    self.read(r, key);
+                }
+                // Output held back by the file budget goes out now too.
+                self.touch(key);
+            }
+            _ => {}
+        }
+    }
+
+    fn end_of_turn(&mut self, r: &mut Reactor) {
+        // Chat pushes not yet carried out (a member's close sent its rooms `left`).
+        self.send_pushes(r);
+        // Write at the end of the turn: replies produced by several events go out in one writev.
+        while !self.to_settle.is_empty() {
+            let mut to_settle = std::mem::take(&mut self.to_settle);
+            for key in to_settle.drain(..) {
+                self.settle(r, key);
+            }
+            if self.to_settle.is_empty() {
+                self.to_settle = to_settle; // keep the allocation
+            }
+            // A write error closed a chat member: the rest of its rooms hear `left`.
+            self.send_pushes(r);
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.abort || (self.stopping && self.conns.is_empty())
+    }
+}
