@@ -3,6 +3,7 @@
 //! slab key, and pushes go to an outbox the server carries out (`Chat::take_outbox`).
 
 use super::ops::OpError;
+use crate::auth::valid_name;
 use crate::bufpool;
 use crate::proto::header::req_str;
 use crate::proto::{HeadWriter, Header};
@@ -66,14 +67,6 @@ pub struct Chat {
     /// User name -> its open connections (the targets of a `dm`).
     users: HashMap<String, Vec<usize>>,
     outbox: Vec<Delivery>,
-}
-
-/// Room and user names: 1-64 of `[A-Za-z0-9_.-]`.
-pub fn valid_name(name: &str) -> bool {
-    (1..=MAX_NAME).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// A required room or user name field: a string of a valid name, or a 400.
