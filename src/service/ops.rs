@@ -121,8 +121,8 @@ pub fn run(op: Op, header: &Header, stats: &Stats) -> Result<Reply, OpError> {
         Op::Ping => Ok(Reply::Empty),
         Op::Time => {
             let format = opt_str(header.format, "format")?;
-            time(format.as_deref().unwrap_or(DEFAULT_TIME_FORMAT), Local::now())
-                .map(|t| Reply::Bytes(t.into_bytes()))
+            let format = format.as_deref().unwrap_or(DEFAULT_TIME_FORMAT);
+            time(format, Local::now()).map(|t| Reply::Bytes(t.into_bytes()))
         }
         Op::Stats => Ok(Reply::Bytes(stats.to_json())),
         // Only stateless ops without a body come here; answer sanely if another does.
@@ -154,12 +154,8 @@ pub fn time(format: &str, now: DateTime<Local>) -> Result<String, OpError> {
         return Err(OpError::bad("bad strftime format"));
     }
     let mut text = String::new();
-    write!(
-        text,
-        "{}",
-        now.format_with_items(items.into_iter())
-    )
-    .map_err(|_| OpError::bad("bad strftime format"))?;
+    write!(text, "{}", now.format_with_items(items.into_iter()))
+        .map_err(|_| OpError::bad("bad strftime format"))?;
     Ok(text)
 }
 
