@@ -45,6 +45,7 @@ impl Default for FileSession {
     }
 }
 
+/// The file service, for the whole server.
 pub struct Files {
     /// `<data-dir>/files`: one root per user below it.
     files_dir: PathBuf,
