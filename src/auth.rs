@@ -69,9 +69,13 @@ pub fn hex32(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// User and room names: 1-64 of `[A-Za-z0-9_.-]`.
+/// Longest user name (and room name, by the same rule).
+pub const MAX_NAME: usize = 64;
+
+/// The one name rule, for user names (contract section 3: the users file, `keygen`)
+/// and room names (section 7, checked by the chat service): 1-64 of `[A-Za-z0-9_.-]`.
 pub fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
+    (1..=MAX_NAME).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))

@@ -3,6 +3,7 @@
 //! slab key, and its pushes wait in a queue the server carries out (`Chat::take_pushes`).
 
 use super::ops::OpError;
+use crate::auth::valid_name;
 use crate::bufpool;
 use crate::proto::header::req_str;
 use crate::proto::{HeadWriter, Header};
@@ -67,14 +68,6 @@ pub struct Chat {
     users: HashMap<String, Vec<usize>>,
     /// Pushes queued for the server to carry out.
     pushes: Vec<Push>,
-}
-
-/// Room and user names: 1-64 of `[A-Za-z0-9_.-]`.
-pub fn valid_name(name: &str) -> bool {
-    (1..=MAX_NAME).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// A required room or user name field: a string of a valid name, or a 400.

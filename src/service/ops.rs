@@ -1,13 +1,18 @@
-//! The stateless ops of contract section 4: ping, echo, upper, stamp, time, stats.
-//! Pure functions from a request to a reply, so any transport can serve them.
+//! The stateless ops of contract section 4 (ping, echo, upper, stamp, time, stats),
+//! and `OpError`, the refusal every service replies with.
+//! The ops keep no state and do no I/O, so any transport can serve them; `time` and
+//! `stamp` read the local clock, once per request in `run` and `run_with_body`.
 
 use super::Op;
+use super::files::path::PathError;
 use super::stats::Stats;
 use crate::outbuf::OutBuf;
-use crate::proto::header::opt_str;
+use crate::proto::header::{FieldError, opt_str};
 use crate::proto::{HeadWriter, Header};
 use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, Local};
 use std::fmt::Write as _;
+use std::io;
 
 /// A successful reply's body.
 #[derive(Debug)]
@@ -44,6 +49,10 @@ impl Reply {
 }
 
 /// A request the op refuses: status and message for the error reply.
+///
+/// One way to make one from each kind of cause: `OpError::new` for a refusal the
+/// service decides, `OpError::bad` for a 400 it words itself, and `?` (the `From`
+/// impls below) for a bad header field, a bad path and a failed file system call.
 #[derive(Debug, PartialEq, Eq)]
 pub struct OpError {
     pub status: u16,
@@ -51,11 +60,53 @@ pub struct OpError {
 }
 
 impl OpError {
-    pub fn bad(message: impl Into<String>) -> OpError {
+    pub fn new(status: u16, message: impl Into<String>) -> OpError {
         OpError {
-            status: 400,
+            status,
             message: message.into(),
         }
+    }
+
+    /// 400: the request itself is wrong.
+    pub fn bad(message: impl Into<String>) -> OpError {
+        OpError::new(400, message)
+    }
+}
+
+/// A missing or mistyped header field: 400.
+impl From<FieldError> for OpError {
+    fn from(e: FieldError) -> OpError {
+        OpError::bad(e.to_string())
+    }
+}
+
+/// A path the resolver refuses, with its status (400 or 403, contract section 5).
+impl From<PathError> for OpError {
+    fn from(e: PathError) -> OpError {
+        OpError::new(e.status, e.message)
+    }
+}
+
+/// A failed file system call, as the contract's status for it (section 5).
+impl From<io::Error> for OpError {
+    fn from(e: io::Error) -> OpError {
+        let (status, message) = match e.raw_os_error().unwrap_or(0) {
+            libc::ENOENT => (404, "no such file or directory"),
+            // ELOOP: RESOLVE_NO_SYMLINKS met a symlink; EXDEV: RESOLVE_BENEATH met an escape.
+            libc::ELOOP | libc::EXDEV => (403, "a path component is a symbolic link"),
+            libc::ENOTDIR => (409, "not a directory"),
+            libc::EISDIR => (409, "is a directory"),
+            libc::EEXIST => (409, "already exists"),
+            libc::ENOTEMPTY => (409, "directory not empty"),
+            libc::EACCES | libc::EPERM => (403, "permission denied"),
+            libc::ENAMETOOLONG => (400, "name too long"),
+            libc::ENOSPC | libc::EDQUOT => (500, "the server's disk is full"),
+            _ => {
+                log::warn!("file service: {e}");
+                return OpError::new(500, format!("server file error: {e}"));
+            }
+        };
+        OpError::new(status, message)
     }
 }
 
@@ -69,10 +120,9 @@ pub fn run(op: Op, header: &Header, stats: &Stats) -> Result<Reply, OpError> {
     match op {
         Op::Ping => Ok(Reply::Empty),
         Op::Time => {
-            let format =
-                opt_str(header.format, "format").map_err(|e| OpError::bad(e.to_string()))?;
-            time(format.as_deref().unwrap_or(DEFAULT_TIME_FORMAT))
-                .map(|t| Reply::Bytes(t.into_bytes()))
+            let format = opt_str(header.format, "format")?;
+            let format = format.as_deref().unwrap_or(DEFAULT_TIME_FORMAT);
+            time(format, Local::now()).map(|t| Reply::Bytes(t.into_bytes()))
         }
         Op::Stats => Ok(Reply::Bytes(stats.to_json())),
         // Only stateless ops without a body come here; answer sanely if another does.
@@ -88,14 +138,14 @@ pub fn run_with_body(op: Op, mut body: Vec<u8>) -> Result<Reply, OpError> {
             body.make_ascii_uppercase();
             Ok(Reply::Bytes(body))
         }
-        Op::Stamp => Ok(Reply::Prefixed(stamp_prefix(), body)),
+        Op::Stamp => Ok(Reply::Prefixed(stamp_prefix(Local::now()), body)),
         _ => Err(OpError::bad("op takes no body")),
     }
 }
 
-/// strftime of the local time. The format is checked first: chrono panics when a
-/// format with an error item is displayed, and a client's format must never do that.
-pub fn time(format: &str) -> Result<String, OpError> {
+/// strftime of `now`. The format is checked first: chrono panics when a format
+/// with an error item is displayed, and a client's format must never do that.
+pub fn time(format: &str, now: DateTime<Local>) -> Result<String, OpError> {
     if format.len() > MAX_FORMAT {
         return Err(OpError::bad(format!("format is over {MAX_FORMAT} bytes")));
     }
@@ -104,40 +154,47 @@ pub fn time(format: &str) -> Result<String, OpError> {
         return Err(OpError::bad("bad strftime format"));
     }
     let mut text = String::new();
-    write!(
-        text,
-        "{}",
-        chrono::Local::now().format_with_items(items.into_iter())
-    )
-    .map_err(|_| OpError::bad("bad strftime format"))?;
+    write!(text, "{}", now.format_with_items(items.into_iter()))
+        .map_err(|_| OpError::bad("bad strftime format"))?;
     Ok(text)
 }
 
-/// `[` + ctime-style local time + `] `.
-fn stamp_prefix() -> String {
-    format!("[{}] ", chrono::Local::now().format(STAMP_FORMAT))
+/// `[` + ctime-style `now` + `] `.
+fn stamp_prefix(now: DateTime<Local>) -> String {
+    format!("[{}] ", now.format(STAMP_FORMAT))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
+
+    /// Sun Nov 22 03:58:07 2026, local time.
+    fn at() -> DateTime<Local> {
+        Local
+            .with_ymd_and_hms(2026, 11, 22, 3, 58, 7)
+            .earliest()
+            .unwrap()
+    }
 
     #[test]
     fn time_formats() {
-        assert_eq!(time("%Y").unwrap().len(), 4);
-        assert_eq!(time("plain").unwrap(), "plain");
-        assert_eq!(time("").unwrap(), "");
-        let t = time(DEFAULT_TIME_FORMAT).unwrap();
-        assert_eq!(t.len(), "2026-11-22 03:58:07".len(), "{t}");
+        assert_eq!(time("%Y", at()).unwrap(), "2026");
+        assert_eq!(time("plain", at()).unwrap(), "plain");
+        assert_eq!(time("", at()).unwrap(), "");
+        assert_eq!(
+            time(DEFAULT_TIME_FORMAT, at()).unwrap(),
+            "2026-11-22 03:58:07"
+        );
     }
 
     #[test]
     fn bad_formats_are_400_not_panics() {
         for f in ["%", "%Q", "%-", "abc %E", "%:"] {
-            assert_eq!(time(f).unwrap_err().status, 400, "{f}");
+            assert_eq!(time(f, at()).unwrap_err().status, 400, "{f}");
         }
-        assert_eq!(time(&"a".repeat(257)).unwrap_err().status, 400);
-        assert!(time(&"a".repeat(256)).is_ok());
+        assert_eq!(time(&"a".repeat(257), at()).unwrap_err().status, 400);
+        assert!(time(&"a".repeat(256), at()).is_ok());
     }
 
     #[test]
@@ -150,10 +207,18 @@ mod tests {
     }
 
     #[test]
-    fn stamp_prefix_shape() {
-        let p = stamp_prefix();
-        // "[Sun Nov 22 03:58:07 2026] "
-        assert_eq!(p.len(), 27, "{p}");
-        assert!(p.starts_with('[') && p.ends_with("] "));
+    fn stamp_prefix_is_ctime() {
+        assert_eq!(stamp_prefix(at()), "[Sun Nov 22 03:58:07 2026] ");
+    }
+
+    #[test]
+    fn io_errors_map_to_contract_statuses() {
+        let status = |errno| OpError::from(io::Error::from_raw_os_error(errno)).status;
+        assert_eq!(status(libc::ENOENT), 404);
+        assert_eq!(status(libc::ELOOP), 403);
+        assert_eq!(status(libc::EXDEV), 403);
+        assert_eq!(status(libc::ENOTEMPTY), 409);
+        assert_eq!(status(libc::ENAMETOOLONG), 400);
+        assert_eq!(status(libc::EIO), 500);
     }
 }

@@ -208,6 +208,11 @@ pub fn is_symlink(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFLNK
 }
 
+/// The size in bytes (0 for the negative sizes the kernel never reports).
+pub fn size(st: &libc::stat) -> u64 {
+    u64::try_from(st.st_size).unwrap_or(0)
+}
+
 /// Starts writeback of a written range without waiting for it, so the final
 /// fsync of a large upload has little left to wait for (a blocking call in the loop).
 pub fn start_writeback(fd: BorrowedFd, offset: u64, len: u64) {

@@ -12,22 +12,16 @@ pub struct PathError {
     pub message: &'static str,
 }
 
-const NUL: PathError = PathError {
-    status: 400,
-    message: "path contains a NUL byte",
-};
-const TOO_LONG: PathError = PathError {
-    status: 400,
-    message: "path is over 4096 bytes",
-};
-const EMPTY: PathError = PathError {
-    status: 400,
-    message: "path is empty",
-};
-const ABOVE_ROOT: PathError = PathError {
-    status: 403,
-    message: "path climbs above your root",
-};
+impl PathError {
+    const fn new(status: u16, message: &'static str) -> PathError {
+        PathError { status, message }
+    }
+}
+
+const NUL: PathError = PathError::new(400, "path contains a NUL byte");
+const TOO_LONG: PathError = PathError::new(400, "path is over 4096 bytes");
+const EMPTY: PathError = PathError::new(400, "path is empty");
+const ABOVE_ROOT: PathError = PathError::new(403, "path climbs above your root");
 
 /// A resolved path inside the user's root: its components, none of them empty,
 /// `.` or `..`. The root itself has no components.
