@@ -74,6 +74,36 @@ pub struct Flushed {
     pub blocked: bool,
 }
 
+/// Where a frame is written: a connection's [`OutBuf`], or a `Vec` holding one
+/// datagram (UDP), so a reply is serialized by one piece of code for both.
+pub trait FrameOut {
+    /// Appends one frame's header (or a whole small frame) written by `write`.
+    fn append(&mut self, write: impl FnOnce(&mut Vec<u8>));
+    /// Appends bytes of the frame's body.
+    fn push_body(&mut self, body: Vec<u8>);
+}
+
+impl FrameOut for Vec<u8> {
+    fn append(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        write(self);
+    }
+
+    fn push_body(&mut self, body: Vec<u8>) {
+        self.extend_from_slice(&body);
+        bufpool::give(body);
+    }
+}
+
+impl FrameOut for OutBuf {
+    fn append(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        OutBuf::append(self, write);
+    }
+
+    fn push_body(&mut self, body: Vec<u8>) {
+        OutBuf::push_body(self, body);
+    }
+}
+
 /// Pending output: a queue of chunks written with `writev` (memory) and
 /// `sendfile` (files). Written memory chunks go back to the buffer pool, so a
 /// drained `OutBuf` holds no buffer.

@@ -70,7 +70,10 @@ impl Server {
         let buf = match reading {
             Reading::Not => return Ok(Step::Stop),
             Reading::Requests | Reading::Discard => scratch,
-            Reading::Ahead(room) => scratch.get_mut(..room).unwrap_or(scratch),
+            Reading::Ahead(room) => {
+                let room = room.min(scratch.len());
+                scratch.get_mut(..room).unwrap_or_default()
+            }
         };
         let n = slot.stream.read(buf)?;
         if n == 0 {

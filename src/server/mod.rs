@@ -10,7 +10,7 @@ mod push;
 mod shutdown;
 
 use crate::config::{Config, tuning};
-use crate::conn::{Conn, Rules};
+use crate::conn::{Conn, Rules, State};
 use crate::net::{self, Listener, Stream};
 use crate::reactor::{Handler, Reactor, Readiness, TimerId};
 use crate::service::Services;
@@ -292,7 +292,7 @@ impl Handler for Server {
             Some(Source::Listener(i)) => self.accept(r, i),
             Some(Source::Udp) => self.serve_udp(r),
             Some(Source::Conn(key)) => {
-                if self.conns.get(key).is_some_and(|s| s.conn.state().is_working()) {
+                if self.conns.get(key).is_some_and(|s| matches!(s.conn.state(), State::Working(_))) {
                     self.resume(r, key);
                 } else {
                     self.read(r, key);

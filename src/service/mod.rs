@@ -248,6 +248,11 @@ impl Services {
         }
     }
 
+    /// The decoder limits once logged in (UDP has no login: it uses these).
+    pub fn open_limits(&self) -> Limits {
+        self.open_limits
+    }
+
     /// Whether pushes for other connections wait (see [`Services::take_pushes`]).
     pub fn has_pushes(&self) -> bool {
         self.chat.has_pushes()

@@ -6,7 +6,7 @@
 use super::Op;
 use super::files::path::PathError;
 use super::stats::Stats;
-use crate::outbuf::OutBuf;
+use crate::outbuf::FrameOut;
 use crate::proto::header::{FieldError, opt_str};
 use crate::proto::{HeadWriter, Header};
 use chrono::format::{Item, StrftimeItems};
@@ -33,15 +33,16 @@ impl Reply {
         }
     }
 
-    /// Queues the reply frame: header with status 200, then the body.
-    pub fn write(self, out: &mut OutBuf, id: Option<u64>) {
+    /// Writes the reply frame (header with status 200, then the body) to a
+    /// connection's queue or to a datagram being built.
+    pub fn write(self, out: &mut impl FrameOut, id: Option<u64>) {
         let size = self.body_len();
         out.append(|buf| HeadWriter::reply(buf, 200, id).finish(size));
         match self {
             Reply::Empty => {}
             Reply::Bytes(body) => out.push_body(body),
             Reply::Prefixed(prefix, body) => {
-                out.append(|buf| buf.extend_from_slice(prefix.as_bytes()));
+                out.push_body(prefix.into_bytes());
                 out.push_body(body);
             }
         }

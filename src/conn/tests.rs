@@ -1,0 +1,1 @@
+//! Unit tests of the connection machine, driven with no socket.
