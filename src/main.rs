@@ -3,7 +3,7 @@
 
 mod args;
 
-use args::{Cli, Command, LoadArgs, ServeArgs};
+use args::{Cli, ClientArgs, Command, LoadArgs, ServeArgs};
 use frameloop::auth::{self, Users};
 use frameloop::config::Config;
 use frameloop::reactor::TRACE;
@@ -12,47 +12,6 @@ use frameloop::service::Services;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
-
-fn load(args: LoadArgs) -> Result<(), String> {
-    let r = frameloop::load::run(&args.load_config()?).map_err(|e| format!("load: {e}"))?;
-    if args.json {
-        println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
-    } else {
-        print!("{r}");
-    }
-    if r.errors > 0 {
-        return Err(format!("{} replies were wrong", r.errors));
-    }
-    Ok(())
-}
-
-/// Logs go to stderr, `info` by default (`RUST_LOG` overrides). `--trace` adds the
-/// loop trace: compact lines, milliseconds since start, no level or module.
-fn init_logging(trace: bool) {
-    let started = Instant::now();
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    builder.target(env_logger::Target::Stderr);
-    if trace {
-        builder.filter_module(TRACE, log::LevelFilter::Trace);
-    }
-    builder.format(move |buf, record| {
-        if record.target() == TRACE {
-            let ms = started.elapsed().as_secs_f64() * 1000.0;
-            writeln!(buf, "{ms:9.3} ms {}", record.args())
-        } else {
-            let ts = buf.timestamp();
-            writeln!(
-                buf,
-                "[{ts} {} {}] {}",
-                record.level(),
-                record.target(),
-                record.args()
-            )
-        }
-    });
-    builder.init();
-}
 
 fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
@@ -75,7 +34,7 @@ fn main() -> ExitCode {
 }
 
 /// The client has exit codes of its own (`client::cli`).
-fn client(args: &args::ClientArgs) -> ExitCode {
+fn client(args: &ClientArgs) -> ExitCode {
     use frameloop::client::cli;
     match args.options() {
         Err(e) => {
@@ -87,6 +46,23 @@ fn client(args: &args::ClientArgs) -> ExitCode {
     }
 }
 
+/// Runs the load, prints its report (a table, or one JSON line), and fails when any
+/// reply was wrong.
+fn load(args: LoadArgs) -> Result<(), String> {
+    let r = frameloop::load::run(&args.load_config()?).map_err(|e| format!("load: {e}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+    } else {
+        print!("{r}");
+    }
+    if r.errors > 0 {
+        return Err(format!("{} replies were wrong", r.errors));
+    }
+    Ok(())
+}
+
+/// Prepares the users, descriptors and data directory, binds, says where it listens
+/// on stdout, and runs the event loop until a signal stops it.
 fn serve(args: ServeArgs) -> Result<(), String> {
     let config = args.into_config()?;
     let allowed = config.allow_exec.names();
@@ -165,4 +141,32 @@ fn load_or_create_users(config: &Config) -> Result<Users, String> {
         );
     }
     Ok(users)
+}
+
+/// Logs go to stderr, `info` by default (`RUST_LOG` overrides). `--trace` adds the
+/// loop trace: compact lines, milliseconds since start, no level or module.
+fn init_logging(trace: bool) {
+    let started = Instant::now();
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    builder.target(env_logger::Target::Stderr);
+    if trace {
+        builder.filter_module(TRACE, log::LevelFilter::Trace);
+    }
+    builder.format(move |buf, record| {
+        if record.target() == TRACE {
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            writeln!(buf, "{ms:9.3} ms {}", record.args())
+        } else {
+            let ts = buf.timestamp();
+            writeln!(
+                buf,
+                "[{ts} {} {}] {}",
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        }
+    });
+    builder.init();
 }
