@@ -1,12 +1,26 @@
-//! Every limit and default of the server in one place (contract sections 9 and 10).
+//! The server's settings: `Config` (the `serve` flags) with its defaults, the flag-value
+//! parsers, and the loop's fixed `tuning`; limits of one op or layer live with it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Where the server listens (TCP and UDP) and the tools connect, unless told.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
 pub const DEFAULT_DATA_DIR: &str = "./frameloop-data";
 
+/// The default address, parsed.
+pub fn default_addr() -> SocketAddr {
+    DEFAULT_ADDR.parse().expect("DEFAULT_ADDR is an address")
+}
+
+/// The users file when none is named: `users` in the default data directory.
+pub fn default_users_file() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR).join("users")
+}
+
+/// The settings of a server. Their defaults are written once, in `Config::default()`:
+/// the `serve` flags take theirs from it.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -33,13 +47,12 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Config {
-        let data_dir = PathBuf::from(DEFAULT_DATA_DIR);
         Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
-            udp: Some(SocketAddr::from(([127, 0, 0, 1], 7878))),
+            listen: default_addr(),
+            udp: Some(default_addr()),
             unix: None,
-            users_file: data_dir.join("users"),
-            data_dir,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            users_file: default_users_file(),
             no_auth: false,
             max_conns: 10_000,
             max_header: 65_536,
