@@ -1,21 +1,21 @@
-//! A connection's request handling fed arbitrary frames: the handshake (no input
-//! ever logs in without the key), and, after a real login, every op (files in a
-//! temp dir, chat with its pushes dropped). Never a
-//! panic, and every reply is a well-formed frame with a contract status.
+//! The connection machine fed arbitrary input: the handshake (no input ever
+//! logs in without the key), and, after a real login, every op (files in a
+//! temp dir, chat with its pushes dropped). It drives `Conn` as the server
+//! does, with no socket. Never a panic, and every reply is a well-formed frame
+//! with a contract status.
 #![no_main]
 
 use frameloop::auth::{self, Users};
 use frameloop::client::read_frame;
 use frameloop::config::Config;
-use frameloop::outbuf::{OutBuf, Sink};
-use frameloop::proto::{Decoder, Event, encode_frame};
-use frameloop::service::exec::ChildIo;
-use frameloop::service::{Next, Services, Session};
+use frameloop::conn::{Conn, Rules, State};
+use frameloop::outbuf::Sink;
+use frameloop::proto::encode_frame;
+use frameloop::service::Services;
 use libfuzzer_sys::fuzz_target;
-use mio::{Poll, Token};
 use std::cell::RefCell;
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const KEY: [u8; 32] = [7; 32];
 
@@ -34,23 +34,11 @@ impl Write for Mem {
 
 impl Sink for Mem {}
 
-fn take_output(out: &mut OutBuf) -> Vec<u8> {
-    let mut mem = Mem(Vec::new());
-    out.write_to(&mut mem, usize::MAX)
-        .expect("memory never fails");
-    mem.0
-}
-
-struct World {
-    services: Services,
-    poll: Poll,
-}
-
 thread_local! {
-    static WORLD: RefCell<Option<World>> = const { RefCell::new(None) };
+    static SERVICES: RefCell<Option<Services>> = const { RefCell::new(None) };
 }
 
-fn world() -> World {
+fn services() -> Services {
     let dir = std::env::temp_dir().join(format!("frameloop-fuzz-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("data dir");
     let config = Config {
@@ -60,78 +48,58 @@ fn world() -> World {
         ..Config::default()
     };
     let users = Users::parse(&format!("guest {}\n", hex::encode(KEY))).expect("users");
-    World {
-        services: Services::new(users, &config, Instant::now()).expect("services"),
-        poll: Poll::new().expect("poll"),
-    }
+    Services::new(users, &config, Instant::now()).expect("services")
 }
 
-/// Runs `input` through a decoder and the services as the server does. Returns
-/// false once the connection would be closed.
-fn feed(
-    w: &mut World,
-    session: &mut Session,
-    decoder: &mut Decoder,
-    out: &mut OutBuf,
-    input: &[u8],
-) -> bool {
-    let mut pos = 0;
-    loop {
-        let next = match decoder.decode(&input[pos..]) {
-            Err(e) => {
-                w.services.framing_error(&e, out);
-                return false;
-            }
-            Ok((n, event)) => {
-                pos += n;
-                match event {
-                    None => return true,
-                    Some(Event::Head { header, oversized }) => {
-                        let io = ChildIo {
-                            registry: w.poll.registry(),
-                            tokens: [Token(1), Token(2), Token(3)],
-                        };
-                        w.services.head(session, &header, oversized, out, &io)
-                    }
-                    Some(Event::Body(chunk)) => {
-                        w.services.body(session, chunk);
-                        Next::Continue
-                    }
-                    Some(Event::End) => w.services.end(session, out),
-                }
-            }
-        };
-        // Chat pushes would go to other connections; there are none here.
-        let mut pushes = w.services.take_pushes();
+/// Writes the connection's output to `mem`, as the server's end of turn does.
+fn write_out(s: &mut Services, conn: &mut Conn, mem: &mut Mem, now: Instant) {
+    let done = conn.out.write_to(mem, usize::MAX).expect("memory never fails");
+    conn.written(s, done.bytes, now);
+}
+
+/// Feeds `input` as the server does: pushes carried out (dropped: there are no
+/// other connections), jobs run to their end, output written between steps.
+fn feed(s: &mut Services, conn: &mut Conn, mem: &mut Mem, input: &[u8], now: Instant) {
+    let mut used = 0;
+    for _ in 0..100_000 {
+        used += conn.receive(s, input.get(used..), now);
+        let mut pushes = s.take_pushes();
         pushes.clear();
-        w.services.return_pushes(pushes);
-        match next {
-            Next::Continue => {}
-            Next::Authenticated => decoder.set_limits(w.services.limits(true)),
-            Next::Busy => {
-                // A sum: run it to the end (the files here are small).
-                let mut steps = 0;
-                while w.services.resume(session, out) == Next::Busy {
-                    steps += 1;
-                    assert!(steps < 10_000, "a job never ends");
-                }
-            }
-            // No program is allowed, so no exec waits; a close ends the input.
-            Next::Waiting | Next::Close(_) => return false,
+        s.return_pushes(pushes);
+        // A sum runs to its end (the files here are small); no exec is allowed.
+        let mut steps = 0;
+        while matches!(conn.state(), State::Working(_)) {
+            conn.resume(s, now);
+            steps += 1;
+            assert!(steps < 10_000, "a job never ends");
+        }
+        write_out(s, conn, mem, now);
+        while conn.has_stash() && conn.reading() != frameloop::conn::Reading::Not {
+            conn.receive(s, None, now);
+            write_out(s, conn, mem, now);
+        }
+        if used >= input.len() || !conn.is_open() {
+            return;
         }
     }
+    panic!("the machine stopped taking input");
 }
 
-fn run(w: &mut World, data: &[u8]) {
+fn run(s: &mut Services, data: &[u8]) {
     let Some((&mode, input)) = data.split_first() else {
         return;
     };
-    let mut session = Session::default();
-    session.set_key(0);
-    let mut out = OutBuf::default();
-    w.services.greet(&mut session, &mut out).expect("greet");
-    let hello = read_frame(&mut &take_output(&mut out)[..]).expect("hello");
-    let mut decoder = Decoder::new(w.services.limits(false));
+    let now = Instant::now();
+    let rules = Rules {
+        idle_timeout: Duration::from_secs(10),
+        auth_timeout: Duration::from_secs(10),
+        max_outbuf: 1 << 20,
+    };
+    let mut conn = Conn::open(s, rules, 0, 0, true, now);
+    let mut mem = Mem(Vec::new());
+    write_out(s, &mut conn, &mut mem, now);
+    let hello = read_frame(&mut &mem.0[..]).expect("hello");
+    mem.0.clear();
     let logged_in = mode & 1 == 1;
     if logged_in {
         // A real login first, so the rest of the input reaches the authenticated ops.
@@ -143,19 +111,14 @@ fn run(w: &mut World, data: &[u8]) {
             hex::encode(cnonce),
             hex::encode(mac)
         );
-        assert!(feed(
-            w,
-            &mut session,
-            &mut decoder,
-            &mut out,
-            &encode_frame(head.as_bytes(), b"")
-        ));
-        let reply = read_frame(&mut &take_output(&mut out)[..]).expect("auth reply");
+        feed(s, &mut conn, &mut mem, &encode_frame(head.as_bytes(), b""), now);
+        let reply = read_frame(&mut &mem.0[..]).expect("auth reply");
         assert_eq!(reply.status(), 200);
+        assert_eq!(conn.state(), State::Serving);
+        mem.0.clear();
     }
-    feed(w, &mut session, &mut decoder, &mut out, input);
-    let bytes = take_output(&mut out);
-    let mut rest = &bytes[..];
+    feed(s, &mut conn, &mut mem, input, now);
+    let mut rest = &mem.0[..];
     while !rest.is_empty() {
         let frame = read_frame(&mut rest).expect("replies are well-formed frames");
         let status = frame.status();
@@ -167,19 +130,19 @@ fn run(w: &mut World, data: &[u8]) {
             assert_ne!(status, 200, "logged in without the key: {frame:?}");
         }
     }
-    // As the server does on close: leave the chat rooms; dropping the session
+    // As the server does on close: the machine leaves its chat rooms; freeing
     // drops an unfinished upload (its temp file goes).
-    w.services.leave_chat(&mut session);
-    let mut pushes = w.services.take_pushes();
+    conn.close(s, "end of input");
+    conn.release(s, |_| false);
+    let mut pushes = s.take_pushes();
     pushes.clear();
-    w.services.return_pushes(pushes);
-    drop(session);
+    s.return_pushes(pushes);
 }
 
 fuzz_target!(|data: &[u8]| {
-    WORLD.with(|cell| {
+    SERVICES.with(|cell| {
         let mut cell = cell.borrow_mut();
-        let w = cell.get_or_insert_with(world);
-        run(w, data);
+        let s = cell.get_or_insert_with(services);
+        run(s, data);
     });
 });

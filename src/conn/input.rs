@@ -121,7 +121,7 @@ impl Conn {
     }
 
     /// The transition for what the services answered.
-    fn answered(&mut self, services: &mut Services, next: Next) {
+    pub(super) fn answered(&mut self, services: &mut Services, next: Next) {
         match next {
             Next::Continue => {}
             Next::Authenticated(limits) => {
@@ -292,6 +292,7 @@ impl Conn {
         if self.close_reason.is_empty() {
             self.close_reason = reason;
         }
+        self.stash = Vec::new();
         self.set_state(State::Closed);
     }
 }

@@ -112,10 +112,6 @@ impl Decoder {
         self.limits = limits;
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// True between frames with no partial bytes held: a clean place for the stream to end.
     pub fn is_idle(&self) -> bool {
         self.state == State::Length && self.partial.is_empty()

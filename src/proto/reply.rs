@@ -52,14 +52,6 @@ impl<'b> HeadWriter<'b> {
         self.key(key).value(value)
     }
 
-    /// Adds `"key":` followed by JSON text the caller vouches for.
-    pub fn raw_field(&mut self, key: &str, json: &[u8]) -> &mut Self {
-        self.buf.push(b',');
-        self.key(key);
-        self.buf.extend_from_slice(json);
-        self
-    }
-
     fn key(&mut self, key: &str) -> &mut Self {
         self.value(key);
         self.buf.push(b':');

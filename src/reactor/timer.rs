@@ -1,5 +1,8 @@
 //! Timers: a min-heap of deadlines, each naming a token. Cancelling is lazy:
-//! the owner remembers the id it armed and ignores any other that fires.
+//! a cancelled timer stays in the heap, is skipped when it comes due, and is
+//! swept out when cancelled ones outnumber the live. Owners also remember the
+//! id they armed and ignore any other that fires, so a timer for a slot that
+//! was freed and reused can never act on the new occupant.
 
 use mio::Token;
 use std::cmp::Reverse;
