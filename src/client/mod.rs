@@ -1,7 +1,5 @@
-//! A blocking client: connect over TCP or a Unix socket, do the handshake
-//! (checking the server's proof too), then requests with ids, pipelined or one
-//! at a time ([`udp`]: the UDP client). Shared by the tests, the CLI client
-//! (`cli`) and the tools.
+//! The blocking client (shared by the CLI, the tools and the tests): connect over
+//! TCP or a Unix socket, the mutual handshake, then requests with ids and their replies.
 
 pub mod cli;
 mod frame;
@@ -33,11 +31,7 @@ pub enum Credentials {
 
 impl Credentials {
     /// The command-line way: `--key HEX` when given, else the user's line in the users file.
-    pub fn for_user(
-        user: &str,
-        key: Option<&str>,
-        users: &std::path::Path,
-    ) -> Result<Credentials, String> {
+    pub fn for_user(user: &str, key: Option<&str>, users: &Path) -> Result<Credentials, String> {
         let key = match key {
             Some(hex) => auth::hex32(hex).ok_or("--key must be 64 hex digits")?,
             None => *auth::Users::load(users)
@@ -75,6 +69,8 @@ fn protocol_error(msg: impl Into<String>) -> io::Error {
 /// How long connecting may take before the client gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// An authenticated connection: requests go out through its `Requester`,
+/// replies come back in order, pushes that arrive meanwhile are queued.
 pub struct Client {
     reader: BufReader<Stream>,
     requester: Requester,
