@@ -53,7 +53,12 @@ impl Conn {
     /// a request runs on, or the frame queued chat pushes that the server must
     /// carry out before the next frame (it then calls again with the rest); all
     /// of them once it is closing (the rest is dropped).
-    pub fn receive(&mut self, services: &mut Services, input: Option<&[u8]>, now: Instant) -> usize {
+    pub fn receive(
+        &mut self,
+        services: &mut Services,
+        input: Option<&[u8]>,
+        now: Instant,
+    ) -> usize {
         self.now = now;
         let Some(input) = input else {
             let mut stash = std::mem::take(&mut self.stash);
@@ -272,7 +277,13 @@ impl Conn {
         }
     }
 
-    fn leave(&mut self, services: &mut Services, reason: &'static str, bye: Option<&str>, drain: bool) {
+    fn leave(
+        &mut self,
+        services: &mut Services,
+        reason: &'static str,
+        bye: Option<&str>,
+        drain: bool,
+    ) {
         if let Some(bye) = bye {
             services.bye(&mut self.out, bye);
         }

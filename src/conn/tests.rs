@@ -8,8 +8,8 @@ use crate::config::Config;
 use crate::outbuf::Sink;
 use crate::proto::encode_frame;
 use crate::service::Next;
-use std::rc::Rc;
 use std::io::Write;
+use std::rc::Rc;
 use tempfile::TempDir;
 
 const KEY: [u8; 32] = [7; 32];
@@ -103,7 +103,10 @@ fn logged_in(w: &mut World, key: usize) -> Conn {
     let mut conn = open(w, key);
     let (hello, _) = write_all(&mut w.services, &mut conn, w.t0);
     let login = auth_frame(&hello[0]);
-    assert_eq!(conn.receive(&mut w.services, Some(&login), w.t0), login.len());
+    assert_eq!(
+        conn.receive(&mut w.services, Some(&login), w.t0),
+        login.len()
+    );
     let (replies, _) = write_all(&mut w.services, &mut conn, w.t0);
     assert_eq!(replies[0].status(), 200);
     assert_eq!(conn.state(), State::Serving);
@@ -187,7 +190,10 @@ fn many_frames_in_one_buffer_are_all_served() {
     let mut w = world(false);
     let mut conn = logged_in(&mut w, 0);
     let input: Vec<u8> = (0..100).flat_map(|id| echo(id, b"x")).collect();
-    assert_eq!(conn.receive(&mut w.services, Some(&input), w.t0), input.len());
+    assert_eq!(
+        conn.receive(&mut w.services, Some(&input), w.t0),
+        input.len()
+    );
     assert_eq!(conn.out.take_frames(), 100, "every reply counted once");
     let (replies, _) = write_all(&mut w.services, &mut conn, w.t0);
     assert_eq!(replies.len(), 100);
@@ -199,7 +205,10 @@ fn a_request_before_auth_gets_401_and_a_polite_close() {
     let mut conn = open(&mut w, 0);
     write_all(&mut w.services, &mut conn, w.t0);
     let input = frame(r#"{"op":"ping","id":3}"#, b"");
-    assert_eq!(conn.receive(&mut w.services, Some(&input), w.t0), input.len());
+    assert_eq!(
+        conn.receive(&mut w.services, Some(&input), w.t0),
+        input.len()
+    );
     assert_eq!(conn.state(), State::Flushing { drain: true });
     assert_eq!(conn.reading(), Reading::Not);
     assert_eq!(conn.close_reason(), "request before auth");
@@ -275,7 +284,11 @@ fn output_over_the_limit_pauses_reading_at_a_frame_boundary_and_resumes_below_ha
     assert_eq!(conn.state(), State::Paused(Pause::Output));
     assert_eq!(conn.reading(), Reading::Not);
     assert!(used < input.len(), "the frames behind wait");
-    assert_eq!(used % echo(0, &body).len(), 0, "stopped at a frame boundary");
+    assert_eq!(
+        used % echo(0, &body).len(),
+        0,
+        "stopped at a frame boundary"
+    );
     conn.read_ahead(&input[used..]);
     assert!(!conn.take_revisit());
     let (first, _) = write_all(&mut w.services, &mut conn, w.t0);
@@ -311,7 +324,10 @@ fn a_framing_error_replies_without_id_and_closes() {
     let mut w = world(false);
     let mut conn = logged_in(&mut w, 0);
     let input = frame("not json", b"");
-    assert_eq!(conn.receive(&mut w.services, Some(&input), w.t0), input.len());
+    assert_eq!(
+        conn.receive(&mut w.services, Some(&input), w.t0),
+        input.len()
+    );
     let (replies, _) = write_all(&mut w.services, &mut conn, w.t0);
     assert_eq!((replies[0].status(), replies[0].id()), (400, None));
     assert_eq!(conn.close_reason(), "framing error");
@@ -327,7 +343,10 @@ fn requests_behind_a_running_sum_wait_in_order() {
         &data,
     );
     conn.receive(&mut w.services, Some(&put), w.t0);
-    assert_eq!(write_all(&mut w.services, &mut conn, w.t0).0[0].status(), 200);
+    assert_eq!(
+        write_all(&mut w.services, &mut conn, w.t0).0[0].status(),
+        200
+    );
     let mut input = frame(r#"{"op":"sum","id":2,"path":"f"}"#, b"");
     let sum_len = input.len();
     input.extend(frame(r#"{"op":"ping","id":3}"#, b""));
@@ -429,7 +448,11 @@ fn a_flush_that_takes_too_long_closes_at_once() {
     assert_eq!(conn.deadline(), Some(t1 + tuning::FLUSH_LIMIT));
     conn.timer(&mut w.services, t1 + tuning::FLUSH_LIMIT);
     assert!(conn.is_closed());
-    assert_eq!(conn.close_reason(), "idle timeout", "the first reason is kept");
+    assert_eq!(
+        conn.close_reason(),
+        "idle timeout",
+        "the first reason is kept"
+    );
     assert!(!conn.wants_write(), "a closed connection writes nothing");
 }
 
@@ -485,7 +508,10 @@ fn a_frame_that_queues_chat_pushes_stops_decoding_until_they_are_carried_out() {
     let rest = &input[first..];
     assert_eq!(alice.receive(&mut w.services, Some(rest), w.t0), rest.len());
     let (replies, _) = write_all(&mut w.services, &mut alice, w.t0);
-    assert_eq!(replies.iter().map(Frame::id).collect::<Vec<_>>(), [Some(1), Some(2)]);
+    assert_eq!(
+        replies.iter().map(Frame::id).collect::<Vec<_>>(),
+        [Some(1), Some(2)]
+    );
 }
 
 #[test]
@@ -506,7 +532,11 @@ fn closing_leaves_chat_rooms_and_drops_the_stash() {
     let mut alice = logged_in(&mut w, 0);
     let mut bob = logged_in(&mut w, 1);
     for conn in [&mut alice, &mut bob] {
-        conn.receive(&mut w.services, Some(&frame(r#"{"op":"join","room":"r"}"#, b"")), w.t0);
+        conn.receive(
+            &mut w.services,
+            Some(&frame(r#"{"op":"join","room":"r"}"#, b"")),
+            w.t0,
+        );
     }
     let _ = w.services.take_pushes();
     alice.read_ahead(b"stashed");

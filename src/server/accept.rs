@@ -74,7 +74,14 @@ impl Server {
             log::warn!("register {peer}: {e}");
             return;
         }
-        let conn = Conn::open(&mut self.services, self.rules, key, token.0, admitted, r.now());
+        let conn = Conn::open(
+            &mut self.services,
+            self.rules,
+            key,
+            token.0,
+            admitted,
+            r.now(),
+        );
         if admitted {
             self.services.stats.opened();
             log::info!("open {peer} ({} open)", self.services.stats.conns_open());

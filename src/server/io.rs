@@ -169,7 +169,11 @@ impl Server {
         let mut n = 0;
         if !slot.conn.out.is_empty() {
             cork_for_files(slot);
-            match slot.conn.out.write_to(&mut slot.stream, tuning::FILE_SEND_PER_TURN) {
+            match slot
+                .conn
+                .out
+                .write_to(&mut slot.stream, tuning::FILE_SEND_PER_TURN)
+            {
                 Ok(done) => {
                     cork_for_files(slot);
                     n = done.bytes;
@@ -185,7 +189,8 @@ impl Server {
         }
         self.services.stats.wrote(n);
         self.services.stats.frames_out(slot.conn.out.take_frames());
-        if slot.conn.written(&mut self.services, n, r.now()) && slot.stream.shutdown_write().is_err()
+        if slot.conn.written(&mut self.services, n, r.now())
+            && slot.stream.shutdown_write().is_err()
         {
             slot.conn.close(&mut self.services, "shutdown failed");
         }

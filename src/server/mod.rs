@@ -66,7 +66,7 @@ impl Source {
             i if i == LISTENERS + 2 => Source::Orphans,
             i if i >= FIRST_CONN => {
                 let n = i - FIRST_CONN;
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     Source::Conn(n / 2)
                 } else {
                     Source::Child(n / 2)
@@ -148,7 +148,10 @@ impl Server {
         let udp = match config.udp {
             None => None,
             Some(addr) => Some(Udp::bind(addr, services.open_limits()).map_err(|e| {
-                context(e, format!("cannot bind UDP {addr} (--udp ADDR, or --udp off)"))
+                context(
+                    e,
+                    format!("cannot bind UDP {addr} (--udp ADDR, or --udp off)"),
+                )
             })?),
         };
         Ok(Server {
@@ -292,7 +295,11 @@ impl Handler for Server {
             Some(Source::Listener(i)) => self.accept(r, i),
             Some(Source::Udp) => self.serve_udp(r),
             Some(Source::Conn(key)) => {
-                if self.conns.get(key).is_some_and(|s| matches!(s.conn.state(), State::Working(_))) {
+                if self
+                    .conns
+                    .get(key)
+                    .is_some_and(|s| matches!(s.conn.state(), State::Working(_)))
+                {
                     self.resume(r, key);
                 } else {
                     self.read(r, key);

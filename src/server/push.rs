@@ -35,7 +35,11 @@ impl Server {
     /// stays within `--max-outbuf` plus one message.
     fn push_to(&mut self, r: &mut Reactor, to: usize, frame: &Rc<[u8]>) -> bool {
         let max = self.rules.max_outbuf;
-        if self.conns.get(to).is_some_and(|s| s.conn.out.mem_len() > max) {
+        if self
+            .conns
+            .get(to)
+            .is_some_and(|s| s.conn.out.mem_len() > max)
+        {
             self.write_out(r, to);
         }
         let Some(slot) = self.conns.get_mut(to) else {
@@ -44,7 +48,10 @@ impl Server {
         let pushed = slot.conn.push(&mut self.services, frame);
         if pushed == Pushed::SlowConsumer {
             let pending = slot.conn.out.mem_len();
-            log::warn!("{}: slow consumer ({pending} B unsent), disconnecting", slot.peer);
+            log::warn!(
+                "{}: slow consumer ({pending} B unsent), disconnecting",
+                slot.peer
+            );
         }
         self.touch(to);
         pushed == Pushed::Queued
