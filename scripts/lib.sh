@@ -106,11 +106,12 @@ median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] 
 # json_field JSON NAME: one field of the load tool's --json line.
 json_field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
-# run_load [load flags...]: `frameloop load --json` pinned to CPU 1 against $ADDR (1 s warmup).
+# run_load [load flags...]: `frameloop load --json` pinned to CPU 1 against $ADDR (1 s warmup);
+# LOAD_BIN=path drives it with another build's load tool (ab-echo.sh keeps one client).
 # The load tool reads the server's CPU time over the measured window itself, so connection
 # setup and warmup are not charged to the requests. Sets LOAD_JSON, SERVER_US.
 run_load() {
-    LOAD_JSON="$(timeout --foreground 300 taskset -c 1 "$BIN" load --addr "$ADDR" --users "$USERS" --warmup 1 \
+    LOAD_JSON="$(timeout --foreground 300 taskset -c 1 "${LOAD_BIN:-$BIN}" load --addr "$ADDR" --users "$USERS" --warmup 1 \
         --server-pid "$SERVER_PID" --json "$@")" || true  # wrong replies: the caller checks errors
     SERVER_US="$(json_field "$LOAD_JSON" server_cpu_us_per_req | awk '{ printf "%.2f", $1 }')"
 }

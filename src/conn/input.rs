@@ -118,7 +118,7 @@ impl Conn {
             // Activity for the idle timeout is frame progress, not raw bytes: a peer
             // trickling an unfinished header does not keep its connection alive.
             self.last_active = self.now;
-            if let Next::Job(Wait::Child(_)) = next {
+            if next == Next::Job(Wait::Child) {
                 self.watch = true;
             }
             self.answered(services, next);
@@ -175,10 +175,11 @@ impl Conn {
         }
         match self.state {
             State::Greeting => self.close_politely(services, "auth timeout", Some("auth timeout")),
-            State::Working(Wait::Child(Some(_))) => {
+            State::Working(_) if self.session.job_deadline().is_some() => {
                 // An exec's timeout: kill the child; its exit finishes the reply.
+                // The kill counts as activity: the idle timeout starts again now.
                 services.expire(&mut self.session);
-                self.set_state(State::Working(Wait::Child(None)));
+                self.last_active = now;
                 self.revisit = true;
             }
             State::Serving | State::Paused(_) | State::Working(_) => {

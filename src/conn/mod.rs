@@ -184,8 +184,8 @@ impl Conn {
         let idle = self.last_active + self.rules.idle_timeout;
         match self.state {
             State::Greeting => Some(self.since + self.rules.auth_timeout),
-            State::Working(Wait::Child(Some(deadline))) => Some(deadline),
-            State::Serving | State::Paused(_) | State::Working(_) => Some(idle),
+            State::Working(_) => Some(self.session.job_deadline().unwrap_or(idle)),
+            State::Serving | State::Paused(_) => Some(idle),
             State::Flushing { .. } => Some(self.since + tuning::FLUSH_LIMIT),
             State::Draining => Some(self.since + tuning::DRAIN_LIMIT),
             State::Closed => None,

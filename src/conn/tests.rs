@@ -383,16 +383,57 @@ fn read_ahead_is_bounded_while_working() {
 }
 
 #[test]
-fn an_exec_deadline_is_the_timer_and_expiry_falls_back_to_idle() {
-    let mut w = world(false);
+fn an_exec_timeout_holds_while_a_chatty_child_keeps_it_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        users_file: dir.path().join("users"),
+        allow_exec: crate::service::exec::Allowlist::resolve(&["yes".to_string()], "/usr/bin:/bin")
+            .unwrap(),
+        exec_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let users = Users::parse(&format!("guest {}\n", hex::encode(KEY))).unwrap();
+    let t0 = Instant::now();
+    let mut w = World {
+        services: Services::new(users, &config, t0).unwrap(),
+        _dir: dir,
+        t0,
+    };
     let mut conn = logged_in(&mut w, 0);
-    let due = w.t0 + Duration::from_secs(2);
-    conn.answered(&mut w.services, Next::Job(Wait::Child(Some(due))));
+    let exec = frame(r#"{"op":"exec","id":5,"cmd":"yes"}"#, b"");
+    conn.receive(&mut w.services, Some(&exec), t0);
+    assert_eq!(conn.state(), State::Working(Wait::Child));
+    assert!(
+        conn.take_watch()
+            .is_some_and(|fds| fds.iter().all(|fd| *fd >= 0))
+    );
+    assert!(conn.take_watch().is_none(), "handed over once");
+    let due = conn.deadline().unwrap();
+    assert!(due <= Instant::now() + Duration::from_millis(300) && due > t0);
+    // A step that spends its read budget (a child writing flat out) asks for
+    // the next turn instead of an event; the exec's deadline still holds.
+    conn.answered(&mut w.services, Next::Job(Wait::NextTurn));
+    assert_eq!(conn.state(), State::Working(Wait::NextTurn));
     assert_eq!(conn.deadline(), Some(due));
     conn.timer(&mut w.services, due);
-    assert_eq!(conn.state(), State::Working(Wait::Child(None)));
-    assert!(conn.take_revisit(), "resume at once after the kill");
-    assert_eq!(conn.deadline(), Some(w.t0 + IDLE));
+    assert_eq!(
+        conn.deadline(),
+        Some(due + IDLE),
+        "killed: the idle timeout again"
+    );
+    let start = Instant::now();
+    while matches!(conn.state(), State::Working(_)) {
+        conn.resume(&mut w.services, due);
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the killed child is reaped"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (replies, _) = write_all(&mut w.services, &mut conn, due);
+    assert_eq!(replies[0].id(), Some(5));
+    assert_eq!(replies[0].header["timed_out"], serde_json::json!(true));
 }
 
 #[test]

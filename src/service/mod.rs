@@ -129,9 +129,9 @@ pub enum Next {
 pub enum Wait {
     /// Nothing: run the next step next turn (a `sum` hashing a chunk per turn).
     NextTurn,
-    /// Its child's descriptors ([`Session::watched`]), or its deadline, which
-    /// [`Services::expire`] enforces (an `exec`; `None` once it was killed).
-    Child(Option<Instant>),
+    /// Its child's descriptors ([`Session::watched`]) to be ready (an `exec`).
+    /// Whatever it waits for, a job may have a deadline ([`Session::job_deadline`]).
+    Child,
 }
 
 /// What the services keep per connection.
@@ -157,6 +157,15 @@ impl Session {
         let mut session = Session::default();
         session.chat.key = key;
         session
+    }
+
+    /// When the running request must be cut short ([`Services::expire`]): an
+    /// exec's timeout, until it has been enforced.
+    pub fn job_deadline(&self) -> Option<Instant> {
+        match &self.job {
+            Some(Job::Exec { exec, .. }) => exec.deadline(),
+            _ => None,
+        }
     }
 
     /// The descriptors a running `exec` waits on (stdout, stderr, pidfd; -1 for

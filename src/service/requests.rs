@@ -182,9 +182,8 @@ impl Services {
             .and_then(|cwd| exec::Exec::start(&self.allow_exec, header, &cwd, self.exec_timeout));
         match started {
             Ok(exec) => {
-                let deadline = exec.deadline();
                 session.job = Some(Job::Exec { id, exec });
-                Next::Job(Wait::Child(deadline))
+                Next::Job(Wait::Child)
             }
             Err(e) => {
                 self.error(out, e.status, id, &e.message);
@@ -213,7 +212,7 @@ impl Services {
                     self.pipe_scratch = vec![0; 64 * 1024];
                 }
                 match exec.step(&mut self.pipe_scratch, out, *id) {
-                    exec::Step::Waiting => return Next::Job(Wait::Child(exec.deadline())),
+                    exec::Step::Waiting => return Next::Job(Wait::Child),
                     exec::Step::Again => return Next::Job(Wait::NextTurn),
                     exec::Step::Done => {}
                 }
