@@ -55,6 +55,7 @@ fn services() -> Services {
 fn write_out(s: &mut Services, conn: &mut Conn, mem: &mut Mem, now: Instant) {
     let done = conn.out.write_to(mem, usize::MAX).expect("memory never fails");
     conn.written(s, done.bytes, now);
+    let _ = conn.take_shutdown();
 }
 
 /// Feeds `input` as the server does: pushes carried out (dropped: there are no

@@ -34,11 +34,12 @@ impl Conn {
             close_reason: "",
             revisit: false,
             watch: false,
+            shutdown: false,
             label,
         };
         if !admitted {
             services.too_many_conns(&mut conn.out);
-            conn.close_politely(services, "over max-conns", None);
+            conn.start_closing(services, "over max-conns", None, true);
         } else if let Err(e) = services.greet(&mut conn.session, &mut conn.out) {
             log::error!("greeting conn {label}: {e}");
             conn.close(services, "server fault");
@@ -72,9 +73,10 @@ impl Conn {
         self.decode(services, input)
     }
 
-    /// Keeps input the last [`Conn::receive`] did not use, or read ahead while a
-    /// request runs ([`super::Reading::Ahead`]), for when it can be served.
-    pub fn read_ahead(&mut self, bytes: &[u8]) {
+    /// Stashes input for when it can be served: what the last [`Conn::receive`]
+    /// did not use, or what was read ahead while a request runs
+    /// ([`super::Reading::Ahead`]).
+    pub fn keep_input(&mut self, bytes: &[u8]) {
         if self.is_open() {
             self.stash.extend_from_slice(bytes);
         }
@@ -138,7 +140,7 @@ impl Conn {
                 self.revisit |= wait == Wait::NextTurn;
                 self.set_state(State::Working(wait));
             }
-            Next::Close(reason) => self.close_politely(services, reason, None),
+            Next::Close(reason) => self.start_closing(services, reason, None, true),
         }
         if self.state == State::Serving && self.out.len() > self.rules.max_outbuf as u64 {
             self.set_state(State::Paused(Pause::Output));
@@ -156,7 +158,7 @@ impl Conn {
         self.last_active = now;
         match services.resume(&mut self.session, &mut self.out) {
             Next::Job(wait) => self.answered(services, Next::Job(wait)),
-            Next::Close(reason) => self.close_politely(services, reason, None),
+            Next::Close(reason) => self.start_closing(services, reason, None, true),
             Next::Continue | Next::Authenticated(_) => {
                 // Input may wait in the stash or the kernel, with no new edge to come.
                 self.revisit = true;
@@ -174,7 +176,9 @@ impl Conn {
             return;
         }
         match self.state {
-            State::Greeting => self.close_politely(services, "auth timeout", Some("auth timeout")),
+            State::Greeting => {
+                self.start_closing(services, "auth timeout", Some("auth timeout"), true)
+            }
             State::Working(_) if self.session.job_deadline().is_some() => {
                 // An exec's timeout: kill the child; its exit finishes the reply.
                 // The kill counts as activity: the idle timeout starts again now.
@@ -183,7 +187,7 @@ impl Conn {
                 self.revisit = true;
             }
             State::Serving | State::Paused(_) | State::Working(_) => {
-                self.close_politely(services, "idle timeout", Some("idle timeout"))
+                self.start_closing(services, "idle timeout", Some("idle timeout"), true)
             }
             State::Flushing { .. } => self.close(services, "flush timeout"),
             State::Draining => self.close(services, self.close_reason),
@@ -191,10 +195,10 @@ impl Conn {
         }
     }
 
-    /// The server wrote `n` bytes of the output (maybe 0). Returns true when the
-    /// server must now shut down the socket's write side: everything owed is
-    /// sent and it is draining (if that fails, it calls [`Conn::close`]).
-    pub fn written(&mut self, services: &mut Services, n: usize, now: Instant) -> bool {
+    /// The server wrote `n` bytes of the output (maybe 0). Once everything owed
+    /// is sent while flushing, it asks for the write side to be shut down
+    /// ([`Conn::take_shutdown`]) and drains, or closes if the peer is gone.
+    pub fn written(&mut self, services: &mut Services, n: usize, now: Instant) {
         self.now = now;
         if n > 0 {
             self.last_active = now;
@@ -206,24 +210,25 @@ impl Conn {
                 // readable edge, so the revisit must bring the connection back.
                 self.set_state(State::Serving);
                 self.revisit = true;
-                false
             }
             State::Flushing { drain } if self.out.is_empty() => {
                 if drain {
                     self.set_state(State::Draining);
+                    self.shutdown = true;
                     // Bytes already buffered raise no new edge: look at them next turn.
                     self.revisit = true;
-                    true
                 } else {
                     self.close(services, self.close_reason);
-                    false
                 }
             }
-            _ => false,
+            _ => {}
         }
     }
 
     /// The peer closed its sending side. Replies already owed are still sent.
+    /// A request still running (a sum, an exec) is dropped with the rest of the
+    /// input: a client that only half-closed cannot be told from one that left,
+    /// and one that left must not keep a child or a hash running.
     pub fn peer_closed(&mut self, services: &mut Services, now: Instant) {
         self.now = now;
         if self.state == State::Draining {
@@ -234,9 +239,7 @@ impl Conn {
         } else {
             "peer closed mid-frame"
         };
-        if self.is_open() {
-            self.leave(services, reason, None, false);
-        }
+        self.start_closing(services, reason, None, false);
     }
 
     /// The chat pushes this connection's requests caused in this visit went over
@@ -258,33 +261,38 @@ impl Conn {
         }
         if self.out.mem_len() > self.rules.max_outbuf {
             services.stats.slow_consumer();
-            self.close_politely(services, "slow consumer", Some("slow consumer"));
+            self.start_closing(services, "slow consumer", Some("slow consumer"), true);
             return Pushed::SlowConsumer;
         }
         self.out.push_shared(frame);
         Pushed::Queued
     }
 
-    /// Closes politely: stop serving, queue the `bye` (if any), send what is owed
-    /// (within `FLUSH_LIMIT`), then shut down and drain.
+    /// Closes politely (the server shutting down): stop serving, queue the
+    /// `bye` (if any), send what is owed (within `FLUSH_LIMIT`), then shut down
+    /// and drain.
     pub fn close_politely(
         &mut self,
         services: &mut Services,
         reason: &'static str,
         bye: Option<&str>,
+        now: Instant,
     ) {
-        if self.is_open() {
-            self.leave(services, reason, bye, true);
-        }
+        self.now = now;
+        self.start_closing(services, reason, bye, true);
     }
 
-    fn leave(
+    /// Into `Flushing`, once: chat rooms left at once, stashed input dropped.
+    fn start_closing(
         &mut self,
         services: &mut Services,
         reason: &'static str,
         bye: Option<&str>,
         drain: bool,
     ) {
+        if !self.is_open() {
+            return;
+        }
         if let Some(bye) = bye {
             services.bye(&mut self.out, bye);
         }

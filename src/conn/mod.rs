@@ -74,7 +74,7 @@ pub enum Pause {
 pub enum Reading {
     /// Read and hand the bytes to [`Conn::receive`].
     Requests,
-    /// Read at most this many bytes and hand them to [`Conn::read_ahead`].
+    /// Read at most this many bytes and hand them to [`Conn::keep_input`].
     Ahead(usize),
     /// Read and drop (draining before the close).
     Discard,
@@ -124,6 +124,8 @@ pub struct Conn {
     revisit: bool,
     /// A child was started whose descriptors the server has not watched yet.
     watch: bool,
+    /// Everything owed is sent: the server should shut down the write side.
+    shutdown: bool,
     /// Its number in trace lines (the server's token for it).
     label: usize,
 }
@@ -190,6 +192,12 @@ impl Conn {
             State::Draining => Some(self.since + tuning::DRAIN_LIMIT),
             State::Closed => None,
         }
+    }
+
+    /// Whether it asks for the socket's write side to be shut down (once: then
+    /// it drains). If that fails, the server calls [`Conn::close`].
+    pub fn take_shutdown(&mut self) -> bool {
+        std::mem::take(&mut self.shutdown)
     }
 
     /// Whether it asked for a revisit since the last call.

@@ -72,7 +72,8 @@ fn open(w: &mut World, key: usize) -> Conn {
 fn write_all(services: &mut Services, conn: &mut Conn, now: Instant) -> (Vec<Frame>, bool) {
     let mut mem = Mem(Vec::new());
     let done = conn.out.write_to(&mut mem, usize::MAX).unwrap();
-    let shut = conn.written(services, done.bytes, now);
+    conn.written(services, done.bytes, now);
+    let shut = conn.take_shutdown();
     let mut frames = Vec::new();
     let mut rest = mem.0.as_slice();
     while !rest.is_empty() {
@@ -289,7 +290,7 @@ fn output_over_the_limit_pauses_reading_at_a_frame_boundary_and_resumes_below_ha
         0,
         "stopped at a frame boundary"
     );
-    conn.read_ahead(&input[used..]);
+    conn.keep_input(&input[used..]);
     assert!(!conn.take_revisit());
     let (first, _) = write_all(&mut w.services, &mut conn, w.t0);
     assert_eq!(conn.state(), State::Serving);
@@ -354,7 +355,7 @@ fn requests_behind_a_running_sum_wait_in_order() {
     assert_eq!(conn.state(), State::Working(Wait::NextTurn));
     assert!(conn.take_revisit(), "a sum step needs a turn, not an event");
     assert_eq!(conn.reading(), Reading::Ahead(tuning::READ_AHEAD_MAX));
-    conn.read_ahead(&input[sum_len..]);
+    conn.keep_input(&input[sum_len..]);
     assert_eq!(
         conn.reading(),
         Reading::Ahead(tuning::READ_AHEAD_MAX - (input.len() - sum_len))
@@ -378,7 +379,7 @@ fn read_ahead_is_bounded_while_working() {
     let mut w = world(false);
     let mut conn = logged_in(&mut w, 0);
     conn.answered(&mut w.services, Next::Job(Wait::NextTurn));
-    conn.read_ahead(&vec![0; tuning::READ_AHEAD_MAX]);
+    conn.keep_input(&vec![0; tuning::READ_AHEAD_MAX]);
     assert_eq!(conn.reading(), Reading::Not);
 }
 
@@ -464,7 +465,7 @@ fn draining_ends_at_peer_eof_or_its_time_limit() {
     let mut w = world(false);
     for by_eof in [true, false] {
         let mut conn = logged_in(&mut w, 0);
-        conn.close_politely(&mut w.services, "test", Some("bye now"));
+        conn.close_politely(&mut w.services, "test", Some("bye now"), w.t0);
         let (frames, shut) = write_all(&mut w.services, &mut conn, w.t0);
         assert_eq!(frames[0].str("reason"), Some("bye now"));
         assert!(shut);
@@ -485,7 +486,7 @@ fn a_flush_that_takes_too_long_closes_at_once() {
     let mut conn = logged_in(&mut w, 0);
     let t1 = w.t0 + Duration::from_secs(1);
     conn.receive(&mut w.services, Some(&echo(1, b"never read")), t1);
-    conn.close_politely(&mut w.services, "idle timeout", None);
+    conn.close_politely(&mut w.services, "idle timeout", None, t1);
     assert_eq!(conn.deadline(), Some(t1 + tuning::FLUSH_LIMIT));
     conn.timer(&mut w.services, t1 + tuning::FLUSH_LIMIT);
     assert!(conn.is_closed());
@@ -516,7 +517,7 @@ fn pushes_are_queued_only_while_serving() {
     let mut conn = logged_in(&mut w, 1);
     assert_eq!(conn.push(&mut w.services, &frame), Pushed::Queued);
     assert_eq!(conn.out.take_frames(), 1);
-    conn.close_politely(&mut w.services, "test", None);
+    conn.close_politely(&mut w.services, "test", None, w.t0);
     assert_eq!(conn.push(&mut w.services, &frame), Pushed::Skipped);
 }
 
@@ -580,7 +581,7 @@ fn closing_leaves_chat_rooms_and_drops_the_stash() {
         );
     }
     let _ = w.services.take_pushes();
-    alice.read_ahead(b"stashed");
+    alice.keep_input(b"stashed");
     alice.close(&mut w.services, "read error");
     assert!(!alice.has_stash());
     assert!(w.services.has_pushes(), "bob hears alice left");

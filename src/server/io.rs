@@ -88,12 +88,12 @@ impl Server {
                 if used < n {
                     // Paused mid-buffer: keep the rest for when it resumes.
                     if let Some(slot) = self.conns.get_mut(key) {
-                        slot.conn.read_ahead(input.get(used..).unwrap_or_default());
+                        slot.conn.keep_input(input.get(used..).unwrap_or_default());
                     }
                     return Ok(Step::Stop);
                 }
             }
-            Reading::Ahead(_) => slot.conn.read_ahead(input),
+            Reading::Ahead(_) => slot.conn.keep_input(input),
             Reading::Discard | Reading::Not => {}
         }
         Ok(Step::Got)
@@ -189,9 +189,8 @@ impl Server {
         }
         self.services.stats.wrote(n);
         self.services.stats.frames_out(slot.conn.out.take_frames());
-        if slot.conn.written(&mut self.services, n, r.now())
-            && slot.stream.shutdown_write().is_err()
-        {
+        slot.conn.written(&mut self.services, n, r.now());
+        if slot.conn.take_shutdown() && slot.stream.shutdown_write().is_err() {
             slot.conn.close(&mut self.services, "shutdown failed");
         }
     }

@@ -10,7 +10,7 @@ mod push;
 mod shutdown;
 
 use crate::config::{Config, tuning};
-use crate::conn::{Conn, Rules, State};
+use crate::conn::{Conn, Rules};
 use crate::net::{self, Listener, Stream};
 use crate::reactor::{Handler, Reactor, Readiness, TimerId};
 use crate::service::Services;
@@ -235,6 +235,15 @@ impl Server {
         }
     }
 
+    /// Carries out pushes a connection's event left behind (its close sent its
+    /// rooms `left`) before the next event: a room's members are looked up when
+    /// a push is carried out, so one who joins later must not get it.
+    fn pushes_now(&mut self, r: &mut Reactor) {
+        if self.services.has_pushes() {
+            self.send_pushes(r);
+        }
+    }
+
     fn serve_udp(&mut self, r: &mut Reactor) {
         let Some(udp) = &mut self.udp else {
             return; // closed by a shutdown
@@ -259,6 +268,7 @@ impl Handler for Server {
                 }
                 // Writable: the end of the turn writes what is owed.
                 self.touch(key);
+                self.pushes_now(r);
             }
             Some(Source::Child(key)) => self.resume(r, key),
             None => {}
@@ -284,6 +294,7 @@ impl Handler for Server {
                     slot.timer = None;
                     slot.conn.timer(&mut self.services, r.now());
                     self.touch(key);
+                    self.pushes_now(r);
                 }
             }
             _ => {}
@@ -295,17 +306,13 @@ impl Handler for Server {
             Some(Source::Listener(i)) => self.accept(r, i),
             Some(Source::Udp) => self.serve_udp(r),
             Some(Source::Conn(key)) => {
-                if self
-                    .conns
-                    .get(key)
-                    .is_some_and(|s| matches!(s.conn.state(), State::Working(_)))
-                {
-                    self.resume(r, key);
-                } else {
-                    self.read(r, key);
-                }
+                // A job's next step (if one runs; it may end it), then the input
+                // as the machine wants it now (read ahead, serve, or drain).
+                self.resume(r, key);
+                self.read(r, key);
                 // Output held back by the file budget goes out now too.
                 self.touch(key);
+                self.pushes_now(r);
             }
             _ => {}
         }

@@ -56,8 +56,9 @@ impl Server {
         let open: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in open {
             if let Some(slot) = self.conns.get_mut(key) {
+                let services = &mut self.services;
                 slot.conn
-                    .close_politely(&mut self.services, "shutdown", Some("shutdown"));
+                    .close_politely(services, "shutdown", Some("shutdown"), r.now());
             }
             self.touch(key);
         }
