@@ -206,30 +206,6 @@ impl Write for Stream {
     }
 }
 
-impl crate::outbuf::Sink for Stream {
-    /// `sendfile(2)`: the kernel moves page-cache pages to the socket, no copy
-    /// through user space. Works for TCP and Unix sockets alike.
-    fn send_file(&mut self, file: &std::fs::File, offset: u64, len: usize) -> io::Result<usize> {
-        use std::os::fd::AsRawFd;
-        let mut off = libc::off_t::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
-        let fd = match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        };
-        // SAFETY: both descriptors are open for the duration of the call and `off`
-        // is a valid, exclusively borrowed off_t.
-        let n = unsafe { libc::sendfile(fd, file.as_raw_fd(), &mut off, len) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if n == 0 && len > 0 {
-            // The file shrank under us: the reply promised bytes we cannot send.
-            return Err(io::Error::other("file truncated while being sent"));
-        }
-        Ok(n as usize)
-    }
-}
-
 impl Stream {
     /// The socket inside, for registering with the poller.
     fn socket(&mut self) -> &mut dyn Source {
@@ -273,7 +249,7 @@ pub enum Step {
 
 /// Why [`read_within`] stopped.
 #[derive(Debug)]
-pub enum Drained {
+pub enum ReadEnd {
     /// `WouldBlock`: everything there was is read; the next edge brings more.
     WouldBlock,
     Eof,
@@ -289,20 +265,20 @@ pub enum Drained {
 /// so stopping early would strand bytes), end of file, a stop, a fatal error,
 /// or `budget` reads (fairness: the others get their turn). Interrupted reads
 /// are retried within the budget.
-pub fn read_within(budget: usize, mut read: impl FnMut() -> io::Result<Step>) -> Drained {
+pub fn read_within(budget: usize, mut read: impl FnMut() -> io::Result<Step>) -> ReadEnd {
     for _ in 0..budget {
         match read() {
             Ok(Step::Got) => {}
-            Ok(Step::Eof) => return Drained::Eof,
-            Ok(Step::Stop) => return Drained::Stopped,
+            Ok(Step::Eof) => return ReadEnd::Eof,
+            Ok(Step::Stop) => return ReadEnd::Stopped,
             Err(e) => match classify(&e) {
-                IoClass::WouldBlock => return Drained::WouldBlock,
+                IoClass::WouldBlock => return ReadEnd::WouldBlock,
                 IoClass::Retry => {}
-                IoClass::Fatal => return Drained::Failed(e),
+                IoClass::Fatal => return ReadEnd::Failed(e),
             },
         }
     }
-    Drained::Budget
+    ReadEnd::Budget
 }
 
 /// Whether an `accept` error means the process or system is out of descriptors

@@ -3,7 +3,7 @@
 
 use crate::bufpool;
 use crate::config::tuning;
-use crate::net::{self, Drained, IoClass, Step, classify};
+use crate::net::{self, IoClass, ReadEnd, Step, classify};
 use crate::proto::{Decoder, Event, HeadWriter, Limits};
 use crate::reactor::TRACE;
 use crate::service::requests::{Wording, open_request, unknown_op};
@@ -63,7 +63,7 @@ impl Udp {
                 Err(e) => Err(e),
             }
         });
-        matches!(end, Drained::Budget)
+        matches!(end, ReadEnd::Budget)
     }
 
     fn answer_one(&mut self, n: usize, peer: SocketAddr, stats: &mut Stats) -> io::Result<Step> {

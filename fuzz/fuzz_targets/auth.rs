@@ -9,30 +9,13 @@ use frameloop::auth::{self, Users};
 use frameloop::client::read_frame;
 use frameloop::config::Config;
 use frameloop::conn::{Conn, Rules, State};
-use frameloop::outbuf::Sink;
 use frameloop::proto::encode_frame;
 use frameloop::service::Services;
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 const KEY: [u8; 32] = [7; 32];
-
-/// Output written to memory (the default `send_file` reads the file).
-struct Mem(Vec<u8>);
-
-impl Write for Mem {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Sink for Mem {}
 
 thread_local! {
     static SERVICES: RefCell<Option<Services>> = const { RefCell::new(None) };
@@ -51,16 +34,20 @@ fn services() -> Services {
     Services::new(users, &config, Instant::now()).expect("services")
 }
 
-/// Writes the connection's output to `mem`, as the server's end of turn does.
-fn write_out(s: &mut Services, conn: &mut Conn, mem: &mut Mem, now: Instant) {
-    let done = conn.out.write_to(mem, usize::MAX).expect("memory never fails");
+/// Writes the connection's output to `mem` (standing in for the socket), as the
+/// server's end of turn does.
+fn write_out(s: &mut Services, conn: &mut Conn, mem: &mut Vec<u8>, now: Instant) {
+    let done = conn
+        .out
+        .write_to(mem, usize::MAX)
+        .expect("memory never fails");
     conn.written(s, done.bytes, now);
     let _ = conn.take_shutdown();
 }
 
 /// Feeds `input` as the server does: pushes carried out (dropped: there are no
 /// other connections), jobs run to their end, output written between steps.
-fn feed(s: &mut Services, conn: &mut Conn, mem: &mut Mem, input: &[u8], now: Instant) {
+fn feed(s: &mut Services, conn: &mut Conn, mem: &mut Vec<u8>, input: &[u8], now: Instant) {
     let mut used = 0;
     for _ in 0..100_000 {
         used += conn.receive(s, input.get(used..), now);
@@ -97,10 +84,10 @@ fn run(s: &mut Services, data: &[u8]) {
         max_outbuf: 1 << 20,
     };
     let mut conn = Conn::open(s, rules, 0, 0, true, now);
-    let mut mem = Mem(Vec::new());
+    let mut mem = Vec::new();
     write_out(s, &mut conn, &mut mem, now);
-    let hello = read_frame(&mut &mem.0[..]).expect("hello");
-    mem.0.clear();
+    let hello = read_frame(&mut &mem[..]).expect("hello");
+    mem.clear();
     let logged_in = mode & 1 == 1;
     if logged_in {
         // A real login first, so the rest of the input reaches the authenticated ops.
@@ -112,14 +99,20 @@ fn run(s: &mut Services, data: &[u8]) {
             hex::encode(cnonce),
             hex::encode(mac)
         );
-        feed(s, &mut conn, &mut mem, &encode_frame(head.as_bytes(), b""), now);
-        let reply = read_frame(&mut &mem.0[..]).expect("auth reply");
+        feed(
+            s,
+            &mut conn,
+            &mut mem,
+            &encode_frame(head.as_bytes(), b""),
+            now,
+        );
+        let reply = read_frame(&mut &mem[..]).expect("auth reply");
         assert_eq!(reply.status(), 200);
         assert_eq!(conn.state(), State::Serving);
-        mem.0.clear();
+        mem.clear();
     }
     feed(s, &mut conn, &mut mem, input, now);
-    let mut rest = &mem.0[..];
+    let mut rest = &mem[..];
     while !rest.is_empty() {
         let frame = read_frame(&mut rest).expect("replies are well-formed frames");
         let status = frame.status();

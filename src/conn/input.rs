@@ -88,7 +88,10 @@ impl Conn {
             if !self.is_open() {
                 return input.len();
             }
-            // Hold back the next frame; the frame in hand is finished first.
+            // Hold back the next frame; the frame in hand is finished first. Also
+            // stop after a frame that queued chat pushes (`pos > 0`: this call
+            // served it), so the server carries them out before the next frame:
+            // a room's members are looked up then, and a `leave` must come after.
             let holds = matches!(self.state, State::Paused(_) | State::Working(_));
             if self.decoder.at_boundary() && (holds || (pos > 0 && services.has_pushes())) {
                 return pos;

@@ -5,10 +5,8 @@ use super::*;
 use crate::auth::{self, Users};
 use crate::client::{Frame, read_frame};
 use crate::config::Config;
-use crate::outbuf::Sink;
 use crate::proto::encode_frame;
 use crate::service::Next;
-use std::io::Write;
 use std::rc::Rc;
 use tempfile::TempDir;
 
@@ -16,21 +14,6 @@ const KEY: [u8; 32] = [7; 32];
 const IDLE: Duration = Duration::from_secs(10);
 const AUTH: Duration = Duration::from_secs(5);
 const MAX_OUT: usize = 64 * 1024;
-
-/// A socket stand-in that takes everything.
-struct Mem(Vec<u8>);
-
-impl Write for Mem {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Sink for Mem {}
 
 struct World {
     _dir: TempDir,
@@ -70,12 +53,12 @@ fn open(w: &mut World, key: usize) -> Conn {
 /// Writes all of the output as the server would, and tells the machine.
 /// Returns the frames written and whether it asked for the write side to shut.
 fn write_all(services: &mut Services, conn: &mut Conn, now: Instant) -> (Vec<Frame>, bool) {
-    let mut mem = Mem(Vec::new());
+    let mut mem = Vec::new();
     let done = conn.out.write_to(&mut mem, usize::MAX).unwrap();
     conn.written(services, done.bytes, now);
     let shut = conn.take_shutdown();
     let mut frames = Vec::new();
-    let mut rest = mem.0.as_slice();
+    let mut rest = mem.as_slice();
     while !rest.is_empty() {
         frames.push(read_frame(&mut rest).unwrap());
     }

@@ -5,7 +5,7 @@
 use super::{Server, Slot, Source};
 use crate::config::tuning;
 use crate::conn::Reading;
-use crate::net::{self, Drained, Step};
+use crate::net::{self, ReadEnd, Step};
 use crate::reactor::{Reactor, TRACE};
 use mio::Interest;
 use mio::unix::SourceFd;
@@ -39,6 +39,8 @@ impl Server {
                 return; // paused again: the rest of the input waits in the kernel
             }
         }
+        // Each chunk is served as it is read (`read_once` hands it to the machine
+        // before the next read); a machine that stops taking input ends the loop.
         let mut scratch = std::mem::take(&mut self.scratch);
         let end = net::read_within(tuning::READS_PER_TURN, || {
             self.read_once(r, key, &mut scratch)
@@ -51,13 +53,13 @@ impl Server {
         match end {
             // The socket may hold more, and no new edge will come for those
             // bytes: come back next turn, after the others.
-            Drained::Budget => r.revisit(Source::Conn(key).token()),
-            Drained::Eof => {
+            ReadEnd::Budget => r.revisit(Source::Conn(key).token()),
+            ReadEnd::Eof => {
                 log::trace!(target: TRACE, "  conn {}: read 0 B (peer closed its side)", Source::Conn(key).token().0);
                 slot.conn.peer_closed(&mut self.services, now);
             }
-            Drained::Failed(_) => slot.conn.close(&mut self.services, "read error"),
-            Drained::WouldBlock | Drained::Stopped => {}
+            ReadEnd::Failed(_) => slot.conn.close(&mut self.services, "read error"),
+            ReadEnd::WouldBlock | ReadEnd::Stopped => {}
         }
     }
 

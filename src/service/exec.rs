@@ -3,7 +3,7 @@
 //! server registers them with its loop and resumes the exec when they are ready.
 
 use super::ops::OpError;
-use crate::net::{self, Drained};
+use crate::net::{self, ReadEnd};
 use crate::outbuf::OutBuf;
 use crate::proto::HeadWriter;
 use crate::proto::Header;
@@ -92,7 +92,7 @@ impl<P: Read + AsRawFd> Pipe<P> {
 
     /// Reads until `WouldBlock` or EOF (closing the pipe), within a budget.
     /// Returns false when the budget ran out with the pipe still readable.
-    fn drain(&mut self, scratch: &mut [u8]) -> bool {
+    fn read_some(&mut self, scratch: &mut [u8]) -> bool {
         let Some(pipe) = self.pipe.as_mut() else {
             return true;
         };
@@ -109,9 +109,9 @@ impl<P: Read + AsRawFd> Pipe<P> {
             Ok(net::Step::Got)
         });
         match end {
-            Drained::Budget => false,
-            Drained::WouldBlock | Drained::Stopped => true,
-            Drained::Eof | Drained::Failed(_) => {
+            ReadEnd::Budget => false,
+            ReadEnd::WouldBlock | ReadEnd::Stopped => true,
+            ReadEnd::Eof | ReadEnd::Failed(_) => {
                 self.pipe = None; // closing the fd also removes it from the poller
                 true
             }
@@ -278,8 +278,8 @@ impl Exec {
     /// Reads what the pipes hold, reaps the child if it exited, and queues the
     /// reply once it is finished: exited and both pipes at EOF (or timed out).
     pub fn step(&mut self, scratch: &mut [u8], out: &mut OutBuf, id: Option<u64>) -> Step {
-        let out_idle = self.stdout.drain(scratch);
-        let err_idle = self.stderr.drain(scratch);
+        let out_idle = self.stdout.read_some(scratch);
+        let err_idle = self.stderr.read_some(scratch);
         self.reap();
         if !(out_idle && err_idle) {
             return Step::Again;
