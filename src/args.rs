@@ -120,6 +120,20 @@ pub struct ServeArgs {
     /// pending output per connection before its reading pauses (default 8388608)
     #[argh(option, default = "Config::default().max_outbuf")]
     max_outbuf: usize,
+    /// connections not logged in yet; past it the oldest waiting over 1 s gives
+    /// way, else the new one gets 503 (default 1000)
+    #[argh(option, default = "Config::default().max_unauth")]
+    max_unauth: usize,
+    /// connections from one address; more get 503 (default 0: no limit)
+    #[argh(option, default = "Config::default().max_conns_per_ip")]
+    max_conns_per_ip: usize,
+    /// connections of one user; a login past it gets 503 (default 0: no limit)
+    #[argh(option, default = "Config::default().max_conns_per_user")]
+    max_conns_per_user: usize,
+    /// bytes all connections may hold (output, bodies); past it the biggest
+    /// holders are closed (default 1073741824)
+    #[argh(option, default = "Config::default().max_memory")]
+    max_memory: u64,
     /// seconds an idle connection is kept (default 300)
     #[argh(
         option,
@@ -155,8 +169,8 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The server's settings, with `--allow-exec` resolved on `PATH`.
     pub fn into_config(self) -> Result<Config, String> {
-        if self.max_header == 0 || self.max_conns == 0 {
-            return Err("--max-header and --max-conns must be at least 1".into());
+        if self.max_header == 0 || self.max_conns == 0 || self.max_unauth == 0 {
+            return Err("--max-header, --max-conns and --max-unauth must be at least 1".into());
         }
         let allow_exec: Vec<String> = self.allow_exec.split(',').map(String::from).collect();
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
@@ -171,6 +185,10 @@ impl ServeArgs {
             max_header: self.max_header,
             max_body: self.max_body,
             max_outbuf: self.max_outbuf,
+            max_unauth: self.max_unauth,
+            max_conns_per_ip: self.max_conns_per_ip,
+            max_conns_per_user: self.max_conns_per_user,
+            max_memory: self.max_memory,
             idle_timeout: self.idle_timeout,
             auth_timeout: self.auth_timeout,
             quota: self.quota,

@@ -36,6 +36,16 @@ pub struct Config {
     pub max_header: u32,
     pub max_body: u64,
     pub max_outbuf: usize,
+    /// Connections not yet authenticated (`--max-unauth`): past it, the oldest
+    /// one waiting over `UNAUTH_GRACE` gives way, else the new one gets 503.
+    pub max_unauth: usize,
+    /// Connections from one address (`--max-conns-per-ip`); 0: no limit.
+    pub max_conns_per_ip: usize,
+    /// Connections of one user (`--max-conns-per-user`); 0: no limit.
+    pub max_conns_per_user: usize,
+    /// Bytes all connections together may hold in output queues and bodies
+    /// being buffered (`--max-memory`); past it the biggest holders are closed.
+    pub max_memory: u64,
     pub idle_timeout: Duration,
     pub auth_timeout: Duration,
     /// Bytes each user may store (`--quota`); `None`: unlimited.
@@ -58,6 +68,10 @@ impl Default for Config {
             max_header: 65_536,
             max_body: 16 * 1024 * 1024,
             max_outbuf: 8 * 1024 * 1024,
+            max_unauth: 1000,
+            max_conns_per_ip: 0,
+            max_conns_per_user: 0,
+            max_memory: 1 << 30,
             idle_timeout: Duration::from_secs(300),
             auth_timeout: Duration::from_secs(10),
             quota: None,
@@ -120,6 +134,12 @@ pub mod tuning {
     /// Datagrams served per turn before the rest of the loop runs (fairness,
     /// like `READS_PER_TURN`); the UDP socket is revisited when more may wait.
     pub const DATAGRAMS_PER_TURN: usize = 64;
+    /// How long an unauthenticated connection is safe from giving its slot to a
+    /// newcomer over `--max-unauth` (a real client logs in well within it).
+    pub const UNAUTH_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+    /// File bodies (`get`) one connection may have queued; past it, its reading
+    /// pauses like any backpressure: each holds a descriptor until sent.
+    pub const MAX_FILE_BODIES: usize = 16;
     /// How long a shutdown (SIGINT, SIGTERM) waits for connections to get what
     /// they are owed before the process exits anyway.
     pub const SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);

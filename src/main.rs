@@ -74,11 +74,16 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     } else {
         load_or_create_users(&config)?
     };
+    // Each connection holds its socket and up to MAX_FILE_BODIES queued `get` files.
+    let per_conn = 1 + frameloop::config::tuning::MAX_FILE_BODIES;
+    let need = config.max_conns.saturating_mul(per_conn).saturating_add(64);
     match frameloop::net::raise_fd_limit() {
-        Ok(n) if (n as usize) < config.max_conns.saturating_add(64) => {
+        Ok(n) if (n as usize) < need => {
             log::warn!(
-                "descriptor limit {n} is below --max-conns {}",
-                config.max_conns
+                "descriptor limit {n} is below the {need} that --max-conns {} may use \
+                 (a socket and up to {} queued file bodies each)",
+                config.max_conns,
+                per_conn - 1
             )
         }
         Ok(_) => {}

@@ -5,7 +5,7 @@ use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use std::io::{self, IoSlice, Read, Write};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -46,20 +46,36 @@ pub enum Listener {
     Unix(UnixListener, UnixPath),
 }
 
+/// Who connected: a name for log lines, and the address `--max-conns-per-ip`
+/// counts (none for a Unix socket).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub name: String,
+    pub ip: Option<IpAddr>,
+}
+
 impl Listener {
-    /// Accepts one connection: the stream and a peer name for log lines.
-    pub fn accept(&self) -> io::Result<(Stream, String)> {
+    /// Accepts one connection.
+    pub fn accept(&self) -> io::Result<(Stream, Peer)> {
         match self {
             Listener::Tcp(l) => {
-                let (stream, peer) = l.accept()?;
+                let (stream, addr) = l.accept()?;
                 // Replies are batched per turn already; do not let Nagle delay them.
                 let _ = stream.set_nodelay(true);
-                Ok((Stream::Tcp(stream), peer.to_string()))
+                let peer = Peer {
+                    name: addr.to_string(),
+                    ip: Some(addr.ip()),
+                };
+                Ok((Stream::Tcp(stream), peer))
             }
             // Unix clients rarely bind a name: the listener's path says where they came in.
             Listener::Unix(l, path) => {
                 let (stream, _) = l.accept()?;
-                Ok((Stream::Unix(stream), format!("unix:{}", path.0.display())))
+                let peer = Peer {
+                    name: format!("unix:{}", path.0.display()),
+                    ip: None,
+                };
+                Ok((Stream::Unix(stream), peer))
             }
         }
     }

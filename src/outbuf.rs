@@ -147,6 +147,8 @@ pub struct OutBuf {
     tail_open: bool,
     /// Frames queued since [`OutBuf::take_frames`] last asked (for `frames_out`).
     frames: u64,
+    /// File ranges pending: each holds an open descriptor until sent.
+    files: usize,
 }
 
 impl OutBuf {
@@ -167,6 +169,26 @@ impl OutBuf {
     /// Whether a file range is pending (all pending bytes not in memory are file bytes).
     pub fn has_file(&self) -> bool {
         self.len > self.mem as u64
+    }
+
+    /// File bodies pending, each holding an open descriptor.
+    pub fn file_bodies(&self) -> usize {
+        self.files
+    }
+
+    /// Drops everything pending (a connection evicted to free memory): buffers
+    /// go back to the pool, file descriptors are closed.
+    pub fn clear(&mut self) {
+        for chunk in self.chunks.drain(..) {
+            if let Chunk::Mem(buf) = chunk {
+                bufpool::give(buf);
+            }
+        }
+        self.pos = 0;
+        self.len = 0;
+        self.mem = 0;
+        self.files = 0;
+        self.tail_open = false;
     }
 
     /// Queues one frame: its header (and its body, when small) written by
@@ -206,6 +228,7 @@ impl OutBuf {
             return;
         }
         self.len += range.len;
+        self.files += 1;
         self.chunks.push_back(Chunk::File(range));
         self.tail_open = false;
     }
@@ -314,6 +337,7 @@ impl OutBuf {
                         return;
                     }
                     k -= range.len as usize; // range.len <= k here
+                    self.files = self.files.saturating_sub(1);
                 }
                 Chunk::Mem(_) | Chunk::Shared(_) => {
                     let len = front.bytes().map_or(0, <[u8]>::len);

@@ -145,7 +145,7 @@ impl Conn {
             }
             Next::Close(reason) => self.start_closing(services, reason, None, true),
         }
-        if self.state == State::Serving && self.out.len() > self.rules.max_outbuf as u64 {
+        if self.state == State::Serving && self.output_full() {
             self.set_state(State::Paused(Pause::Output));
         }
     }
@@ -206,7 +206,7 @@ impl Conn {
         if n > 0 {
             self.last_active = now;
         }
-        let low = self.out.len() <= self.rules.max_outbuf as u64 / 2;
+        let low = self.output_low();
         match self.state {
             State::Paused(_) if low => {
                 // Resume reading. Bytes already in the kernel buffer raise no new
@@ -303,6 +303,17 @@ impl Conn {
         self.close_reason = reason;
         self.stash = Vec::new();
         self.set_state(State::Flushing { drain });
+    }
+
+    /// Evicted to bring the memory all connections hold under `--max-memory`:
+    /// what it holds is dropped at once (output, stash, a body being buffered)
+    /// and it is closed politely with a `bye`.
+    pub fn evict(&mut self, services: &mut Services, now: Instant) {
+        self.now = now;
+        self.out.clear();
+        self.stash = Vec::new();
+        self.session.drop_body();
+        self.start_closing(services, "memory limit", Some("memory limit"), true);
     }
 
     /// Closes at once (an I/O error, or the polite close is over): the server

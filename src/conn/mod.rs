@@ -175,6 +175,28 @@ impl Conn {
         !self.stash.is_empty()
     }
 
+    /// Bytes it holds in memory (output queue, stash, a body being buffered):
+    /// what `--max-memory` adds up.
+    pub fn held(&self) -> usize {
+        self.out
+            .mem_len()
+            .saturating_add(self.stash.capacity())
+            .saturating_add(self.session.buffered())
+    }
+
+    /// Output over the limits that pause reading: bytes over `--max-outbuf`, or
+    /// `MAX_FILE_BODIES` file bodies (each holds a descriptor until sent).
+    fn output_full(&self) -> bool {
+        self.out.len() > self.rules.max_outbuf as u64
+            || self.out.file_bodies() >= tuning::MAX_FILE_BODIES
+    }
+
+    /// Output low enough to read again: half of both limits.
+    fn output_low(&self) -> bool {
+        self.out.len() <= self.rules.max_outbuf as u64 / 2
+            && self.out.file_bodies() <= tuning::MAX_FILE_BODIES / 2
+    }
+
     /// Whether it has output to write (the server asks for WRITABLE while so).
     pub fn wants_write(&self) -> bool {
         !self.out.is_empty() && !self.is_closed()

@@ -1,10 +1,11 @@
 //! Accepting stream connections (TCP and Unix alike): a budget per turn,
 //! `--max-conns`, and pausing when the process runs out of descriptors.
 
+use super::limits::Refusal;
 use super::{Server, Slot, Source};
 use crate::config::tuning;
 use crate::conn::Conn;
-use crate::net::{IoClass, Stream, classify, is_resource_exhaustion};
+use crate::net::{IoClass, Peer, Stream, classify, is_resource_exhaustion};
 use crate::reactor::{Reactor, TRACE};
 use mio::Interest;
 use std::io;
@@ -57,9 +58,20 @@ impl Server {
         self.accept_timer = Some(r.add_timer(r.now() + tuning::ACCEPT_PAUSE, token));
     }
 
-    fn open(&mut self, r: &mut Reactor, mut stream: Stream, peer: String) {
-        let admitted = (self.services.stats.conns_open() as usize) < self.config.max_conns;
-        // Over --max-conns a connection still gets its 503 politely, up to a bound.
+    fn open(&mut self, r: &mut Reactor, mut stream: Stream, peer: Peer) {
+        let admitted = match self.admit(r, &peer) {
+            Ok(()) => true,
+            Err(why) => {
+                let why = match why {
+                    Refusal::TooMany => "over max-conns",
+                    Refusal::FromThisAddress => "over max-conns-per-ip",
+                    Refusal::Unauthenticated => "over max-unauth",
+                };
+                log::debug!("{}: refused, {why}", peer.name);
+                false
+            }
+        };
+        // A refused connection still gets its 503 politely, up to a bound.
         if !admitted
             && self.conns.len() >= self.config.max_conns.saturating_add(tuning::OVERFLOW_CONNS)
         {
@@ -69,9 +81,9 @@ impl Server {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let token = Source::Conn(key).token();
-        log::trace!(target: TRACE, "  accept {peer} as conn {}", token.0);
+        log::trace!(target: TRACE, "  accept {} as conn {}", peer.name, token.0);
         if let Err(e) = r.register(&mut stream, token, Interest::READABLE) {
-            log::warn!("register {peer}: {e}");
+            log::warn!("register {}: {e}", peer.name);
             return;
         }
         let conn = Conn::open(
@@ -84,20 +96,25 @@ impl Server {
         );
         if admitted {
             self.services.stats.opened();
-            log::info!("open {peer} ({} open)", self.services.stats.conns_open());
+            log::info!("open {} ({} open)", peer.name, self.services.stats.conns_open());
         } else {
             self.services.stats.refused();
         }
         entry.insert(Slot {
             stream,
             conn,
-            peer,
+            peer: peer.name,
             interest: Interest::READABLE,
             timer: None,
             corked: false,
             dirty: false,
             counted: admitted,
+            ip: peer.ip,
+            serial: 0,
+            unauth: false,
+            held: 0,
         });
+        self.count_in(key, r.now());
         self.touch(key);
     }
 }

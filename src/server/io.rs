@@ -205,6 +205,7 @@ impl Server {
             return;
         };
         slot.dirty = false;
+        Self::recount(&mut self.tally, slot);
         if slot.conn.is_closed() {
             return self.free(r, key);
         }

@@ -6,6 +6,7 @@
 
 mod accept;
 mod io;
+mod limits;
 mod push;
 mod shutdown;
 
@@ -93,8 +94,16 @@ struct Slot {
     corked: bool,
     /// Already in the list of connections to settle at the end of the turn.
     dirty: bool,
-    /// Counted in `conns_open` (false for a connection refused over `--max-conns`).
+    /// Counted in `conns_open` (false for a connection refused with 503).
     counted: bool,
+    /// The peer's address (`--max-conns-per-ip`; none for a Unix socket).
+    ip: Option<std::net::IpAddr>,
+    /// Numbers the connection among all accepted (see `limits::Tally`).
+    serial: u64,
+    /// Counted as not yet authenticated (`--max-unauth`).
+    unauth: bool,
+    /// Bytes it held when last settled (`--max-memory`).
+    held: usize,
 }
 
 pub struct Server {
@@ -123,6 +132,8 @@ pub struct Server {
     accept_timer: Option<TimerId>,
     /// Whether the current out-of-descriptors episode was logged.
     accept_starved: bool,
+    /// Counts that span connections (section 9 limits).
+    tally: limits::Tally,
 }
 
 /// An error that says which socket it is about.
@@ -174,6 +185,7 @@ impl Server {
             visit_pushes: 0,
             accept_timer: None,
             accept_starved: false,
+            tally: limits::Tally::default(),
         })
     }
 
@@ -321,17 +333,24 @@ impl Handler for Server {
     fn end_of_turn(&mut self, r: &mut Reactor) {
         // Chat pushes not yet carried out (a member's close sent its rooms `left`).
         self.send_pushes(r);
-        // Write at the end of the turn: replies produced by several events go out in one writev.
-        while !self.to_settle.is_empty() {
-            let mut to_settle = std::mem::take(&mut self.to_settle);
-            for key in to_settle.drain(..) {
-                self.settle(r, key);
+        loop {
+            // Write at the end of the turn: replies produced by several events go
+            // out in one writev.
+            while !self.to_settle.is_empty() {
+                let mut to_settle = std::mem::take(&mut self.to_settle);
+                for key in to_settle.drain(..) {
+                    self.settle(r, key);
+                }
+                if self.to_settle.is_empty() {
+                    self.to_settle = to_settle; // keep the allocation
+                }
+                // A write error closed a chat member: the rest of its rooms hear `left`.
+                self.send_pushes(r);
             }
-            if self.to_settle.is_empty() {
-                self.to_settle = to_settle; // keep the allocation
+            // Settling brought the memory total up to date; the evicted are settled again.
+            if !self.evict_over_memory(r) {
+                break;
             }
-            // A write error closed a chat member: the rest of its rooms hear `left`.
-            self.send_pushes(r);
         }
     }
 

@@ -93,6 +93,7 @@ impl Server {
                 .is_ok()
         });
         let _ = r.deregister(&mut slot.stream);
+        self.count_out(&slot);
         if slot.counted {
             self.services.stats.closed();
             log::info!(

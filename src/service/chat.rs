@@ -135,6 +135,11 @@ impl Chat {
         }
     }
 
+    /// How many open connections `user` has logged in (`--max-conns-per-user`).
+    pub fn connections_of(&self, user: &str) -> usize {
+        self.users.get(user).map_or(0, Vec::len)
+    }
+
     /// `join`: idempotent (joining a room again is a 200 with no push).
     pub fn join(
         &mut self,

@@ -79,6 +79,11 @@ impl Services {
         let Some((user, cnonce, key)) = checked else {
             return self.refuse_login(out, id, "authentication failed");
         };
+        let max = self.max_conns_per_user;
+        if max > 0 && self.chat.connections_of(&user) >= max {
+            self.error(out, 503, id, "too many connections for this user");
+            return Next::Close("over max-conns-per-user");
+        }
         let proof = auth::server_mac(&key, &session.nonce, &cnonce, &user);
         let mut hex = [0u8; 64];
         let _ = hex::encode_to_slice(proof, &mut hex);

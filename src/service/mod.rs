@@ -159,6 +159,21 @@ impl Session {
         session
     }
 
+    /// Body bytes held in memory for the request being received (an `echo`'s,
+    /// a `say`'s): what `--max-memory` counts besides the output queue.
+    pub fn buffered(&self) -> usize {
+        match &self.body {
+            Body::Collect { bytes, .. } | Body::Message { bytes, .. } => bytes.capacity(),
+            Body::Drop | Body::Upload { .. } => 0,
+        }
+    }
+
+    /// Drops the body being received (the connection is evicted to free memory):
+    /// the rest of it, if it still arrives, is discarded.
+    pub fn drop_body(&mut self) {
+        self.body = Body::Drop;
+    }
+
     /// When the running request must be cut short ([`Services::expire`]): an
     /// exec's timeout, until it has been enforced.
     pub fn job_deadline(&self) -> Option<Instant> {
@@ -215,6 +230,8 @@ pub struct Services {
     no_auth: bool,
     /// Decoder limits after authentication.
     open_limits: Limits,
+    /// Logins one user may hold at once (`--max-conns-per-user`); 0: no limit.
+    max_conns_per_user: usize,
     files: files::Files,
     allow_exec: exec::Allowlist,
     exec_timeout: Duration,
@@ -238,6 +255,7 @@ impl Services {
                 max_body: config.max_body,
                 body_allowed: true,
             },
+            max_conns_per_user: config.max_conns_per_user,
             files: files::Files::open(&config.data_dir, config.quota)?,
             allow_exec: config.allow_exec.clone(),
             exec_timeout: config.exec_timeout,
