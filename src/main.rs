@@ -65,6 +65,7 @@ fn load(args: LoadArgs) -> Result<(), String> {
 /// on stdout, and runs the event loop until a signal stops it.
 fn serve(args: ServeArgs) -> Result<(), String> {
     let config = args.into_config()?;
+    frameloop::bufpool::return_large_buffers_to_the_os();
     let allowed = config.allow_exec.names();
     if !allowed.is_empty() {
         log::info!("exec may run: {}", allowed.join(", "));

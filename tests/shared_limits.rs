@@ -53,9 +53,15 @@ fn idle_unauthenticated_sockets_never_lock_out_a_login() {
             }
         }
     }
-    assert_eq!(told, 1, "the oldest gave way, with a bye; the rest were untouched");
+    assert_eq!(
+        told, 1,
+        "the oldest gave way, with a bye; the rest were untouched"
+    );
     // The logged-in connection was never touched.
-    assert_eq!(member.request("ping", json!({}), b"").unwrap().status(), 200);
+    assert_eq!(
+        member.request("ping", json!({}), b"").unwrap().status(),
+        200
+    );
 }
 
 #[test]
@@ -109,7 +115,10 @@ fn queued_file_bodies_hold_few_descriptors() {
     // Nothing is read: the server pauses this connection at 16 queued bodies.
     std::thread::sleep(Duration::from_millis(800));
     let held = server.fd_count();
-    assert!(held <= baseline + 20, "{held} descriptors, baseline {baseline}");
+    assert!(
+        held <= baseline + 20,
+        "{held} descriptors, baseline {baseline}"
+    );
     let mut other = server.client();
     assert_eq!(other.request("ping", json!({}), b"").unwrap().status(), 200);
     // Reading resumes it: every reply comes, in order.
@@ -156,11 +165,13 @@ fn over_max_memory_the_biggest_holders_are_evicted_and_the_rest_served() {
         "RSS peaked at {peak} KiB (from {rss_before})"
     );
     let evicted = server.log().matches("memory limit").count();
+    eprintln!("RSS {rss_before} KiB before, peak {peak} KiB; {evicted} evicted");
     assert!(evicted >= 1, "someone was evicted: {}", server.log());
     // An evicted connection reads its bye (its queued replies were dropped).
     let mut byes = 0;
     for mut s in readers {
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let mut seen = Vec::new();
         let mut buf = vec![0; 1 << 20];
         while let Ok(n) = s.read(&mut buf) {
@@ -172,10 +183,7 @@ fn over_max_memory_the_biggest_holders_are_evicted_and_the_rest_served() {
                 break; // replies streaming: not evicted
             }
         }
-        byes += usize::from(
-            seen.windows(12)
-                .any(|w| w == b"memory limit"),
-        );
+        byes += usize::from(seen.windows(12).any(|w| w == b"memory limit"));
     }
     assert!(byes >= 1, "an evicted connection got its bye");
     drop(senders);

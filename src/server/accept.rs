@@ -96,7 +96,11 @@ impl Server {
         );
         if admitted {
             self.services.stats.opened();
-            log::info!("open {} ({} open)", peer.name, self.services.stats.conns_open());
+            log::info!(
+                "open {} ({} open)",
+                peer.name,
+                self.services.stats.conns_open()
+            );
         } else {
             self.services.stats.refused();
         }

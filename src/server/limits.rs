@@ -105,7 +105,9 @@ impl Server {
             if self.tally.unauth.len() > 2 * self.tally.unauth_open + 1024 {
                 let conns = &self.conns;
                 self.tally.unauth.retain(|(k, serial, _)| {
-                    conns.get(*k).is_some_and(|s| s.serial == *serial && s.unauth)
+                    conns
+                        .get(*k)
+                        .is_some_and(|s| s.serial == *serial && s.unauth)
                 });
             }
         }
