@@ -124,10 +124,10 @@ pub struct ServeArgs {
     /// way, else the new one gets 503 (default 1000)
     #[argh(option, default = "Config::default().max_unauth")]
     max_unauth: usize,
-    /// connections from one address; more get 503 (default 0: no limit)
+    /// connections from one address; more get 503 (default 0; 0 is no limit)
     #[argh(option, default = "Config::default().max_conns_per_ip")]
     max_conns_per_ip: usize,
-    /// connections of one user; a login past it gets 503 (default 0: no limit)
+    /// connections of one user; a login past it gets 503 (default 0; 0 is no limit)
     #[argh(option, default = "Config::default().max_conns_per_user")]
     max_conns_per_user: usize,
     /// bytes all connections may hold (output, bodies); past it the biggest
@@ -362,7 +362,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 21, "every stated default was found and checked");
+        assert_eq!(checked, 25, "every stated default was found and checked");
     }
 
     /// `serve`'s description names the default address and data directory.
