@@ -138,11 +138,15 @@ pub fn keygen_line(name: &str) -> io::Result<String> {
     Ok(format!("{name} {}", hex::encode(random32()?)))
 }
 
-/// Creates a users file (mode 0600, never overwriting) holding `guest` with a fresh key.
+/// Creates a users file (mode 0600, never overwriting) holding `guest` with a fresh
+/// key; missing directories above it (the data dir, by default) are made 0700.
 pub fn create_users_file(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
     let mut file = std::fs::OpenOptions::new()
         .write(true)

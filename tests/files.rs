@@ -166,7 +166,8 @@ fn put_get_sum_round_trip() {
 
 #[test]
 fn put_refusals_leave_the_destination_and_no_temp_file() {
-    let server = Server::start(&["--quota", "1000"]);
+    // Three 4096-byte blocks (contract section 5 counts disk use).
+    let server = Server::start(&["--quota", "12288"]);
     let mut c = server.client();
     assert_eq!(put(&mut c, "/f", b"old", json!({})).status(), 200);
     // Existing path without overwrite: 409; with it: replaced.
@@ -206,12 +207,13 @@ fn put_refusals_leave_the_destination_and_no_temp_file() {
     );
     assert_eq!(put(&mut c, "/", b"x", json!({})).status(), 409);
     assert_eq!(put(&mut c, "/no/such", b"x", json!({})).status(), 404);
-    // Quota 1000: 4 stored; 996 more fit, 997 do not; an overwrite counts the file it replaces.
-    let r = put(&mut c, "/big", &[1u8; 997], json!({}));
+    // Quota 3 blocks: /f and /dir use one each; 4096 bytes more fit, 4097 do not;
+    // an overwrite counts the file it replaces.
+    let r = put(&mut c, "/big", &[1u8; 4097], json!({}));
     assert_eq!(r.status(), 413, "{r:?}");
-    assert_eq!(put(&mut c, "/big", &[1u8; 996], json!({})).status(), 200);
+    assert_eq!(put(&mut c, "/big", &[1u8; 4096], json!({})).status(), 200);
     assert_eq!(
-        put(&mut c, "/big", &[2u8; 996], json!({"overwrite":true})).status(),
+        put(&mut c, "/big", &[2u8; 4096], json!({"overwrite":true})).status(),
         200
     );
     assert_eq!(put(&mut c, "/one", b"1", json!({})).status(), 413);

@@ -72,6 +72,35 @@ pub fn open_dir(path: &std::path::Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Opens the subdirectory `name` (one component, as `list` gives it, any bytes)
+/// of `dir` for listing; a symlink is refused (ELOOP), not followed.
+pub fn open_subdir(dir: BorrowedFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let name = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    if name.as_bytes().contains(&b'/') || matches!(name.as_bytes(), b"" | b"." | b"..") {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: valid descriptor and NUL-terminated name.
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Creates a directory of the data dir's own (and its missing parents), private
+/// to the server's user: mode 0700 whatever the umask (it can only take bits away).
+pub fn create_private_dir(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
 pub fn fstat(fd: BorrowedFd) -> io::Result<libc::stat> {
     // SAFETY: stat is plain data, filled by the kernel.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -100,10 +129,11 @@ fn stat_entry_c(dir: BorrowedFd, name: &CStr) -> io::Result<libc::stat> {
     Ok(st)
 }
 
+/// Makes a directory private to the server's user (0700; the umask can only take bits away).
 pub fn mkdir(dir: BorrowedFd, name: &str) -> io::Result<()> {
     let name = cstring(name)?;
     // SAFETY: valid descriptor and NUL-terminated name.
-    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) }).map(drop)
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o700) }).map(drop)
 }
 
 /// Removes a file, or an empty directory when `is_dir`.

@@ -16,7 +16,7 @@ use crate::outbuf::OutBuf;
 use crate::proto::header::{opt_bool, req_str};
 use crate::proto::{HeadWriter, Header};
 use path::{Resolved, resolve};
-use quota::Usage;
+use quota::{BLOCK, Usage, counted};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
@@ -57,11 +57,12 @@ pub struct Files {
 }
 
 impl Files {
-    /// Prepares `<data-dir>/files` and `<data-dir>/tmp`, removing uploads a previous
-    /// run left behind (a crash mid-put: the destination never saw them).
+    /// Prepares `<data-dir>/files` and `<data-dir>/tmp` (created 0700, the data dir
+    /// too when missing), removing uploads a previous run left behind (a crash
+    /// mid-put: the destination never saw them).
     pub fn open(data_dir: &Path, quota: Option<u64>) -> io::Result<Files> {
         let files_dir = data_dir.join("files");
-        std::fs::create_dir_all(&files_dir)?;
+        beneath::create_private_dir(&files_dir)?;
         Ok(Files {
             files_dir,
             tmp: TempDir::open(&data_dir.join("tmp"))?,
@@ -70,7 +71,7 @@ impl Files {
         })
     }
 
-    /// The user's root directory descriptor, created and opened on first use.
+    /// The user's root directory descriptor, created (0700) and opened on first use.
     fn root<'s>(&self, session: &'s mut FileSession, user: &str) -> Result<&'s OwnedFd, OpError> {
         let root = match session.root.take() {
             Some(root) => root,
@@ -80,7 +81,7 @@ impl Files {
                     return Err(OpError::new(403, "this user has no file root"));
                 }
                 let dir = self.files_dir.join(user);
-                std::fs::create_dir_all(&dir)?;
+                beneath::create_private_dir(&dir)?;
                 beneath::open_dir(&dir)?
             }
         };
@@ -131,7 +132,7 @@ impl Files {
     }
 
     pub fn mkdir(
-        &self,
+        &mut self,
         session: &mut FileSession,
         user: &str,
         header: &Header,
@@ -140,23 +141,42 @@ impl Files {
     ) -> Result<(), OpError> {
         let target = Self::path(session, header)?;
         let parents = opt_bool(header.parents, "parents", false)?;
-        if parents {
-            // Like `mkdir -p`: each missing component is made; existing directories are fine.
+        let (mut dir, missing) = if parents {
+            // Like `mkdir -p`: existing directories are walked through, and the
+            // missing rest is judged against the quota as a whole, then made.
             let mut dir = self.open_at(session, user, &Resolved::root(), DIR_PATH)?;
-            for name in target.components() {
-                match beneath::mkdir(dir.as_fd(), name) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            let names: Vec<&str> = target.components().collect();
+            let mut existing = 0;
+            for name in &names {
+                match beneath::open(dir.as_fd(), name, DIR_PATH, 0) {
+                    Ok(next) => dir = next,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
                     Err(e) => return Err(e.into()),
                 }
-                dir = beneath::open(dir.as_fd(), name, DIR_PATH, 0)?;
+                existing += 1;
             }
+            (dir, names.get(existing..).unwrap_or_default().to_vec())
         } else {
             let Some((parent, name)) = target.split_last() else {
                 return Err(OpError::new(409, "already exists"));
             };
             let dir = self.open_at(session, user, &parent, DIR_PATH)?;
-            beneath::mkdir(dir.as_fd(), name)?;
+            if beneath::stat_entry(dir.as_fd(), name).is_ok() {
+                return Err(io::Error::from_raw_os_error(libc::EEXIST).into());
+            }
+            (dir, vec![name])
+        };
+        self.judge_dirs(session, user, missing.len())?;
+        for name in missing {
+            match beneath::mkdir(dir.as_fd(), name) {
+                Ok(()) => self.added(user, BLOCK),
+                // Made meanwhile (an exec): fine for `-p`, as it always was.
+                Err(e) if parents && e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if parents {
+                dir = beneath::open(dir.as_fd(), name, DIR_PATH, 0)?;
+            }
         }
         reply_path(out, id, &target);
         Ok(())
@@ -177,10 +197,9 @@ impl Files {
         let dir = self.open_at(session, user, &parent, DIR_PATH)?;
         let st = not_symlink(beneath::stat_entry(dir.as_fd(), name)?)?;
         let is_dir = beneath::is_dir(&st);
+        // What it counts as it is now, in the same turn as the unlink.
         beneath::remove(dir.as_fd(), name, is_dir)?;
-        if !is_dir {
-            self.removed(user, beneath::size(&st));
-        }
+        self.removed(user, counted(&st));
         reply_path(out, id, &target);
         Ok(())
     }

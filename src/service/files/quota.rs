@@ -1,48 +1,112 @@
-//! `--quota` of contract section 5: the bytes each user stores, and what uploads in
-//! progress hold against it from their header on (judged up front, 413).
+//! `--quota` of contract section 5: each user's disk use in 4096-byte blocks (a
+//! file its size rounded up, at least one block; a directory one block), and what
+//! uploads in progress hold against it from their header on (judged up front, 413).
+//!
+//! The count moves only where the disk does (a rename, an unlink, a mkdir), by what
+//! the entry counts on disk at that moment: the loop is single-threaded, so a stat
+//! and the call after it are one step no other request comes between, and no
+//! interleaving of requests can make the count drift from the disk.
 
-use super::Files;
+use super::{FileSession, Files, beneath};
 use crate::service::ops::OpError;
 use std::cell::RefCell;
-use std::path::Path;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 
-/// Bytes stored by one user.
+/// The unit of disk use.
+pub(super) const BLOCK: u64 = 4096;
+
+/// What a file of `size` bytes counts: whole blocks, at least one (an empty file too).
+pub(super) fn file_blocks(size: u64) -> u64 {
+    size.div_ceil(BLOCK).max(1).saturating_mul(BLOCK)
+}
+
+/// What an entry counts, from its `lstat`: a file its blocks, a directory one
+/// block, anything else (a symlink, a FIFO an exec made) nothing.
+pub(super) fn counted(st: &libc::stat) -> u64 {
+    if beneath::is_file(st) {
+        file_blocks(beneath::size(st))
+    } else if beneath::is_dir(st) {
+        BLOCK
+    } else {
+        0
+    }
+}
+
+/// One user's disk use, in bytes of whole blocks.
 #[derive(Debug, Default)]
 pub(super) struct Usage {
+    /// What the entries under the user's root count (the root itself does not).
     stored: u64,
-    /// Declared sizes of uploads in progress (judged up front, released when they end).
+    /// What uploads in progress hold: each the growth judged at its header.
     reserved: u64,
 }
 
-/// The declared size of one upload in progress, held against its user's quota
-/// until the upload ends (dropped: released, stored or not).
+impl Usage {
+    /// 413 unless adding `more` and removing `less` keeps the use, with what other
+    /// uploads hold (all reservations less `own`), within `quota`.
+    fn judge(&self, quota: u64, less: u64, more: u64, own: u64) -> Result<(), OpError> {
+        let after = self
+            .stored
+            .saturating_sub(less)
+            .saturating_add(self.reserved.saturating_sub(own))
+            .saturating_add(more);
+        if after > quota {
+            return Err(OpError::new(
+                413,
+                format!("over quota: {after} bytes of disk would exceed {quota}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn change(&mut self, less: u64, more: u64) {
+        self.stored = self.stored.saturating_sub(less).saturating_add(more);
+    }
+}
+
+/// What one upload in progress holds against its user's quota until it ends
+/// (dropped: released, stored or not).
 #[derive(Debug)]
 pub(super) struct Reservation {
     usage: Rc<RefCell<Usage>>,
-    size: u64,
+    quota: u64,
+    held: u64,
 }
 
 impl Reservation {
-    /// The upload was stored: `written` bytes count, less the `replaced` file's.
+    /// At the rename, judged again from the disk as it is now: the upload of
+    /// `written` bytes replaces an entry that counts `replaced` at this moment.
+    /// The caller renames right after, in the same turn.
+    pub(super) fn judge(&self, replaced: u64, written: u64) -> Result<(), OpError> {
+        self.usage
+            .borrow()
+            .judge(self.quota, replaced, file_blocks(written), self.held)
+    }
+
+    /// The rename was done: the new file counts, the one it replaced no longer.
     pub(super) fn stored(&self, replaced: u64, written: u64) {
-        let mut u = self.usage.borrow_mut();
-        u.stored = u.stored.saturating_sub(replaced) + written;
+        self.usage
+            .borrow_mut()
+            .change(replaced, file_blocks(written));
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         let mut u = self.usage.borrow_mut();
-        u.reserved = u.reserved.saturating_sub(self.size);
+        u.reserved = u.reserved.saturating_sub(self.held);
     }
 }
 
 impl Files {
-    /// Reserves `size` bytes for a `put` that replaces a file of `replaced` bytes,
-    /// or refuses it (413). `None` without `--quota`: nothing is counted.
+    /// Judges a `put` of `size` bytes that replaces an entry counting `replaced`
+    /// now, and holds its growth against the quota, or refuses it (413). `None`
+    /// without `--quota`: nothing is counted.
     pub(super) fn reserve(
         &mut self,
+        session: &mut FileSession,
         user: &str,
         replaced: u64,
         size: u64,
@@ -50,57 +114,262 @@ impl Files {
         let Some(quota) = self.quota else {
             return Ok(None);
         };
-        let usage = self.usage(user);
+        let usage = self.usage(session, user)?;
+        let need = file_blocks(size);
+        let held = need.saturating_sub(replaced);
         {
             let mut u = usage.borrow_mut();
-            let after = (u.stored + u.reserved)
-                .saturating_sub(replaced)
-                .saturating_add(size);
-            if after > quota {
-                return Err(OpError::new(
-                    413,
-                    format!("over quota: {after} bytes would exceed {quota}"),
-                ));
-            }
-            u.reserved += size;
+            u.judge(quota, replaced, need, 0)?;
+            u.reserved = u.reserved.saturating_add(held);
         }
-        Ok(Some(Reservation { usage, size }))
+        Ok(Some(Reservation { usage, quota, held }))
     }
 
-    /// A file of `size` bytes was removed (counted only once the quota counts the user).
-    pub(super) fn removed(&self, user: &str, size: u64) {
+    /// Judges `mkdir` of `count` new directories (413 when they do not fit).
+    pub(super) fn judge_dirs(
+        &mut self,
+        session: &mut FileSession,
+        user: &str,
+        count: usize,
+    ) -> Result<(), OpError> {
+        let Some(quota) = self.quota else {
+            return Ok(());
+        };
+        let more = BLOCK.saturating_mul(u64::try_from(count).unwrap_or(u64::MAX));
+        self.usage(session, user)?.borrow().judge(quota, 0, more, 0)
+    }
+
+    /// An entry counting `bytes` was made (counted once the quota counts the user).
+    pub(super) fn added(&self, user: &str, bytes: u64) {
         if let Some(usage) = self.usage.get(user) {
-            let mut u = usage.borrow_mut();
-            u.stored = u.stored.saturating_sub(size);
+            usage.borrow_mut().change(0, bytes);
         }
     }
 
-    /// The user's usage record (computed by walking their root the first time).
-    fn usage(&mut self, user: &str) -> Rc<RefCell<Usage>> {
-        let files_dir = &self.files_dir;
-        self.usage
-            .entry(user.to_string())
-            .or_insert_with(|| {
-                Rc::new(RefCell::new(Usage {
-                    stored: tree_size(&files_dir.join(user)),
+    /// An entry counting `bytes` was removed (counted once the quota counts the user).
+    pub(super) fn removed(&self, user: &str, bytes: u64) {
+        if let Some(usage) = self.usage.get(user) {
+            usage.borrow_mut().change(bytes, 0);
+        }
+    }
+
+    /// What the user may still store under `--quota` (`None`: unlimited): the
+    /// quota less their disk use and what their uploads in progress hold.
+    pub fn quota_left(
+        &mut self,
+        session: &mut FileSession,
+        user: &str,
+    ) -> Result<Option<u64>, OpError> {
+        let Some(quota) = self.quota else {
+            return Ok(None);
+        };
+        let usage = self.usage(session, user)?;
+        let u = usage.borrow();
+        Ok(Some(
+            quota.saturating_sub(u.stored.saturating_add(u.reserved)),
+        ))
+    }
+
+    /// Counts the user's tree again from the disk (after something other than
+    /// these requests wrote beneath the root, as an exec does); uploads in
+    /// progress keep what they hold. Nothing to do without `--quota`.
+    pub fn recount(&mut self, session: &mut FileSession, user: &str) -> Result<(), OpError> {
+        if self.quota.is_none() {
+            return Ok(());
+        }
+        let stored = self.walk(session, user)?;
+        match self.usage.get(user) {
+            Some(usage) => usage.borrow_mut().stored = stored,
+            None => {
+                let usage = Usage {
+                    stored,
                     reserved: 0,
-                }))
-            })
-            .clone()
+                };
+                self.usage
+                    .insert(user.to_string(), Rc::new(RefCell::new(usage)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The user's usage record, computed by walking their root the first time
+    /// (a walk that fails is an error reply, and is tried again next time).
+    fn usage(
+        &mut self,
+        session: &mut FileSession,
+        user: &str,
+    ) -> Result<Rc<RefCell<Usage>>, OpError> {
+        if let Some(usage) = self.usage.get(user) {
+            return Ok(usage.clone());
+        }
+        let usage = Rc::new(RefCell::new(Usage {
+            stored: self.walk(session, user)?,
+            reserved: 0,
+        }));
+        self.usage.insert(user.to_string(), usage.clone());
+        Ok(usage)
+    }
+
+    /// What the user's tree counts on disk now.
+    fn walk(&self, session: &mut FileSession, user: &str) -> Result<u64, OpError> {
+        let root = self.root(session, user)?;
+        // A descriptor of its own: listing moves the directory's read position.
+        let dir = beneath::open(root.as_fd(), ".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        Ok(tree_use(dir)?)
     }
 }
 
-/// Bytes of regular files under `dir` (symlinks not followed).
-fn tree_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.path().symlink_metadata() {
-            Ok(m) if m.is_dir() => tree_size(&e.path()),
-            Ok(m) if m.is_file() => m.len(),
-            _ => 0,
-        })
-        .sum()
+/// What the entries below `dir` count (not `dir` itself), walked through directory
+/// descriptors, each opened from its parent's by name: no path grows with the
+/// depth, and no recursion either. A directory is held open only while it has
+/// subdirectories left to walk, so a chain of any depth holds two descriptors.
+fn tree_use(dir: OwnedFd) -> io::Result<u64> {
+    let mut total: u64 = 0;
+    let mut pending: Vec<(OwnedFd, Vec<Vec<u8>>)> = Vec::new();
+    let mut next = Some(dir);
+    loop {
+        if let Some(dir) = next.take() {
+            let mut subdirs = Vec::new();
+            for entry in beneath::list(dir.as_fd())? {
+                total = total.saturating_add(counted(&entry.stat));
+                if beneath::is_dir(&entry.stat) {
+                    subdirs.push(entry.name);
+                }
+            }
+            if !subdirs.is_empty() {
+                pending.push((dir, subdirs));
+            }
+        }
+        let Some((parent, names)) = pending.last_mut() else {
+            return Ok(total);
+        };
+        let Some(name) = names.pop() else {
+            pending.pop();
+            continue;
+        };
+        let child = beneath::open_subdir(parent.as_fd(), &name);
+        if names.is_empty() {
+            pending.pop();
+        }
+        match child {
+            Ok(fd) => next = Some(fd),
+            // Gone or replaced since it was listed (an exec at work): it counted as listed.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat_of(kind: libc::mode_t, size: i64) -> libc::stat {
+        // SAFETY: stat is plain data.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        st.st_mode = kind | 0o600;
+        st.st_size = size;
+        st
+    }
+
+    #[test]
+    fn files_count_whole_blocks_at_least_one() {
+        assert_eq!(file_blocks(0), 4096);
+        assert_eq!(file_blocks(1), 4096);
+        assert_eq!(file_blocks(4096), 4096);
+        assert_eq!(file_blocks(4097), 8192);
+        assert_eq!(file_blocks(3 * 4096), 3 * 4096);
+        assert_eq!(file_blocks(u64::MAX - 4095), u64::MAX - 4095);
+        // A client's absurd size saturates instead of wrapping to a small number.
+        assert_eq!(file_blocks(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn entries_count_by_kind() {
+        assert_eq!(counted(&stat_of(libc::S_IFREG, 0)), 4096);
+        assert_eq!(counted(&stat_of(libc::S_IFREG, 10_000)), 3 * 4096);
+        assert_eq!(counted(&stat_of(libc::S_IFDIR, 123_456)), 4096);
+        assert_eq!(counted(&stat_of(libc::S_IFLNK, 20)), 0);
+        assert_eq!(counted(&stat_of(libc::S_IFIFO, 0)), 0);
+        // A negative size the kernel never reports counts as empty.
+        assert_eq!(counted(&stat_of(libc::S_IFREG, -1)), 4096);
+    }
+
+    #[test]
+    fn judging_counts_others_reservations_not_its_own() {
+        let u = Usage {
+            stored: 2 * BLOCK,
+            reserved: 3 * BLOCK,
+        };
+        // 2 stored + 3 held + 1 = 6 blocks.
+        assert!(u.judge(6 * BLOCK, 0, BLOCK, 0).is_ok());
+        assert_eq!(u.judge(6 * BLOCK - 1, 0, BLOCK, 0).unwrap_err().status, 413);
+        // Its own 2 held blocks left out, one replaced: 2 - 1 + 1 + 2 = 4.
+        assert!(u.judge(4 * BLOCK, BLOCK, 2 * BLOCK, 2 * BLOCK).is_ok());
+        assert!(u.judge(4 * BLOCK - 1, BLOCK, 2 * BLOCK, 2 * BLOCK).is_err());
+        // Nothing wraps.
+        assert!(u.judge(u64::MAX, u64::MAX, 0, u64::MAX).is_ok());
+        assert!(u.judge(u64::MAX - 1, 0, u64::MAX, 0).is_err());
+    }
+
+    #[test]
+    fn changes_never_wrap() {
+        let mut u = Usage::default();
+        u.change(BLOCK, 0);
+        assert_eq!(u.stored, 0);
+        u.change(0, u64::MAX);
+        u.change(0, BLOCK);
+        assert_eq!(u.stored, u64::MAX);
+    }
+
+    #[test]
+    fn recount_takes_the_disk_and_keeps_reservations() {
+        let data = tempfile::tempdir().unwrap();
+        let mut files = Files::open(data.path(), Some(10 * BLOCK)).unwrap();
+        let mut session = FileSession::default();
+        assert_eq!(
+            files.quota_left(&mut session, "u").unwrap(),
+            Some(10 * BLOCK)
+        );
+        let held = files.reserve(&mut session, "u", 0, 1).unwrap();
+        assert_eq!(
+            files.quota_left(&mut session, "u").unwrap(),
+            Some(9 * BLOCK)
+        );
+        // Written behind the requests' back (as an exec would): counted on recount.
+        let root = data.path().join("files/u");
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f"), [0u8; 5000]).unwrap();
+        files.recount(&mut session, "u").unwrap();
+        assert_eq!(
+            files.quota_left(&mut session, "u").unwrap(),
+            Some(6 * BLOCK)
+        );
+        drop(held);
+        assert_eq!(
+            files.quota_left(&mut session, "u").unwrap(),
+            Some(7 * BLOCK)
+        );
+        let mut unlimited = Files::open(data.path(), None).unwrap();
+        assert_eq!(unlimited.quota_left(&mut session, "u").unwrap(), None);
+    }
+
+    #[test]
+    fn the_walk_counts_files_and_directories_not_links_or_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("a/b/c")).unwrap();
+        std::fs::create_dir(p.join("d")).unwrap();
+        std::fs::write(p.join("empty"), b"").unwrap();
+        std::fs::write(p.join("a/b/two"), [1u8; 4097]).unwrap();
+        std::fs::write(p.join("d/one"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc", p.join("a/link")).unwrap();
+        let fd = beneath::open_dir(p).unwrap();
+        // Dirs a, a/b, a/b/c, d; files empty (1), two (2), one (1).
+        assert_eq!(tree_use(fd).unwrap(), (4 + 1 + 2 + 1) * BLOCK);
+    }
 }

@@ -1,7 +1,7 @@
 //! `put` of contract section 5: the body streamed to a temp file on the same file
 //! system, and renamed over the path only when it is complete, verified and flushed.
 
-use super::quota::Reservation;
+use super::quota::{Reservation, counted};
 use super::{FileSession, Files, beneath, not_symlink};
 use crate::proto::Header;
 use crate::proto::header::{opt_bool, opt_str};
@@ -28,7 +28,7 @@ pub(super) struct TempDir {
 impl TempDir {
     /// Creates the directory, removing what a previous run's unfinished uploads left.
     pub(super) fn open(path: &Path) -> io::Result<TempDir> {
-        std::fs::create_dir_all(path)?;
+        beneath::create_private_dir(path)?;
         let mut stale = 0;
         for entry in std::fs::read_dir(path)? {
             let entry = entry?;
@@ -49,7 +49,7 @@ impl TempDir {
         })
     }
 
-    /// A new, empty temp file and its name.
+    /// A new, empty temp file (0600, private like what it becomes) and its name.
     fn create(&mut self) -> io::Result<(File, String)> {
         self.made += 1;
         let name = format!("{TMP_PREFIX}{}-{}", std::process::id(), self.made);
@@ -57,7 +57,7 @@ impl TempDir {
             self.dir.as_fd(),
             &name,
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-            0o644,
+            0o600,
         )?;
         Ok((File::from(fd), name))
     }
@@ -97,11 +97,12 @@ impl Files {
                 if !overwrite {
                     return Err(OpError::new(409, "already exists (overwrite not set)"));
                 }
-                beneath::size(&st)
+                counted(&st)
             }
         };
         let size = header.size;
-        let reservation = self.reserve(user, replaced, size)?;
+        // Judged up front; judged again, from the disk as it is then, at the rename.
+        let reservation = self.reserve(session, user, replaced, size)?;
         // A failure here drops the reservation, releasing it.
         let (file, tmp_name) = self.tmp.create()?;
         Ok(Upload {
@@ -115,7 +116,6 @@ impl Files {
             hasher: Sha256::new(),
             want_sha,
             overwrite,
-            replaced,
             reservation,
             failed: None,
             writeback_at: 0,
@@ -141,8 +141,7 @@ pub struct Upload {
     hasher: Sha256,
     want_sha: Option<[u8; 32]>,
     overwrite: bool,
-    replaced: u64,
-    /// Under `--quota`: `size` held against the user's quota until the upload ends.
+    /// Under `--quota`: what the upload adds held against the user's quota until it ends.
     reservation: Option<Reservation>,
     /// The first error; later body bytes are dropped and the error is the reply.
     failed: Option<OpError>,
@@ -188,6 +187,18 @@ impl Upload {
         }
         // Data on disk before the name points at it; then the directory entry.
         self.file.sync_all()?;
+        // The quota is judged from what the destination counts now, not at the
+        // header: since then another connection may have removed or replaced it.
+        // Nothing comes between this stat and the rename (one thread), so the
+        // count moves exactly as the disk does.
+        let replaced = match &self.reservation {
+            Some(reservation) => {
+                let replaced = self.replaced_now()?;
+                reservation.judge(replaced, self.written)?;
+                replaced
+            }
+            None => 0,
+        };
         beneath::rename(
             self.tmp.as_fd(),
             &self.tmp_name,
@@ -200,9 +211,23 @@ impl Upload {
             let _ = File::from(dir).sync_all();
         }
         if let Some(reservation) = &self.reservation {
-            reservation.stored(self.replaced, self.written);
+            reservation.stored(replaced, self.written);
         }
         Ok((self.written, digest))
+    }
+
+    /// What the destination counts at this moment (0 when absent), or why the
+    /// rename would fail (a directory; a file that appeared without `overwrite`).
+    fn replaced_now(&self) -> Result<u64, OpError> {
+        match beneath::stat_entry(self.dir.as_fd(), &self.name) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(0),
+            Err(e) => Err(e.into()),
+            Ok(st) if beneath::is_dir(&st) => Err(OpError::new(409, "is a directory")),
+            Ok(_) if !self.overwrite => {
+                Err(OpError::new(409, "already exists (overwrite not set)"))
+            }
+            Ok(st) => Ok(counted(&st)),
+        }
     }
 }
 
