@@ -1,6 +1,6 @@
 //! The client's side of authentication (contract section 3), driven from outside:
 //! a client holding a key refuses a server that skips or fakes the handshake
-//! (`frameloop client`, `frameloop load`), sending it nothing;
+//! (`frameloop client`, `frameloop load`, `scripts/client.py`), sending it nothing;
 //! `--no-auth` talks to an anonymous server; the key may come from `FRAMELOOP_KEY`.
 
 mod common;
@@ -14,6 +14,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+const PYTHON_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/client.py");
 
 /// A key no server in these tests knows.
 fn some_key() -> String {
@@ -119,6 +121,16 @@ fn frameloop(args: &[&str], env: &[(&str, &str)]) -> Output {
         .envs(env.iter().copied())
         .output()
         .expect("run frameloop")
+}
+
+fn python(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new("python3")
+        .arg(PYTHON_CLIENT)
+        .args(args)
+        .env_remove("FRAMELOOP_KEY")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run python3")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -366,4 +378,65 @@ fn the_key_may_come_from_the_environment() {
         &[("FRAMELOOP_KEY", &key)],
     );
     assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn python_client_refuses_what_the_rust_client_refuses() {
+    for fake in NO_AUTH_HELLOS {
+        let (addr, heard) = fake_server(fake);
+        let out = python(
+            &["--addr", &addr.to_string(), "--key", &some_key(), "ping"],
+            &[],
+        );
+        assert_refused(&out, "refusing");
+        let heard = heard.join().unwrap();
+        assert!(heard.frames.is_empty(), "{fake:?}: {heard:?}");
+        assert_eq!(heard.loose, 0, "{fake:?}");
+    }
+    let (addr, heard) = fake_server(Fake::Hello(Some("none")));
+    let out = python(
+        &["--addr", &addr.to_string(), "echo", "secret"],
+        &[("FRAMELOOP_KEY", &some_key())],
+    );
+    assert_refused(&out, "refusing");
+    assert!(heard.join().unwrap().frames.is_empty());
+    for reply in BAD_AUTH_REPLIES {
+        let (addr, heard) = fake_server(Fake::AuthReply(reply));
+        let out = python(
+            &["--addr", &addr.to_string(), "--key", &some_key(), "ping"],
+            &[],
+        );
+        assert_refused(&out, "authentication");
+        assert_eq!(heard.join().unwrap().ops(), ["auth"], "{reply}");
+    }
+}
+
+#[test]
+fn python_client_no_auth_flag_and_environment_key() {
+    let anonymous = Server::start(&["--no-auth"]);
+    let out = python(
+        &[
+            "--addr",
+            &anonymous.addr.to_string(),
+            "--no-auth",
+            "echo",
+            "hi",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "hi\n");
+    let authed = Server::start(&[]);
+    let addr = authed.addr.to_string();
+    let out = python(&["--addr", &addr, "--no-auth", "ping"], &[]);
+    assert_refused(&out, "requires authentication");
+    let key = hex::encode(authed.key());
+    let out = python(
+        &["--addr", &addr, "--users", "/nonexistent", "echo", "env"],
+        &[("FRAMELOOP_KEY", &key)],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "env\n");
+    let out = python(&["--addr", &addr, "ping"], &[("FRAMELOOP_KEY", "xyz")]);
+    assert_refused(&out, "FRAMELOOP_KEY");
 }
