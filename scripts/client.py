@@ -2,13 +2,18 @@
 """client.py: a frameloop client in plain Python (standard library only), written
 as a reference for people coming from Python socket tutorials.
 
-    python3 scripts/client.py [--addr HOST:PORT] [--user NAME] [--users FILE | --key HEX] OP [ARGS...]
+    python3 scripts/client.py [--addr HOST:PORT] [--user NAME]
+                              [--users FILE | --key HEX | --no-auth] OP [ARGS...]
     python3 scripts/client.py echo hello
     python3 scripts/client.py time %H:%M
 
-OP is one of ping, echo, upper, stamp, time, stats. Exit status: 0 on status
-200, 1 when the server answers with an error, 2 when connecting or
-authenticating fails.
+OP is one of ping, echo, upper, stamp, time, stats. The key comes from --key,
+else the environment variable FRAMELOOP_KEY, else the users file (a key on the
+command line is visible to every local user: prefer the other two). With a key,
+a server that does not prove it knows it (a hello without hmac-sha256, a reply
+without the right mac) is refused before anything is sent; --no-auth talks to a
+--no-auth server instead. Exit status: 0 on status 200, 1 when the server
+answers with an error, 2 when connecting or authenticating fails.
 """
 
 import argparse
@@ -19,10 +24,24 @@ import os
 import socket
 import struct
 import sys
+import unicodedata
 
 
 class ProtocolError(Exception):
     pass
+
+
+def one_line(text):
+    """Text from the network as one line: control and format characters escaped."""
+    out = []
+    for c in str(text):
+        if c in "\n\r\t":
+            out.append(repr(c)[1:-1])
+        elif unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append("\\u{%x}" % ord(c))
+        else:
+            out.append(c)
+    return "".join(out)
 
 
 def recv_exactly(sock, n):
@@ -42,7 +61,10 @@ def recv_frame(sock):
     The length prefix is what solves the "sticky packet" problem."""
     (header_len,) = struct.unpack("!I", recv_exactly(sock, 4))
     header = json.loads(recv_exactly(sock, header_len))
-    body = recv_exactly(sock, header.get("size", 0))
+    size = header.get("size", 0) if isinstance(header, dict) else None
+    if not isinstance(size, int) or size < 0:
+        raise ProtocolError("malformed frame header")
+    body = recv_exactly(sock, size)
     return header, body
 
 
@@ -54,24 +76,45 @@ def send_frame(sock, header, body=b""):
 
 
 def login(sock, user, key):
-    """The handshake: prove we know `key`, and check that the server does too."""
+    """The handshake: prove we know `key`, and check that the server does too.
+    With `key` None (--no-auth) only a server that asks for no login is accepted.
+    Holding a key, anything but hmac-sha256 is refused before a byte is sent:
+    a server that skips the login could be anyone (no silent downgrade)."""
     hello, _ = recv_frame(sock)
-    if hello.get("op") != "hello":
-        raise ProtocolError("expected a hello, got %r" % hello)
-    if hello.get("auth") == "none":
-        return "anonymous"
-    nonce = bytes.fromhex(hello["nonce"])
+    if not isinstance(hello, dict) or hello.get("op") != "hello":
+        raise ProtocolError("expected a hello, got %s" % one_line(repr(hello)[:100]))
+    auth = hello.get("auth")
+    if key is None:
+        if auth == "none":
+            return "anonymous"
+        if auth == "hmac-sha256":
+            raise ProtocolError(
+                "the server requires authentication: drop --no-auth and give a key"
+            )
+        raise ProtocolError("unknown auth scheme %s" % one_line(repr(auth)[:40]))
+    if auth != "hmac-sha256":
+        raise ProtocolError(
+            "refusing the server: its hello offers auth %s, not hmac-sha256, so it cannot prove "
+            "it knows our key (to talk to an anonymous server, use --no-auth)"
+            % one_line(repr(auth)[:40])
+        )
+    nonce = hello.get("nonce")
+    if not isinstance(nonce, str) or len(nonce) != 64:
+        raise ProtocolError("hello has no valid nonce")
+    nonce = bytes.fromhex(nonce)
     cnonce = os.urandom(32)
     message = nonce + cnonce + user.encode()
     mac = hmac.new(key, b"frameloop client" + message, hashlib.sha256).hexdigest()
     send_frame(sock, {"op": "auth", "user": user, "cnonce": cnonce.hex(), "mac": mac})
     reply, _ = recv_frame(sock)
     if reply.get("status") != 200:
-        raise ProtocolError("login refused: %s %s" % (reply.get("status"), reply.get("error")))
+        error = one_line(reply.get("error"))
+        raise ProtocolError("server refused authentication: %s %s" % (reply.get("status"), error))
     expected = hmac.new(key, b"frameloop server" + message, hashlib.sha256).hexdigest()
     # Mutual authentication: a server that does not know our key cannot make this.
-    if not hmac.compare_digest(expected, reply.get("mac", "")):
-        raise ProtocolError("the server failed mutual authentication")
+    mac = reply.get("mac")
+    if not isinstance(mac, str) or not hmac.compare_digest(expected.encode(), mac.encode()):
+        raise ProtocolError("the server failed mutual authentication (it does not know our key)")
     return user
 
 
@@ -93,15 +136,40 @@ def read_key(users_file, user):
     raise ProtocolError("no user %s in %s" % (user, users_file))
 
 
+def find_key(hex_key, users_file, user):
+    """--key, else FRAMELOOP_KEY (unless empty), else the user's line in the users file."""
+    for where, text in (("--key", hex_key), ("FRAMELOOP_KEY", os.environ.get("FRAMELOOP_KEY"))):
+        if text:
+            try:
+                key = bytes.fromhex(text)
+            except ValueError:
+                key = b""
+            if len(key) != 32:
+                raise ProtocolError("%s must be 64 hex digits" % where)
+            return key
+    return read_key(users_file, user)
+
+
 def main():
     p = argparse.ArgumentParser(description="frameloop client (Python reference)")
     p.add_argument("--addr", default="127.0.0.1:7878")
     p.add_argument("--user", default="guest")
     p.add_argument("--users", default="frameloop-data/users")
-    p.add_argument("--key", help="64 hex digits, instead of reading --users")
+    p.add_argument(
+        "--key",
+        help="64 hex digits (visible to every local user: prefer FRAMELOOP_KEY or --users, "
+        "read when --key is not given, in that order)",
+    )
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="talk to a --no-auth server, as anonymous (a server that asks for a key is refused)",
+    )
     p.add_argument("op", choices=["ping", "echo", "upper", "stamp", "time", "stats"])
     p.add_argument("args", nargs="*")
     a = p.parse_args()
+    if a.no_auth and a.key:
+        p.error("give --key or --no-auth, not both")
 
     text = " ".join(a.args)
     fields, body = {}, b""
@@ -112,7 +180,7 @@ def main():
 
     host, port = a.addr.rsplit(":", 1)
     try:
-        key = bytes.fromhex(a.key) if a.key else read_key(a.users, a.user)
+        key = None if a.no_auth else find_key(a.key, a.users, a.user)
         with socket.create_connection((host, int(port)), timeout=10) as sock:
             login(sock, a.user, key)
             reply, reply_body = request(sock, a.op, fields, body)
@@ -120,7 +188,8 @@ def main():
         print("client.py: %s" % e, file=sys.stderr)
         return 2
     if reply["status"] != 200:
-        print("client.py: server: %s %s" % (reply["status"], reply.get("error")), file=sys.stderr)
+        error = one_line(reply.get("error"))
+        print("client.py: server: %s %s" % (reply["status"], error), file=sys.stderr)
         return 1
     if a.op == "stats":
         print(json.dumps(json.loads(reply_body), indent=2, sort_keys=True))

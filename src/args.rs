@@ -50,9 +50,13 @@ pub struct ClientArgs {
     /// users file to read the key from (default ./frameloop-data/users)
     #[argh(option, default = "config::default_users_file()")]
     users: PathBuf,
-    /// the key as 64 hex digits (instead of reading the users file)
+    /// the key as 64 hex digits (visible to every local user: prefer FRAMELOOP_KEY
+    /// or the users file, which are read when --key is not given, in that order)
     #[argh(option)]
     key: Option<String>,
+    /// talk to a --no-auth server, as anonymous (no key; a server that asks for one is refused)
+    #[argh(switch)]
+    no_auth: bool,
     /// print each reply header as one JSON line (body as "body")
     #[argh(switch)]
     json: bool,
@@ -77,6 +81,7 @@ impl ClientArgs {
             user: self.user.clone(),
             key: self.key.clone(),
             users: self.users.clone(),
+            no_auth: self.no_auth,
             json: self.json,
         })
     }
@@ -249,7 +254,8 @@ pub struct LoadArgs {
     /// users file to read the key from (default ./frameloop-data/users)
     #[argh(option, default = "config::default_users_file()")]
     users: PathBuf,
-    /// the key as 64 hex digits (instead of reading the users file)
+    /// the key as 64 hex digits (visible to every local user: prefer FRAMELOOP_KEY
+    /// or the users file, which are read when --key is not given, in that order)
     #[argh(option)]
     key: Option<String>,
     /// connect without authentication (for --no-auth servers)
@@ -272,11 +278,8 @@ impl LoadArgs {
         if !OPS.contains(&self.op.as_str()) {
             return Err(format!("--op must be one of {}", OPS.join(", ")));
         }
-        let creds = if self.no_auth {
-            Credentials::Anonymous
-        } else {
-            Credentials::for_user(&self.user, self.key.as_deref(), &self.users)?
-        };
+        let creds =
+            Credentials::from_flags(self.no_auth, &self.user, self.key.as_deref(), &self.users)?;
         Ok(LoadConfig {
             addr: self.addr,
             creds,

@@ -5,6 +5,7 @@ pub mod cli;
 mod frame;
 mod requester;
 mod stream;
+pub mod text;
 pub mod transfer;
 pub mod udp;
 
@@ -29,12 +30,38 @@ pub enum Credentials {
     Anonymous,
 }
 
+/// The environment variable that holds the client's key (64 hex digits) when
+/// `--key` is not given; it comes before the users file.
+pub const KEY_ENV: &str = "FRAMELOOP_KEY";
+
 impl Credentials {
-    /// The command-line way: `--key HEX` when given, else the user's line in the users file.
+    /// From the command line's flags: nobody with `--no-auth` (an explicit choice,
+    /// which no key may accompany), else `user` with the key [`Credentials::for_user`] finds.
+    pub fn from_flags(
+        no_auth: bool,
+        user: &str,
+        key: Option<&str>,
+        users: &Path,
+    ) -> Result<Credentials, String> {
+        match (no_auth, key) {
+            (true, Some(_)) => Err("give --key or --no-auth, not both".into()),
+            (true, None) => Ok(Credentials::Anonymous),
+            (false, _) => Credentials::for_user(user, key, users),
+        }
+    }
+
+    /// Where the client finds its key (contract section 3): `--key HEX` when given,
+    /// else the environment variable `FRAMELOOP_KEY` (unless empty), else the
+    /// user's line in the users file.
     pub fn for_user(user: &str, key: Option<&str>, users: &Path) -> Result<Credentials, String> {
-        let key = match key {
-            Some(hex) => auth::hex32(hex).ok_or("--key must be 64 hex digits")?,
-            None => *auth::Users::load(users)
+        let from_env = std::env::var_os(KEY_ENV).filter(|v| !v.is_empty());
+        let key = match (key, from_env) {
+            (Some(hex), _) => auth::hex32(hex).ok_or("--key must be 64 hex digits")?,
+            (None, Some(hex)) => hex
+                .to_str()
+                .and_then(auth::hex32)
+                .ok_or_else(|| format!("{KEY_ENV} must be 64 hex digits"))?,
+            (None, None) => *auth::Users::load(users)
                 .map_err(|e| format!("cannot read the key: {e}"))?
                 .key(user)
                 .ok_or_else(|| format!("no user {user} in {}", users.display()))?,
@@ -64,6 +91,17 @@ fn auth_error(msg: impl Into<String>) -> io::Error {
 
 fn protocol_error(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// A hello's `auth` as an error message shows it: quoted, one line, not too long.
+fn shown(scheme: Option<&str>) -> String {
+    match scheme {
+        Some(s) => format!(
+            "\"{}\"",
+            text::one_line(&s.chars().take(40).collect::<String>())
+        ),
+        None => "missing".into(),
+    }
 }
 
 /// How long connecting may take before the client gives up.
@@ -118,44 +156,68 @@ impl Client {
         Ok(client)
     }
 
+    /// Authenticates as the hello asks, or refuses the server (contract section 3):
+    /// a client holding a key accepts nothing but `hmac-sha256` and a reply that
+    /// proves the server knows the key; anonymous is for `--no-auth` only. A
+    /// refusal sends nothing more: the connection is dropped with the error.
     fn handshake(&mut self, creds: &Credentials) -> io::Result<()> {
-        match (self.hello.str("auth"), creds) {
-            (Some("none"), _) => {
-                self.user = "anonymous".into();
-                Ok(())
-            }
-            (Some("hmac-sha256"), Credentials::Key { user, key }) => {
-                let nonce = self
-                    .hello
-                    .str("nonce")
-                    .and_then(auth::hex32)
-                    .ok_or_else(|| protocol_error("hello has no valid nonce"))?;
-                let cnonce = auth::random32()?;
-                let mac = auth::client_mac(key, &nonce, &cnonce, user);
-                let header = json!({"op": "auth", "user": user, "cnonce": hex::encode(cnonce), "mac": hex::encode(mac)});
-                write_frame(&mut self.requester.stream, &header, &[])?;
-                let reply = self.read_reply()?;
-                if reply.status() != 200 {
-                    return Err(auth_error(format!(
-                        "server refused authentication: {} {}",
-                        reply.status(),
-                        reply.error().unwrap_or("")
-                    )));
-                }
-                let proof = reply.str("mac").and_then(auth::hex32).unwrap_or_default();
-                if !auth::verify_server(key, &nonce, &cnonce, user, &proof) {
-                    return Err(auth_error(
-                        "server failed mutual authentication (it does not know our key)",
-                    ));
-                }
+        let scheme = self.hello.str("auth");
+        match (creds, scheme) {
+            (Credentials::Key { user, key }, Some("hmac-sha256")) => {
+                self.prove(user, key)?;
                 self.user = user.clone();
                 Ok(())
             }
-            (Some("hmac-sha256"), Credentials::Anonymous) => {
-                Err(auth_error("server requires a key"))
+            // Anything else could come from anyone: no silent downgrade.
+            (Credentials::Key { .. }, _) => Err(auth_error(format!(
+                "refusing the server: its hello offers auth {}, not hmac-sha256, so it \
+                 cannot prove it knows our key (to talk to an anonymous server, use --no-auth)",
+                shown(scheme)
+            ))),
+            (Credentials::Anonymous, Some("none")) => {
+                self.user = "anonymous".into();
+                Ok(())
             }
-            (other, _) => Err(protocol_error(format!("unknown auth scheme {other:?}"))),
+            (Credentials::Anonymous, Some("hmac-sha256")) => Err(auth_error(
+                "the server requires authentication: drop --no-auth and give a key",
+            )),
+            (Credentials::Anonymous, _) => Err(protocol_error(format!(
+                "unknown auth scheme {}",
+                shown(scheme)
+            ))),
         }
+    }
+
+    /// The hmac-sha256 exchange: our proof out, the server's checked.
+    fn prove(&mut self, user: &str, key: &Key) -> io::Result<()> {
+        let nonce = self
+            .hello
+            .str("nonce")
+            .and_then(auth::hex32)
+            .ok_or_else(|| protocol_error("hello has no valid nonce"))?;
+        let cnonce = auth::random32()?;
+        let mac = auth::client_mac(key, &nonce, &cnonce, user);
+        let header = json!({"op": "auth", "user": user, "cnonce": hex::encode(cnonce), "mac": hex::encode(mac)});
+        write_frame(&mut self.requester.stream, &header, &[])?;
+        let reply = self.read_reply()?;
+        if reply.status() != 200 {
+            return Err(auth_error(format!(
+                "server refused authentication: {} {}",
+                reply.status(),
+                text::one_line(reply.error().unwrap_or(""))
+            )));
+        }
+        // A success without a correct proof is a server that does not know our key.
+        let proved = reply
+            .str("mac")
+            .and_then(auth::hex32)
+            .is_some_and(|proof| auth::verify_server(key, &nonce, &cnonce, user, &proof));
+        if !proved {
+            return Err(auth_error(
+                "server failed mutual authentication (it does not know our key)",
+            ));
+        }
+        Ok(())
     }
 
     /// Sets the read timeout (None blocks forever).

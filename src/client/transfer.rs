@@ -80,7 +80,8 @@ impl Download {
         let got = hex::encode(std::mem::take(&mut self.hasher).finalize());
         if !got.eq_ignore_ascii_case(want) {
             return Err(format!(
-                "sha256 mismatch: received {got}, the server has {want}; nothing saved"
+                "sha256 mismatch: received {got}, the server has {}; nothing saved",
+                super::text::one_line(want)
             ));
         }
         let file = self.file.take().ok_or("download already finished")?;

@@ -2,6 +2,7 @@
 //! transfer's exchanges, whoever reads the replies (one-shot or the shell).
 
 use super::commands::{Request, Transfer};
+use super::render::error_text;
 use crate::client::transfer::{self, Download};
 use crate::client::{BodySink, Client, Frame, Requester};
 use serde_json::json;
@@ -116,7 +117,7 @@ fn get(link: &mut dyn Link, remote: &str, local: &Path) -> Result<(Frame, Option
     let (sum, _) = link.exchange(&mut |r| r.send("sum", path.clone(), b""), None)?;
     let want = sum
         .str("sha256")
-        .ok_or_else(|| format!("sum failed: {} {}", sum.status(), sum.error().unwrap_or("")))?;
+        .ok_or_else(|| format!("sum failed: {} {}", sum.status(), error_text(&sum)))?;
     let bytes = download.bytes;
     let sha = download.finish(want)?;
     let note = format!(

@@ -48,13 +48,16 @@ pub struct Options {
     pub user: String,
     pub key: Option<String>,
     pub users: PathBuf,
+    /// Talk to a `--no-auth` server, as nobody (no key is looked for).
+    pub no_auth: bool,
     pub json: bool,
 }
 
 impl Options {
     /// Connects and authenticates, or says in one line why not.
     fn connect(&self) -> Result<Client, String> {
-        let creds = Credentials::for_user(&self.user, self.key.as_deref(), &self.users)?;
+        let creds =
+            Credentials::from_flags(self.no_auth, &self.user, self.key.as_deref(), &self.users)?;
         let connected = match &self.target {
             Target::Tcp(addr) => Client::connect(addr, &creds),
             Target::Unix(path) => Client::connect_unix(path, &creds),

@@ -3,7 +3,7 @@
 
 use super::commands::{Request, Show, exec_request, parse};
 use super::exchange::{Direct, perform};
-use super::render::{json_line, print_success};
+use super::render::{error_text, json_line, print_success};
 use super::{EXIT_FAILED, EXIT_REFUSED, Options, Target, fail, shell};
 use crate::client::Frame;
 use crate::client::udp::UdpClient;
@@ -65,7 +65,7 @@ fn finish_one_shot(
     if reply.status() != 200 {
         return fail(
             EXIT_REFUSED,
-            &format!("server: {} {}", reply.status(), reply.error().unwrap_or("")),
+            &format!("server: {} {}", reply.status(), error_text(reply)),
         );
     }
     match show {

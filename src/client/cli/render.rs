@@ -3,6 +3,7 @@
 
 use super::commands::Show;
 use crate::client::Frame;
+use crate::client::text::one_line;
 use serde_json::{Map, Value};
 use std::io::{self, Write};
 use std::time::Duration;
@@ -54,7 +55,7 @@ fn render(reply: &Frame, show: Show, took: Duration, note: Option<&str>) -> Stri
             .and_then(|v| serde_json::to_string_pretty(&v).ok())
             .unwrap_or_else(body),
         (None, Show::Body | Show::Exec) => body(),
-        (None, Show::Field(key)) => reply.str(key).unwrap_or("").to_string(),
+        (None, Show::Field(key)) => one_line(reply.str(key).unwrap_or("")),
         (None, Show::Done) => "ok".to_string(),
         (None, Show::Silent) => return String::new(),
         (None, Show::Sum) => format!(
@@ -74,12 +75,13 @@ fn render(reply: &Frame, show: Show, took: Duration, note: Option<&str>) -> Stri
     text
 }
 
-/// An `ls` body as lines of type, size, modification time and name (dirs end in `/`).
+/// An `ls` body as lines of type, size, modification time and name (dirs end in
+/// `/`); a name is one line whatever it holds.
 fn listing(body: &[u8]) -> Option<String> {
     let entries: Vec<Value> = serde_json::from_slice(body).ok()?;
     let mut text = String::new();
     for e in &entries {
-        let name = e.get("name")?.as_str()?;
+        let name = one_line(e.get("name")?.as_str()?);
         let dir = e.get("type")?.as_str()? == "dir";
         let size = e.get("size").and_then(Value::as_u64).unwrap_or(0);
         let mtime = e
@@ -101,28 +103,21 @@ fn listing(body: &[u8]) -> Option<String> {
     Some(text)
 }
 
-/// Text from the network made safe for a terminal: control characters (an
-/// escape sequence could rewrite the screen) become U+FFFD; newlines and tabs stay.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
-                char::REPLACEMENT_CHARACTER
-            } else {
-                c
-            }
-        })
-        .collect()
+/// A reply's error text as one line.
+pub(super) fn error_text(reply: &Frame) -> String {
+    one_line(reply.error().unwrap_or(""))
 }
 
 /// A push as one line: `[room] user: text`, `[dm] user: text`, `[room] * user joined`.
+/// Whatever the server sends, one push is one line and cannot pass for another
+/// sender's: line breaks, escape sequences and bidi controls are shown escaped.
 pub(super) fn render_push(push: &Frame) -> String {
-    let field = |key| printable(push.str(key).unwrap_or("?"));
+    let field = |key| one_line(push.str(key).unwrap_or("?"));
     match push.op() {
         Some("bye") => format!("[server closed the connection: {}]", field("reason")),
         Some("msg") => {
             let text = String::from_utf8_lossy(&push.body);
-            let text = printable(text.trim_end_matches(['\n', '\r']));
+            let text = one_line(text.trim_end_matches(['\n', '\r']));
             match push.str("room") {
                 Some(_) => format!("[{}] {}: {text}", field("room"), field("from")),
                 None => format!("[dm] {}: {text}", field("from")),
@@ -131,7 +126,7 @@ pub(super) fn render_push(push: &Frame) -> String {
         Some(op @ ("joined" | "left")) => {
             format!("[{}] * {} {op}", field("room"), field("user"))
         }
-        _ => format!("[push] {}", printable(&json_line(push))),
+        _ => format!("[push] {}", one_line(&json_line(push))),
     }
 }
 
@@ -168,6 +163,49 @@ mod tests {
             json!({"op":"msg","room":"r","from":"x","size":6}),
             b"\x1b[2Jok",
         );
-        assert_eq!(render_push(&evil), "[r] x: \u{fffd}[2Jok");
+        assert_eq!(render_push(&evil), "[r] x: \\u{1b}[2Jok");
+    }
+
+    #[test]
+    fn a_push_cannot_pass_for_more_lines_or_another_sender() {
+        let forged = push(
+            json!({"op":"msg","room":"lobby","from":"mallory","size":40}),
+            b"hello\n[lobby] admin: click http://evil\n",
+        );
+        assert_eq!(
+            render_push(&forged),
+            "[lobby] mallory: hello\\n[lobby] admin: click http://evil"
+        );
+        let bidi = push(
+            json!({"op":"msg","from":"mal\u{202e}nimda","size":9}),
+            "a\u{2066}b\r\nc".as_bytes(),
+        );
+        assert_eq!(
+            render_push(&bidi),
+            "[dm] mal\\u{202e}nimda: a\\u{2066}b\\r\\nc"
+        );
+        let odd = push(json!({"op":"odd","note":"x\u{2028}y\u{85}"}), b"");
+        assert_eq!(
+            render_push(&odd),
+            r#"[push] {"note":"x\u{2028}y\u{85}","op":"odd"}"#
+        );
+        let bye = push(json!({"op":"bye","reason":"a\nb"}), b"");
+        assert_eq!(render_push(&bye), "[server closed the connection: a\\nb]");
+        for p in [forged, bidi, odd, bye] {
+            assert_eq!(render_push(&p).lines().count(), 1);
+        }
+    }
+
+    #[test]
+    fn ls_names_are_one_line_each() {
+        let body = json!([
+            {"name":"a\n[lobby] admin: hi","type":"file","size":1,"mtime":0},
+            {"name":"txt\u{202e}exe.doc","type":"dir","size":0,"mtime":0},
+        ]);
+        let text = listing(body.to_string().as_bytes()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].ends_with("  a\\n[lobby] admin: hi"), "{text}");
+        assert!(lines[1].ends_with("  txt\\u{202e}exe.doc/"), "{text}");
     }
 }

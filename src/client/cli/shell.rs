@@ -4,7 +4,7 @@
 use super::commands::{Request, Show, help, parse, plain, with_room};
 use super::exchange::{Link, perform};
 use super::lines::{Lines, PushPrinter};
-use super::render::{json_line, print_success, render_push};
+use super::render::{error_text, json_line, print_success, render_push};
 use super::{EXIT_FAILED, Options, Target, fail};
 use crate::client::transfer::Download;
 use crate::client::{BodySink, Client, Frame, Requester, Stream, read_body, read_head};
@@ -219,7 +219,7 @@ fn shell(client: Client, opts: &Options, mode: Mode) -> Result<(), String> {
             return Err(format!(
                 "cannot join {room}: {} {}",
                 reply.status(),
-                reply.error().unwrap_or("")
+                error_text(&reply)
             ));
         }
     }
@@ -247,7 +247,7 @@ fn shell(client: Client, opts: &Options, mode: Mode) -> Result<(), String> {
             print_success(&reply, show, start.elapsed(), note.as_deref())
                 .map_err(|e| e.to_string())?;
         } else {
-            println!("error {}: {}", reply.status(), reply.error().unwrap_or(""));
+            println!("error {}: {}", reply.status(), error_text(&reply));
         }
     }
     // Input ended. If the server closed the connection meanwhile (a shutdown, an
