@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     init_logging(matches!(&cli.command, Command::Serve(args) if args.trace));
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Load(args) => load(args),
+        Command::Load(args) => return load(&args),
         Command::Client(args) => return client(&args),
         Command::Keygen(args) => auth::keygen_line(&args.name)
             .map(|line| println!("{line}"))
@@ -46,19 +46,36 @@ fn client(args: &ClientArgs) -> ExitCode {
     }
 }
 
-/// Runs the load, prints its report (a table, or one JSON line), and fails when any
-/// reply was wrong.
-fn load(args: LoadArgs) -> Result<(), String> {
-    let r = frameloop::load::run(&args.load_config()?).map_err(|e| format!("load: {e}"))?;
+/// Runs the load and prints its report (a table, or one JSON line). Exit 1 when
+/// any reply was wrong; 2 when authentication failed either way (as the client).
+fn load(args: &LoadArgs) -> ExitCode {
+    let fail = |code: u8, e: String| {
+        eprintln!("frameloop: {e}");
+        ExitCode::from(code)
+    };
+    let config = match args.load_config() {
+        Ok(config) => config,
+        Err(e) => return fail(1, e),
+    };
+    let r = match frameloop::load::run(&config) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return fail(frameloop::client::cli::EXIT_FAILED, format!("load: {e}"));
+        }
+        Err(e) => return fail(1, format!("load: {e}")),
+    };
     if args.json {
-        println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+        match serde_json::to_string(&r) {
+            Ok(line) => println!("{line}"),
+            Err(e) => return fail(1, e.to_string()),
+        }
     } else {
         print!("{r}");
     }
     if r.errors > 0 {
-        return Err(format!("{} replies were wrong", r.errors));
+        return fail(1, format!("{} replies were wrong", r.errors));
     }
-    Ok(())
+    ExitCode::SUCCESS
 }
 
 /// Prepares the users, descriptors and data directory, binds, says where it listens

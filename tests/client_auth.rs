@@ -262,7 +262,7 @@ fn load_refuses_a_server_that_skips_authentication() {
         ],
         &[],
     );
-    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = text(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("refusing"), "{err}");
