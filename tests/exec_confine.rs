@@ -24,7 +24,10 @@ fn streams(r: &Frame) -> (String, String) {
 
 /// Live (not zombie) processes whose command line is exactly `argv`.
 fn running(argv: &[&str]) -> usize {
-    let want: Vec<u8> = argv.iter().flat_map(|a| [a.as_bytes(), b"\0"].concat()).collect();
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -75,13 +78,17 @@ fn files_outside_the_root_are_out_of_reach() {
     assert_eq!(r.header["exit"], 0, "{r:?}");
     assert!(streams(&r).0.starts_with("inside\n"));
     // find -exec runs what it likes, but with nothing more than the exec has.
-    let r = exec(&mut c, "find", &["/etc/hostname", "-exec", "cat", "/etc/shadow", ";"]);
+    let r = exec(
+        &mut c,
+        "find",
+        &["/etc/hostname", "-exec", "cat", "/etc/shadow", ";"],
+    );
     assert!(!streams(&r).0.contains("root:"), "{r:?}");
 }
 
 #[test]
 fn no_privileges_and_limits_hold() {
-    let server = Server::start(&["--allow-exec", "cat,sh", "--exec-memory", "256MiB"]);
+    let server = Server::start(&["--allow-exec", "cat,sh", "--exec-memory", "268435456"]);
     let mut c = server.client();
     let (status, _) = streams(&exec(&mut c, "cat", &["/proc/self/status"]));
     let field = |name: &str| {
@@ -107,7 +114,10 @@ fn no_network_no_signals_outside() {
     let r = exec(
         &mut c,
         "bash",
-        &["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected")],
+        &[
+            "-c",
+            &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected"),
+        ],
     );
     assert!(failed(&r), "{r:?}");
     assert!(!streams(&r).0.contains("connected"));
@@ -146,7 +156,11 @@ fn a_tree_is_capped_at_64_and_killed_at_the_deadline() {
     let r = c.read_reply().unwrap();
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
     assert_eq!(r.header["timed_out"], true, "{r:?}");
-    assert_eq!(running(&["sleep", "7.77"]), 0, "sleeps left after the reply");
+    assert_eq!(
+        running(&["sleep", "7.77"]),
+        0,
+        "sleeps left after the reply"
+    );
     server.wait_for("no zombie", |s| children_of(s.pid()) == 0);
 }
 
@@ -171,7 +185,11 @@ fn background_children_do_not_outlive_the_deadline() {
     let r = exec(&mut c, "sh", &["-c", "setsid sleep 30.8 >/dev/null 2>&1 &"]);
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     assert_eq!(r.header["timed_out"], false, "{r:?}");
-    assert_eq!(running(&["sleep", "30.8"]), 0, "the detached sleep survived");
+    assert_eq!(
+        running(&["sleep", "30.8"]),
+        0,
+        "the detached sleep survived"
+    );
     server.wait_for("no zombie", |s| children_of(s.pid()) == 0);
 }
 

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::proto::Limits;
 use stats::Stats;
 use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Every op the server knows. Adding an op: a variant, its name, its body policy, a handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,12 +216,8 @@ pub struct Services {
     /// Decoder limits after authentication.
     open_limits: Limits,
     files: files::Files,
-    allow_exec: exec::Allowlist,
-    exec_timeout: Duration,
-    /// Killed children of closed connections, not reaped yet.
-    orphans: Vec<exec::Orphan>,
-    /// Read buffer for child pipes.
-    pipe_scratch: Vec<u8>,
+    /// Exec: its settings, confinement, running counts and killed trees.
+    exec: exec::Runner,
     /// Rooms and online users; pushes for other connections wait in it.
     chat: chat::Chat,
 }
@@ -239,10 +235,7 @@ impl Services {
                 body_allowed: true,
             },
             files: files::Files::open(&config.data_dir, config.quota)?,
-            allow_exec: config.allow_exec.clone(),
-            exec_timeout: config.exec_timeout,
-            orphans: Vec::new(),
-            pipe_scratch: Vec::new(),
+            exec: exec::Runner::new(config),
             chat: chat::Chat::default(),
         })
     }
@@ -283,25 +276,22 @@ impl Services {
         self.chat.recipients(to, into);
     }
 
-    /// The connection is closing with a job running: an exec's child is killed.
-    /// When it is not reaped yet, `watch` is asked to watch its pidfd (the server
-    /// registers it; [`Services::reap_orphans`] runs when it is readable); if it
-    /// cannot, the child (already sent SIGKILL) is waited for here.
+    /// The connection is closing with a job running: an exec's whole process tree
+    /// is killed. When it is not reaped yet, `watch` is asked to watch a descriptor
+    /// (the server registers it; [`Services::reap_orphans`] runs when it is
+    /// readable); if it cannot, the program (already sent SIGKILL) is waited for here.
     pub fn release(&mut self, session: &mut Session, watch: impl FnOnce(RawFd) -> bool) {
-        if let Some(Job::Exec { exec, .. }) = session.job.take()
-            && let Some(orphan) = exec.abandon()
-        {
-            if watch(orphan.pidfd()) {
-                self.orphans.push(orphan);
-            } else {
-                orphan.wait();
+        if let Some(Job::Exec { exec, .. }) = session.job.take() {
+            self.exec.release(exec, watch);
+            if let Some(user) = session.user.as_deref() {
+                self.files.exec_ended(user);
             }
         }
     }
 
-    /// Reaps the killed children that have exited.
+    /// Reaps the processes of killed execs that have exited.
     pub fn reap_orphans(&mut self) {
-        self.orphans.retain_mut(|o| !o.reap());
+        self.exec.reap_orphans();
     }
 
     /// The connection stops serving (closing, by either side): it leaves its chat

@@ -75,6 +75,28 @@ impl Files {
         }
     }
 
+    /// Bytes the user may still store (`None` without `--quota`): an exec's
+    /// file size limit.
+    pub fn quota_left(&mut self, user: &str) -> Option<u64> {
+        let quota = self.quota?;
+        let usage = self.usage(user);
+        let u = usage.borrow();
+        Some(quota.saturating_sub(u.stored + u.reserved))
+    }
+
+    /// An exec of the user ended: what it wrote counts from now on. The user's
+    /// stored bytes are counted again from disk (if counted at all yet).
+    /// TODO(issue 16): this walk runs on the loop; move it to the blocking-work
+    /// pool with the first walk of a user's tree.
+    pub fn exec_ended(&mut self, user: &str) {
+        if self.quota.is_none() {
+            return;
+        }
+        if let Some(usage) = self.usage.get(user) {
+            usage.borrow_mut().stored = tree_size(&self.files_dir.join(user));
+        }
+    }
+
     /// The user's usage record (computed by walking their root the first time).
     fn usage(&mut self, user: &str) -> Rc<RefCell<Usage>> {
         let files_dir = &self.files_dir;
