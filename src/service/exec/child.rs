@@ -128,9 +128,9 @@ pub struct Spawned {
 }
 
 impl Exec {
-    /// Watches a child just spawned. On error the caller kills it (the returned
-    /// parts come back for that).
-    pub fn new(spawned: Spawned) -> Result<Exec, (io::Error, Spawned)> {
+    /// Watches a child just spawned. If it cannot, the child is killed and
+    /// reaped, and its cgroup comes back with the error, for removal.
+    pub fn new(spawned: Spawned) -> Result<Exec, (io::Error, Option<super::tree::Cgroup>)> {
         let watch = |s: &Spawned| -> io::Result<OwnedFd> {
             let pidfd = super::tree::pidfd_open(s.pid)?;
             s.tree.watch(pidfd.as_raw_fd())?;
@@ -153,7 +153,17 @@ impl Exec {
                 status: None,
                 slot: Some(spawned.slot),
             }),
-            Err(e) => Err((e, spawned)),
+            Err(e) => {
+                let Spawned {
+                    pid,
+                    mut tree,
+                    reaper,
+                    ..
+                } = spawned;
+                tree.kill(Some(pid));
+                let _ = reaper.borrow_mut().wait(pid);
+                Err((e, tree.take_cgroup()))
+            }
         }
     }
 

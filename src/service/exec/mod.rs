@@ -157,7 +157,7 @@ impl Runner {
         let name = req_str(header.cmd, "cmd").map_err(|e| op_error(400, e.to_string()))?;
         let args = opt_strings(header.args, "args").map_err(|e| op_error(400, e.to_string()))?;
         // The allowlist is looked up by exact name: "", "/bin/ls" and "a/b" never match.
-        let Some(program) = self.allow.get(&name) else {
+        let Some(program) = self.allow.get(&name).map(Path::to_path_buf) else {
             return Err(op_error(
                 403,
                 format!("{} is not allowed to run", quote(&name)),
@@ -202,7 +202,7 @@ impl Runner {
                 self.cgroups.is_none(),
             ),
         };
-        let mut command = Command::new(program);
+        let mut command = Command::new(&program);
         command
             .args(&args)
             .env_clear()
@@ -218,7 +218,14 @@ impl Runner {
         // on descriptors (`cwd`, the cgroup's, the ruleset's) that stay open here
         // until `spawn` returns.
         unsafe { command.pre_exec(move || setup.apply()) };
-        let mut child = command.spawn().map_err(cannot)?;
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let mut tree = tree;
+                self.remove_cgroup(tree.take_cgroup());
+                return Err(cannot(e));
+            }
+        };
         drop(ruleset);
         let pid = child.id() as libc::pid_t;
         self.reaper.borrow_mut().started(pid);
@@ -236,9 +243,8 @@ impl Runner {
         };
         match Exec::new(spawned) {
             Ok(exec) => Ok(exec),
-            Err((e, mut spawned)) => {
-                spawned.tree.kill(Some(pid));
-                let _ = self.reaper.borrow_mut().wait(pid);
+            Err((e, cgroup)) => {
+                self.remove_cgroup(cgroup);
                 Err(cannot(e))
             }
         }
