@@ -15,10 +15,6 @@ use std::time::{Duration, Instant};
 pub const MAX_OUTPUT: usize = 1024 * 1024;
 /// Reads per pipe per turn: a child writing flat out (`yes`) must not hold the loop.
 const READS_PER_TURN: usize = 16;
-/// How long the reply waits, after the tree was killed, for its processes to be
-/// reaped (a process in uninterruptible sleep dies late; the reply does not wait
-/// for it past this, and the next sweep reaps it).
-const KILL_GRACE: Duration = Duration::from_secs(1);
 
 /// One pipe being read: what was kept, and whether it reached EOF.
 #[derive(Debug)]
@@ -84,9 +80,7 @@ pub struct Exec {
     timed_out: bool,
     /// When the tree was killed (at the deadline, on disconnect, or when the
     /// program ended: none of its processes survives the reply).
-    killed: Option<Instant>,
-    /// The grace after the kill passed: reply without waiting longer.
-    given_up: bool,
+    killed: bool,
     /// Set once reaped.
     status: Option<ExitStatus>,
     /// Its place among the running execs (`--exec-max`).
@@ -148,8 +142,7 @@ impl Exec {
                 stderr: Pipe::new(spawned.stderr),
                 deadline: Instant::now() + spawned.timeout,
                 timed_out: false,
-                killed: None,
-                given_up: false,
+                killed: false,
                 status: None,
                 slot: Some(spawned.slot),
             }),
@@ -167,13 +160,11 @@ impl Exec {
         }
     }
 
-    /// When the exec must be cut short: its timeout, then (once killed) the
-    /// grace for its processes to be reaped; `None` after that.
+    /// When the timeout kills the tree; `None` once it is killed. (Killed
+    /// processes die at once; one stuck in uninterruptible sleep holds the reply
+    /// until it dies, or until the connection's idle timeout closes it.)
     pub fn deadline(&self) -> Option<Instant> {
-        match self.killed {
-            None => Some(self.deadline),
-            Some(at) => (!self.given_up).then_some(at + KILL_GRACE),
-        }
+        (!self.killed).then_some(self.deadline)
     }
 
     /// What the loop must watch (readable) to resume this exec: stdout, stderr,
@@ -198,7 +189,7 @@ impl Exec {
         if !(out_idle && err_idle) {
             return Step::Again;
         }
-        if self.killed.is_none() {
+        if !self.killed {
             let ended = self.status.is_some() && !self.stdout.open() && !self.stderr.open();
             if !ended {
                 return Step::Waiting;
@@ -209,14 +200,13 @@ impl Exec {
             if !self.reap() {
                 return Step::Waiting;
             }
-        } else if !gone && !self.given_up {
+        } else if !gone {
             return Step::Waiting;
         }
         self.slot = None;
-        // Reaped, or given up on (it was sent SIGKILL).
-        let status = self
-            .status
-            .unwrap_or_else(|| ExitStatus::from_raw(libc::SIGKILL));
+        let Some(status) = self.status else {
+            return Step::Waiting; // not reached: gone implies reaped
+        };
         let stdout = std::mem::take(&mut self.stdout.kept);
         let stderr = std::mem::take(&mut self.stderr.kept);
         let truncated = self.stdout.dropped || self.stderr.dropped;
@@ -237,20 +227,17 @@ impl Exec {
     }
 
     /// Its deadline passed: the timeout kills the whole tree (the program, and
-    /// whatever it left running, however detached); past the grace after a kill,
-    /// the reply stops waiting for the reaping.
+    /// whatever it left running, however detached).
     pub fn expire(&mut self) {
-        if self.killed.is_none() {
+        if !self.killed {
             self.timed_out = true;
             self.kill();
-        } else {
-            self.given_up = true;
         }
     }
 
     fn kill(&mut self) {
-        if self.killed.is_none() {
-            self.killed = Some(Instant::now());
+        if !self.killed {
+            self.killed = true;
             // The program's pid is its process group id, reserved until we reap it.
             let pgid = self.status.is_none().then_some(self.pid);
             self.tree.kill(pgid);
