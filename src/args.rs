@@ -163,6 +163,18 @@ pub struct ServeArgs {
         from_str_fn(config::parse_secs)
     )]
     exec_timeout: Duration,
+    /// execs running at once; more get 503 (default 16)
+    #[argh(option, default = "Config::default().exec_max")]
+    exec_max: usize,
+    /// execs running at once per user; more get 503 (default 4)
+    #[argh(option, default = "Config::default().exec_max_per_user")]
+    exec_max_per_user: usize,
+    /// address space per exec process in bytes (default 536870912)
+    #[argh(option, default = "Config::default().exec_memory")]
+    exec_memory: u64,
+    /// run exec even where Landlock or a pids cgroup is missing (with a warning)
+    #[argh(switch)]
+    exec_unconfined: bool,
     /// bytes each user may store in their file root (default unlimited)
     #[argh(option)]
     quota: Option<u64>,
@@ -179,6 +191,10 @@ impl ServeArgs {
         }
         let allow_exec: Vec<String> = self.allow_exec.split(',').map(String::from).collect();
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+        let allow_exec = Allowlist::resolve(&allow_exec, &path)?;
+        if !allow_exec.names().is_empty() {
+            frameloop::service::exec::confine::check(self.exec_unconfined)?;
+        }
         Ok(Config {
             listen: self.listen,
             udp: self.udp,
@@ -197,8 +213,12 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout,
             auth_timeout: self.auth_timeout,
             quota: self.quota,
-            allow_exec: Allowlist::resolve(&allow_exec, &path)?,
+            allow_exec,
             exec_timeout: self.exec_timeout,
+            exec_max: self.exec_max,
+            exec_max_per_user: self.exec_max_per_user,
+            exec_memory: self.exec_memory,
+            exec_unconfined: self.exec_unconfined,
         })
     }
 }
@@ -365,7 +385,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 25, "every stated default was found and checked");
+        assert_eq!(checked, 28, "every stated default was found and checked");
     }
 
     /// `serve`'s description names the default address and data directory.

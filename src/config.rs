@@ -53,6 +53,15 @@ pub struct Config {
     /// Programs `exec` may run (`--allow-exec`), resolved at start.
     pub allow_exec: crate::service::exec::Allowlist,
     pub exec_timeout: Duration,
+    // Exec limits and confinement (contract section 6).
+    /// Execs running at once (`--exec-max`); past it, 503.
+    pub exec_max: usize,
+    /// Execs running at once per user (`--exec-max-per-user`); past it, 503.
+    pub exec_max_per_user: usize,
+    /// Address space per exec process, bytes (`--exec-memory`).
+    pub exec_memory: u64,
+    /// Run exec where Landlock or a pids cgroup is missing (`--exec-unconfined`).
+    pub exec_unconfined: bool,
 }
 
 impl Default for Config {
@@ -77,6 +86,10 @@ impl Default for Config {
             quota: None,
             allow_exec: Default::default(),
             exec_timeout: Duration::from_secs(10),
+            exec_max: 16,
+            exec_max_per_user: 4,
+            exec_memory: 512 * 1024 * 1024,
+            exec_unconfined: false,
         }
     }
 }

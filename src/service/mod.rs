@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::proto::Limits;
 use stats::Stats;
 use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Every op the server knows. Adding an op: a variant, its name, its body policy, a handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,12 +233,8 @@ pub struct Services {
     /// Logins one user may hold at once (`--max-conns-per-user`); 0: no limit.
     max_conns_per_user: usize,
     files: files::Files,
-    allow_exec: exec::Allowlist,
-    exec_timeout: Duration,
-    /// Killed children of closed connections, not reaped yet.
-    orphans: Vec<exec::Orphan>,
-    /// Read buffer for child pipes.
-    pipe_scratch: Vec<u8>,
+    /// Exec: its settings, confinement, running counts and killed trees.
+    exec: exec::Runner,
     /// Rooms and online users; pushes for other connections wait in it.
     chat: chat::Chat,
 }
@@ -257,10 +253,7 @@ impl Services {
             },
             max_conns_per_user: config.max_conns_per_user,
             files: files::Files::open(&config.data_dir, config.quota)?,
-            allow_exec: config.allow_exec.clone(),
-            exec_timeout: config.exec_timeout,
-            orphans: Vec::new(),
-            pipe_scratch: Vec::new(),
+            exec: exec::Runner::new(config),
             chat: chat::Chat::default(),
         })
     }
@@ -301,25 +294,32 @@ impl Services {
         self.chat.recipients(to, into);
     }
 
-    /// The connection is closing with a job running: an exec's child is killed.
-    /// When it is not reaped yet, `watch` is asked to watch its pidfd (the server
-    /// registers it; [`Services::reap_orphans`] runs when it is readable); if it
-    /// cannot, the child (already sent SIGKILL) is waited for here.
+    /// The connection is closing with a job running: an exec's whole process tree
+    /// is killed. When it is not reaped yet, `watch` is asked to watch a descriptor
+    /// (the server registers it; [`Services::reap_orphans`] runs when it is
+    /// readable); if it cannot, the program (already sent SIGKILL) is waited for here.
     pub fn release(&mut self, session: &mut Session, watch: impl FnOnce(RawFd) -> bool) {
-        if let Some(Job::Exec { exec, .. }) = session.job.take()
-            && let Some(orphan) = exec.abandon()
-        {
-            if watch(orphan.pidfd()) {
-                self.orphans.push(orphan);
-            } else {
-                orphan.wait();
-            }
+        if let Some(Job::Exec { exec, .. }) = session.job.take() {
+            self.exec.release(exec, watch);
+            self.exec_ended(session);
         }
     }
 
-    /// Reaps the killed children that have exited.
+    /// An exec of the session's user ended: what it wrote beneath the root
+    /// counts toward the quota from now on (the tree is counted again; a walk
+    /// that fails leaves the count as it was, and says so in the log).
+    /// TODO(issue 16): the walk runs on the loop; it belongs on the blocking-work pool.
+    fn exec_ended(&mut self, session: &mut Session) {
+        if let Some(user) = session.user.as_deref()
+            && let Err(e) = self.files.recount(&mut session.files, user)
+        {
+            log::warn!("recounting {user}'s quota after an exec: {}", e.message);
+        }
+    }
+
+    /// Reaps the processes of killed execs that have exited.
     pub fn reap_orphans(&mut self) {
-        self.orphans.retain_mut(|o| !o.reap());
+        self.exec.reap_orphans();
     }
 
     /// The connection stops serving (closing, by either side): it leaves its chat

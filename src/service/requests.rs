@@ -179,7 +179,11 @@ impl Services {
         let started = self
             .files
             .cwd_dir(&mut session.files, user)
-            .and_then(|cwd| exec::Exec::start(&self.allow_exec, header, &cwd, self.exec_timeout));
+            .and_then(|cwd| {
+                let root = self.files.root_dir(&mut session.files, user)?;
+                let quota_left = self.files.quota_left(&mut session.files, user)?;
+                self.exec.start(user, header, &cwd, &root, quota_left)
+            });
         match started {
             Ok(exec) => {
                 session.job = Some(Job::Exec { id, exec });
@@ -207,16 +211,14 @@ impl Services {
             return Next::Continue;
         };
         match job {
-            Job::Exec { id, exec } => {
-                if self.pipe_scratch.is_empty() {
-                    self.pipe_scratch = vec![0; 64 * 1024];
+            Job::Exec { id, exec } => match self.exec.step(exec, out, *id) {
+                exec::Step::Waiting => return Next::Job(Wait::Child),
+                exec::Step::Again => return Next::Job(Wait::NextTurn),
+                exec::Step::Done => {
+                    // What the exec wrote counts toward the user's quota.
+                    self.exec_ended(session);
                 }
-                match exec.step(&mut self.pipe_scratch, out, *id) {
-                    exec::Step::Waiting => return Next::Job(Wait::Child),
-                    exec::Step::Again => return Next::Job(Wait::NextTurn),
-                    exec::Step::Done => {}
-                }
-            }
+            },
             Job::Sum { id, sum } => {
                 let id = *id;
                 match sum.step() {

@@ -107,6 +107,11 @@ impl Files {
         self.open_at(session, user, &cwd, DIR_PATH)
     }
 
+    /// The user's root, opened again (for exec's confinement).
+    pub fn root_dir(&self, session: &mut FileSession, user: &str) -> Result<OwnedFd, OpError> {
+        self.open_at(session, user, &Resolved::root(), DIR_PATH)
+    }
+
     /// The request's required `path`, resolved against the current directory.
     fn path(session: &FileSession, header: &Header) -> Result<Resolved, OpError> {
         Ok(resolve(&session.cwd, &req_str(header.path, "path")?)?)

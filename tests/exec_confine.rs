@@ -1,0 +1,257 @@
+//! Contract section 6's confinement and limits from outside: the audit of issue 16
+//! rerun against the real server (files, network, privileges, process cap, killing
+//! the whole tree at the deadline and on disconnect, `--exec-max`, short errors).
+
+mod common;
+
+use common::Server;
+use frameloop::client::{Client, Frame};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn exec(c: &mut Client, cmd: &str, args: &[&str]) -> Frame {
+    c.request("exec", json!({"cmd": cmd, "args": args}), b"")
+        .expect("reply")
+}
+
+fn streams(r: &Frame) -> (String, String) {
+    let out = r.header["stdout"].as_u64().unwrap() as usize;
+    (
+        String::from_utf8_lossy(&r.body[..out]).into_owned(),
+        String::from_utf8_lossy(&r.body[out..]).into_owned(),
+    )
+}
+
+/// Live (not zombie) processes whose command line is exactly `argv`.
+fn running(argv: &[&str]) -> usize {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
+        .count()
+}
+
+/// Processes whose parent is `pid`, zombies included.
+fn children_of(pid: u32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("stat")).is_ok_and(|stat| {
+                let after = stat.rfind(')').map(|i| &stat[i + 2..]).unwrap_or("");
+                after.split(' ').nth(1) == Some(pid.to_string().as_str())
+            })
+        })
+        .count()
+}
+
+fn failed(r: &Frame) -> bool {
+    r.status() == 200 && r.header["exit"] != 0
+}
+
+#[test]
+fn files_outside_the_root_are_out_of_reach() {
+    let server = Server::start(&["--allow-exec", "cat,ls,sh,find"]);
+    let key = hex::encode(server.key());
+    let mut c = server.client();
+    let data = server.dir.path().canonicalize().unwrap();
+    let users = data.join("users");
+    for args in [vec!["../../users"], vec![users.to_str().unwrap()]] {
+        let r = exec(&mut c, "cat", &args);
+        assert!(failed(&r), "cat {args:?}: {r:?}");
+        assert!(!String::from_utf8_lossy(&r.body).contains(&key), "{args:?}");
+    }
+    for dir in ["/root", "../..", "/home", "/tmp"] {
+        assert!(failed(&exec(&mut c, "ls", &[dir])), "ls {dir}");
+    }
+    assert!(failed(&exec(&mut c, "cat", &["/etc/shadow"])));
+    // Writing: only beneath the root.
+    let outside = format!("/tmp/frameloop-exec16-{}", std::process::id());
+    let r = exec(&mut c, "sh", &["-c", &format!("echo x > {outside}")]);
+    assert!(failed(&r), "{r:?}");
+    assert!(!std::path::Path::new(&outside).exists());
+    let r = exec(&mut c, "sh", &["-c", "echo inside > f && cat f && ls /usr"]);
+    assert_eq!(r.header["exit"], 0, "{r:?}");
+    assert!(streams(&r).0.starts_with("inside\n"));
+    // find -exec runs what it likes, but with nothing more than the exec has.
+    let r = exec(
+        &mut c,
+        "find",
+        &["/etc/hostname", "-exec", "cat", "/etc/shadow", ";"],
+    );
+    assert!(!streams(&r).0.contains("root:"), "{r:?}");
+}
+
+#[test]
+fn no_privileges_and_limits_hold() {
+    let server = Server::start(&["--allow-exec", "cat,sh", "--exec-memory", "268435456"]);
+    let mut c = server.client();
+    let (status, _) = streams(&exec(&mut c, "cat", &["/proc/self/status"]));
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+    for cap in ["CapEff:", "CapPrm:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(field(cap), "0000000000000000", "{cap} {status}");
+    }
+    let r = exec(&mut c, "sh", &["-c", "ulimit -c; ulimit -n; ulimit -v"]);
+    assert_eq!(streams(&r).0, "0\n256\n262144\n", "{r:?}");
+}
+
+#[test]
+fn no_network_no_signals_outside() {
+    let server = Server::start(&["--allow-exec", "bash,sh,kill"]);
+    let mut c = server.client();
+    let port = server.addr.port();
+    let r = exec(
+        &mut c,
+        "bash",
+        &[
+            "-c",
+            &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected"),
+        ],
+    );
+    assert!(failed(&r), "{r:?}");
+    assert!(!streams(&r).0.contains("connected"));
+    // The server is outside the tree: no signal reaches it.
+    let r = exec(&mut c, "kill", &["-STOP", &server.pid().to_string()]);
+    assert!(failed(&r), "{r:?}");
+    assert_eq!(c.request("ping", json!({}), b"").unwrap().status(), 200);
+    // Its own tree it may signal.
+    let r = exec(&mut c, "sh", &["-c", "sleep 5 & kill $!; wait $!; echo $?"]);
+    assert_eq!(streams(&r).0, "143\n", "{r:?}");
+}
+
+#[test]
+fn uptime_still_works() {
+    let server = Server::start(&["--allow-exec", "uptime"]);
+    let mut c = server.client();
+    let r = exec(&mut c, "uptime", &[]);
+    assert_eq!(r.header["exit"], 0, "{r:?}");
+    assert!(streams(&r).0.contains("load average"), "{r:?}");
+}
+
+#[test]
+fn a_tree_is_capped_at_64_and_killed_at_the_deadline() {
+    let server = Server::start(&["--allow-exec", "sh", "--exec-timeout", "2"]);
+    let mut c = server.client();
+    let script = "for i in $(seq 200); do sleep 7.77 & done; wait";
+    c.send("exec", json!({"cmd":"sh","args":["-c", script]}), b"")
+        .unwrap();
+    let t = Instant::now();
+    let mut most = 0;
+    while t.elapsed() < Duration::from_millis(1500) {
+        most = most.max(running(&["sleep", "7.77"]));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(most > 0 && most <= 64, "{most} sleeps at once");
+    let r = c.read_reply().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert_eq!(r.header["timed_out"], true, "{r:?}");
+    assert_eq!(
+        running(&["sleep", "7.77"]),
+        0,
+        "sleeps left after the reply"
+    );
+    server.wait_for("no zombie", |s| children_of(s.pid()) == 0);
+}
+
+#[test]
+fn background_children_do_not_outlive_the_deadline() {
+    let server = Server::start(&["--allow-exec", "sh,setsid", "--exec-timeout", "2"]);
+    let mut c = server.client();
+    let t = Instant::now();
+    let r = exec(&mut c, "sh", &["-c", "sleep 8.31 &"]);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(r.header["timed_out"], true, "{r:?}");
+    assert_eq!(running(&["sleep", "8.31"]), 0, "the sleep survived");
+    // Its own session: killed too.
+    let t = Instant::now();
+    let r = exec(&mut c, "setsid", &["sleep", "30.7"]);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(r.header["timed_out"], true, "{r:?}");
+    assert_eq!(running(&["sleep", "30.7"]), 0, "the setsid sleep survived");
+    // Detached from the pipes too: the reply comes when the program ends, and
+    // nothing it started survives the reply.
+    let t = Instant::now();
+    let r = exec(&mut c, "sh", &["-c", "setsid sleep 30.8 >/dev/null 2>&1 &"]);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(r.header["timed_out"], false, "{r:?}");
+    assert_eq!(
+        running(&["sleep", "30.8"]),
+        0,
+        "the detached sleep survived"
+    );
+    server.wait_for("no zombie", |s| children_of(s.pid()) == 0);
+}
+
+#[test]
+fn disconnect_kills_the_whole_tree() {
+    let server = Server::start(&["--allow-exec", "sh"]);
+    let mut c = server.client();
+    c.send(
+        "exec",
+        json!({"cmd":"sh","args":["-c", "setsid sleep 30.9 & sleep 30.9 & wait"]}),
+        b"",
+    )
+    .unwrap();
+    server.wait_for("both sleeps", |_| running(&["sleep", "30.9"]) == 2);
+    drop(c);
+    server.wait_for("no sleep left", |_| running(&["sleep", "30.9"]) == 0);
+    server.wait_for("no zombie", |s| children_of(s.pid()) == 0);
+}
+
+#[test]
+fn busy_past_exec_max_and_exec_max_per_user() {
+    let server = Server::start(&[
+        "--allow-exec",
+        "sleep,echo",
+        "--exec-max",
+        "2",
+        "--exec-max-per-user",
+        "16",
+    ]);
+    let mut held = Vec::new();
+    for n in 1..=2 {
+        let mut c = server.client();
+        c.send("exec", json!({"cmd":"sleep","args":["3"]}), b"")
+            .unwrap();
+        server.wait_for("the sleep", |s| children_of(s.pid()) == n);
+        held.push(c);
+    }
+    let mut c = server.client();
+    let r = exec(&mut c, "echo", &["x"]);
+    assert_eq!(r.status(), 503, "{r:?}");
+    drop(held);
+    server.wait_for("slots free", |s| children_of(s.pid()) == 0);
+    assert_eq!(exec(&mut c, "echo", &["x"]).status(), 200);
+
+    let server = Server::start(&["--allow-exec", "sleep,echo", "--exec-max-per-user", "1"]);
+    let mut first = server.client();
+    first
+        .send("exec", json!({"cmd":"sleep","args":["3"]}), b"")
+        .unwrap();
+    server.wait_for("the sleep", |s| children_of(s.pid()) == 1);
+    let mut c = server.client();
+    assert_eq!(exec(&mut c, "echo", &["x"]).status(), 503);
+    assert_eq!(first.read_reply().unwrap().status(), 200);
+    assert_eq!(exec(&mut c, "echo", &["x"]).status(), 200);
+}
+
+#[test]
+fn errors_quote_little_of_a_long_name() {
+    let server = Server::start(&["--allow-exec", "echo"]);
+    let mut c = server.client();
+    let r = exec(&mut c, &"x".repeat(20_000), &[]);
+    assert_eq!(r.status(), 403);
+    let header = serde_json::to_string(&r.header).unwrap();
+    assert!(header.len() < 300, "{} bytes", header.len());
+}
