@@ -9,7 +9,8 @@
 //! - [`udp`]: the UDP transport, one frame per datagram.
 //! - [`proto`]: the frame codec, sans-IO (bytes in, frames out).
 //! - [`service`]: the ops, one module per section of the contract; never a socket.
-//! - [`net`]: sockets, the one budgeted read loop, error classes.
+//! - [`net`]: sockets, the one budgeted read loop, error classes; [`pool`]: the
+//!   threads that do blocking file work beside the loop.
 //! - [`auth`]: the HMAC challenge-response math and the users file.
 //! - [`client`]: a blocking client library; [`load`]: the load generator;
 //!   [`config`]: the server's settings and the loop's tuning.
@@ -22,6 +23,7 @@ pub mod conn;
 pub mod load;
 pub mod net;
 pub mod outbuf;
+pub mod pool;
 pub mod proto;
 pub mod reactor;
 pub mod server;

@@ -327,6 +327,10 @@ fn requests_behind_a_running_sum_wait_in_order() {
         &data,
     );
     conn.receive(&mut w.services, Some(&put), w.t0);
+    // The upload's flush is blocking work (done inline here: no pool threads);
+    // its rename and reply come on the next step.
+    assert_eq!(conn.state(), State::Working(Wait::NextTurn));
+    conn.resume(&mut w.services, w.t0);
     assert_eq!(
         write_all(&mut w.services, &mut conn, w.t0).0[0].status(),
         200

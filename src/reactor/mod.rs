@@ -169,6 +169,12 @@ impl Reactor {
         self.poll.registry().reregister(source, token, interest)
     }
 
+    /// A waker for `token`: another thread calls `wake` to make `token` ready in
+    /// this loop (the blocking-work pool's results).
+    pub fn waker(&self, token: Token) -> io::Result<mio::Waker> {
+        mio::Waker::new(self.poll.registry(), token)
+    }
+
     /// Stops watching `source`. (Closing a descriptor also does, when it is the
     /// last one open for its file: child pipes at EOF rely on that.)
     pub fn deregister<S: Source + ?Sized>(&self, source: &mut S) -> io::Result<()> {

@@ -37,6 +37,8 @@ enum Source {
     Signals,
     /// Pidfds of killed children whose connection is gone (reaped when they exit).
     Orphans,
+    /// The blocking-work pool's waker: some work is done.
+    Pool,
     /// A connection's socket (and its one timer).
     Conn(usize),
     /// A connection's exec child.
@@ -54,6 +56,7 @@ impl Source {
             Source::Udp => LISTENERS,
             Source::Signals => LISTENERS + 1,
             Source::Orphans => LISTENERS + 2,
+            Source::Pool => LISTENERS + 3,
             Source::Conn(key) => FIRST_CONN + 2 * key,
             Source::Child(key) => FIRST_CONN + 2 * key + 1,
         })
@@ -65,6 +68,7 @@ impl Source {
             i if i == LISTENERS => Source::Udp,
             i if i == LISTENERS + 1 => Source::Signals,
             i if i == LISTENERS + 2 => Source::Orphans,
+            i if i == LISTENERS + 3 => Source::Pool,
             i if i >= FIRST_CONN => {
                 let n = i - FIRST_CONN;
                 if n.is_multiple_of(2) {
@@ -226,6 +230,11 @@ impl Server {
         if let Some(signals) = &mut self.signals {
             reactor.register(signals, Source::Signals.token(), Interest::READABLE)?;
         }
+        // Blocking file work runs on a few threads; each result wakes the loop.
+        let waker = reactor.waker(Source::Pool.token())?;
+        self.services.start_pool(std::sync::Arc::new(move || {
+            let _ = waker.wake();
+        }))?;
         reactor.run(&mut self)?;
         // Connections still open after the shutdown's time: their jobs end here
         // (uploads' temp files go, exec children are killed).
@@ -256,6 +265,15 @@ impl Server {
         }
     }
 
+    /// Blocking work is done: its connections take their next step.
+    fn pool_ready(&mut self, r: &mut Reactor) {
+        let mut ready = Vec::new();
+        self.services.pool_ready(&mut ready);
+        for key in ready {
+            self.resume(r, key);
+        }
+    }
+
     fn serve_udp(&mut self, r: &mut Reactor) {
         let Some(udp) = &mut self.udp else {
             return; // closed by a shutdown
@@ -274,6 +292,7 @@ impl Handler for Server {
             Some(Source::Udp) => self.serve_udp(r),
             Some(Source::Signals) => self.signalled(r),
             Some(Source::Orphans) => self.services.reap_orphans(),
+            Some(Source::Pool) => self.pool_ready(r),
             Some(Source::Conn(key)) => {
                 if readiness.readable {
                     self.read(r, key);

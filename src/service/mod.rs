@@ -14,8 +14,10 @@ pub mod stats;
 
 use crate::auth::{Nonce, Users};
 use crate::config::Config;
+use crate::pool::{Pool, Task, Ticket};
 use crate::proto::Limits;
 use stats::Stats;
+use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
@@ -129,6 +131,9 @@ pub enum Next {
 pub enum Wait {
     /// Nothing: run the next step next turn (a `sum` hashing a chunk per turn).
     NextTurn,
+    /// Its blocking work on the pool ([`Services::pool_ready`] names the
+    /// connections whose work is done: an `ls`, a `sum`, a `put`'s fsync).
+    Pool,
     /// Its child's descriptors ([`Session::watched`]) to be ready (an `exec`).
     /// Whatever it waits for, a job may have a deadline ([`Session::job_deadline`]).
     Child,
@@ -194,10 +199,38 @@ impl Session {
 }
 
 /// A request that runs across loop turns.
-#[derive(Debug)]
 enum Job {
-    Sum { id: Option<u64>, sum: files::Sum },
-    Exec { id: Option<u64>, exec: exec::Exec },
+    /// Blocking work for the pool: not queued yet (`task`, the queue was full)
+    /// or queued under `ticket`; `then` is what its result becomes.
+    Pool {
+        id: Option<u64>,
+        ticket: Option<Ticket>,
+        task: Option<Task<files::Done>>,
+        then: Then,
+    },
+    Exec {
+        id: Option<u64>,
+        exec: exec::Exec,
+    },
+}
+
+/// What a pool result becomes, back on the loop.
+enum Then {
+    /// The `ls` reply.
+    Ls,
+    /// The `sum` reply.
+    Sum,
+    /// The upload's rename (its data is on disk now), then its reply.
+    Put(Box<files::Upload>, [u8; 32]),
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Pool { id, ticket, .. } => write!(f, "Pool {{ id: {id:?}, ticket: {ticket:?} }}"),
+            Job::Exec { id, exec } => write!(f, "Exec {{ id: {id:?}, exec: {exec:?} }}"),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -237,6 +270,12 @@ pub struct Services {
     exec: exec::Runner,
     /// Rooms and online users; pushes for other connections wait in it.
     chat: chat::Chat,
+    /// Threads for blocking file work (inline until [`Services::start_pool`]).
+    pool: Pool<files::Done>,
+    /// Work on the pool that a connection still waits for: ticket -> its key.
+    pooled: HashMap<Ticket, usize>,
+    /// Results back from the pool, until their connection resumes.
+    results: HashMap<Ticket, files::Done>,
 }
 
 impl Services {
@@ -255,6 +294,9 @@ impl Services {
             files: files::Files::open(&config.data_dir, config.quota)?,
             exec: exec::Runner::new(config),
             chat: chat::Chat::default(),
+            pool: Pool::default(),
+            pooled: HashMap::new(),
+            results: HashMap::new(),
         })
     }
 
@@ -265,6 +307,26 @@ impl Services {
             self.open_limits
         } else {
             Limits::PRE_AUTH
+        }
+    }
+
+    /// Starts the blocking-work threads; each finished task calls `wake` (the
+    /// server's waker), after which [`Services::pool_ready`] says who resumes.
+    pub fn start_pool(
+        &mut self,
+        wake: std::sync::Arc<dyn Fn() + Send + Sync>,
+    ) -> std::io::Result<()> {
+        self.pool.start(wake)
+    }
+
+    /// Collects the pool's finished work into `into`: the keys of the connections
+    /// to resume. Results nobody waits for any more (the connection closed) are dropped.
+    pub fn pool_ready(&mut self, into: &mut Vec<usize>) {
+        while let Some((ticket, done)) = self.pool.finished() {
+            if let Some(key) = self.pooled.remove(&ticket) {
+                self.results.insert(ticket, done);
+                into.push(key);
+            }
         }
     }
 
@@ -299,9 +361,21 @@ impl Services {
     /// (the server registers it; [`Services::reap_orphans`] runs when it is
     /// readable); if it cannot, the program (already sent SIGKILL) is waited for here.
     pub fn release(&mut self, session: &mut Session, watch: impl FnOnce(RawFd) -> bool) {
-        if let Some(Job::Exec { exec, .. }) = session.job.take() {
-            self.exec.release(exec, watch);
-            self.exec_ended(session);
+        match session.job.take() {
+            Some(Job::Exec { exec, .. }) => {
+                self.exec.release(exec, watch);
+                self.exec_ended(session);
+            }
+            // Its result, when it comes, is dropped (an upload's temp file goes
+            // with the `Upload` here; the pool only holds a duplicate descriptor).
+            Some(Job::Pool {
+                ticket: Some(ticket),
+                ..
+            }) => {
+                self.pooled.remove(&ticket);
+                self.results.remove(&ticket);
+            }
+            Some(Job::Pool { ticket: None, .. }) | None => {}
         }
     }
 

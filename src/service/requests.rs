@@ -3,9 +3,10 @@
 
 use super::ops::{self, OpError, Reply};
 use super::stats::Stats;
-use super::{Body, Job, Next, Op, Services, Session, Wait, exec, files};
+use super::{Body, Job, Next, Op, Services, Session, Then, Wait, exec, files};
 use crate::bufpool;
 use crate::outbuf::OutBuf;
+use crate::pool::Task;
 use crate::proto::{HeadWriter, Header};
 
 /// How error replies are worded: in full on streams; short over UDP, where a
@@ -138,7 +139,10 @@ impl Services {
                 Ok(())
             }
             Op::Cd => self.files.cd(fs, user, header, out, id),
-            Op::Ls => self.files.ls(fs, user, header, out, id),
+            Op::Ls => match self.files.ls(fs, user, header) {
+                Ok(task) => return self.send_to_pool(session, id, task, Then::Ls),
+                Err(e) => Err(e),
+            },
             Op::Mkdir => self.files.mkdir(fs, user, header, out, id),
             Op::Rm => self.files.rm(fs, user, header, out, id),
             Op::Get => self.files.get(fs, user, header, out, id),
@@ -150,10 +154,7 @@ impl Services {
                 };
             }),
             Op::Sum => match self.files.sum(fs, user, header) {
-                Ok(sum) => {
-                    session.job = Some(Job::Sum { id, sum });
-                    return Next::Job(Wait::NextTurn);
-                }
+                Ok(task) => return self.send_to_pool(session, id, task, Then::Sum),
                 Err(e) => Err(e),
             },
             _ => Err(OpError::bad("op not valid here")),
@@ -219,17 +220,85 @@ impl Services {
                     self.exec_ended(session);
                 }
             },
-            Job::Sum { id, sum } => {
-                let id = *id;
-                match sum.step() {
-                    Ok(None) => return Next::Job(Wait::NextTurn),
-                    Ok(Some((total, digest))) => files::write_digest(out, id, total, &digest),
-                    Err(e) => self.error(out, e.status, id, &e.message),
+            Job::Pool { ticket: None, .. } => {
+                // The queue was full: try again.
+                if let Some(Job::Pool {
+                    id,
+                    task: Some(task),
+                    then,
+                    ..
+                }) = session.job.take()
+                {
+                    return self.send_to_pool(session, id, task, then);
+                }
+            }
+            Job::Pool {
+                ticket: Some(ticket),
+                ..
+            } => {
+                let Some(done) = self.results.remove(ticket) else {
+                    return Next::Job(Wait::Pool); // not done yet
+                };
+                if let Some(Job::Pool { id, then, .. }) = session.job.take() {
+                    self.pool_done(out, id, then, done);
                 }
             }
         }
         session.job = None;
         Next::Continue
+    }
+
+    /// Hands blocking work to the pool; the connection waits for it (or, when the
+    /// queue is full, tries again next turn: backpressure, not a growing queue).
+    fn send_to_pool(
+        &mut self,
+        session: &mut Session,
+        id: Option<u64>,
+        task: Task<files::Done>,
+        then: Then,
+    ) -> Next {
+        let (ticket, task, wait) = match self.pool.submit(task) {
+            Ok(ticket) => {
+                self.pooled.insert(ticket, session.chat.key);
+                // A pool without threads has run it already: no wake-up will come.
+                let mut ready = Vec::new();
+                self.pool_ready(&mut ready);
+                let wait = if ready.is_empty() {
+                    Wait::Pool
+                } else {
+                    Wait::NextTurn
+                };
+                (Some(ticket), None, wait)
+            }
+            Err(task) => (None, Some(task), Wait::NextTurn),
+        };
+        session.job = Some(Job::Pool {
+            id,
+            ticket,
+            task,
+            then,
+        });
+        Next::Job(wait)
+    }
+
+    /// What a pool result becomes: the reply of an `ls` or a `sum`, or a `put`'s
+    /// rename and reply.
+    fn pool_done(&mut self, out: &mut OutBuf, id: Option<u64>, then: Then, done: files::Done) {
+        let result = match (then, done) {
+            (Then::Ls, files::Done::Listing(body)) => {
+                body.map(|body| files::write_listing(out, id, body))
+            }
+            (Then::Sum, files::Done::Hashed(sum)) => {
+                sum.map(|(total, digest)| files::write_digest(out, id, total, &digest))
+            }
+            (Then::Put(upload, digest), files::Done::Synced(synced)) => synced
+                .and_then(|()| upload.commit(digest))
+                .map(|(total, digest)| files::write_digest(out, id, total, &digest)),
+            _ => Err(OpError::new(500, "blocking work came back mismatched")),
+        };
+        if let Err(e) = result {
+            self.error(out, e.status, id, &e.message);
+        }
     }
 
     /// A piece of the current request's body.
@@ -256,8 +325,11 @@ impl Services {
                 bufpool::give(bytes);
                 self.finish(out, id, result.map(|()| Reply::Empty));
             }
-            Body::Upload { id, upload } => match upload.finish() {
-                Ok((total, digest)) => files::write_digest(out, id, total, &digest),
+            Body::Upload { id, mut upload } => match upload.verify() {
+                // The flush waits on the disk: the pool does it; the rename follows.
+                Ok((digest, sync)) => {
+                    return self.send_to_pool(session, id, sync, Then::Put(upload, digest));
+                }
                 Err(e) => self.error(out, e.status, id, &e.message),
             },
             Body::Drop => {}

@@ -8,8 +8,20 @@ mod quota;
 mod transfer;
 mod upload;
 
-pub use transfer::{Sum, write_digest};
+pub use listing::write_listing;
+pub use transfer::write_digest;
 pub use upload::Upload;
+
+/// What the file service's blocking work (run on the pool) gives back.
+#[derive(Debug)]
+pub enum Done {
+    /// An `ls` reply body.
+    Listing(Result<Vec<u8>, OpError>),
+    /// A `sum`: the file's length and SHA-256.
+    Hashed(Result<(u64, [u8; 32]), OpError>),
+    /// A `put`'s temp file is on disk (fsync).
+    Synced(Result<(), OpError>),
+}
 
 use super::ops::OpError;
 use crate::outbuf::OutBuf;

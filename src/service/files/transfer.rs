@@ -1,8 +1,9 @@
 //! `get` and `sum` of contract section 5: a regular file sent with sendfile, or
-//! hashed in bounded steps between other connections' work.
+//! hashed on a pool thread while the loop serves everyone else.
 
-use super::{FileSession, Files, beneath};
+use super::{Done, FileSession, Files, beneath};
 use crate::outbuf::{FileRange, OutBuf};
+use crate::pool::Task;
 use crate::proto::header::opt_u64;
 use crate::proto::{HeadWriter, Header};
 use crate::service::ops::OpError;
@@ -11,10 +12,7 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 
-/// Bytes `sum` hashes per loop turn: about half a millisecond of SHA-256, so a
-/// 1 GiB sum never holds the loop for long.
-const SUM_STEP: usize = 1024 * 1024;
-/// Read size within a `sum` step.
+/// Read size of a `sum`.
 const SUM_READ: usize = 256 * 1024;
 
 impl Files {
@@ -66,55 +64,31 @@ impl Files {
         Ok(())
     }
 
-    /// `sum`: starts a job that hashes the file in steps.
+    /// `sum`: opens the file; the hashing is blocking work for the pool.
     pub fn sum(
         &self,
         session: &mut FileSession,
         user: &str,
         header: &Header,
-    ) -> Result<Sum, OpError> {
-        let (file, st) = self.open_file(session, user, header)?;
-        Ok(Sum {
-            file,
-            total: beneath::size(&st),
-            pos: 0,
-            hasher: Sha256::new(),
-            buf: Vec::new(),
-        })
+    ) -> Result<Task<Done>, OpError> {
+        let (file, _) = self.open_file(session, user, header)?;
+        Ok(Box::new(move || Done::Hashed(hash(&file))))
     }
 }
 
-/// A `sum` in progress.
-#[derive(Debug)]
-pub struct Sum {
-    file: File,
-    total: u64,
-    pos: u64,
-    hasher: Sha256,
-    buf: Vec<u8>,
-}
-
-impl Sum {
-    /// Hashes up to `SUM_STEP` bytes. `Ok(None)`: more to do next turn;
-    /// `Ok(Some((total, digest)))`: finished.
-    pub fn step(&mut self) -> Result<Option<(u64, [u8; 32])>, OpError> {
-        if self.buf.is_empty() {
-            self.buf = vec![0; SUM_READ];
+/// SHA-256 of a whole file (to its end now: it may have changed size since the
+/// open), with its length. Runs on a pool thread.
+fn hash(file: &File) -> Result<(u64, [u8; 32]), OpError> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; SUM_READ];
+    let mut pos = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, pos)?;
+        if n == 0 {
+            return Ok((pos, hasher.finalize().into()));
         }
-        let mut done = 0;
-        while done < SUM_STEP {
-            let n = self.file.read_at(&mut self.buf, self.pos)?;
-            if n == 0 {
-                // End of file (it may have changed size since the open: hash what is there).
-                self.total = self.pos;
-                let digest = std::mem::take(&mut self.hasher).finalize().into();
-                return Ok(Some((self.total, digest)));
-            }
-            self.hasher.update(self.buf.get(..n).unwrap_or_default());
-            self.pos += n as u64;
-            done += n;
-        }
-        Ok(None)
+        hasher.update(buf.get(..n).unwrap_or_default());
+        pos += n as u64;
     }
 }
 

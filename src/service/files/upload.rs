@@ -2,7 +2,8 @@
 //! system, and renamed over the path only when it is complete, verified and flushed.
 
 use super::quota::{Reservation, counted};
-use super::{FileSession, Files, beneath, not_symlink};
+use super::{Done, FileSession, Files, beneath, not_symlink};
+use crate::pool::Task;
 use crate::proto::Header;
 use crate::proto::header::{opt_bool, opt_str};
 use crate::service::ops::OpError;
@@ -171,8 +172,9 @@ impl Upload {
         }
     }
 
-    /// The whole body arrived: verify, flush, rename. Returns (total, sha256).
-    pub fn finish(mut self) -> Result<(u64, [u8; 32]), OpError> {
+    /// The whole body arrived: verify it, and hand back the flush (`fsync`, which
+    /// can take long) as blocking work for the pool. [`Upload::commit`] follows.
+    pub fn verify(&mut self) -> Result<([u8; 32], Task<Done>), OpError> {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
@@ -185,8 +187,17 @@ impl Upload {
         {
             return Err(OpError::bad("sha256 does not match the body"));
         }
-        // Data on disk before the name points at it; then the directory entry.
-        self.file.sync_all()?;
+        let file = self.file.try_clone()?;
+        Ok((
+            digest,
+            Box::new(move || Done::Synced(file.sync_all().map_err(OpError::from))),
+        ))
+    }
+
+    /// The data is on disk: judge the quota, rename, count. Returns (total,
+    /// sha256). Runs on the loop, in one go, so nothing comes between the judging
+    /// and the rename.
+    pub fn commit(mut self, digest: [u8; 32]) -> Result<(u64, [u8; 32]), OpError> {
         // The quota is judged from what the destination counts now, not at the
         // header: since then another connection may have removed or replaced it.
         // Nothing comes between this stat and the rename (one thread), so the
