@@ -43,7 +43,7 @@ start_frameloop() {
     mkdir -p "$dir"
     local udp=(--udp off)  # benchmarks measure the stream transport; a caller may pass --udp
     [[ " $* " == *" --udp "* ]] && udp=()
-    RUST_LOG=warn taskset -c 0 "$BIN" serve --listen 127.0.0.1:0 "${udp[@]}" --data-dir "$dir" "$@" \
+    RUST_LOG=warn taskset -c "${SERVER_CPUS:-0}" "$BIN" serve --listen 127.0.0.1:0 "${udp[@]}" --data-dir "$dir" "$@" \
         >"$dir/out" 2>"$dir/out.err" &
     SERVER_PID=$!; STARTED+=("$SERVER_PID")
     ADDR="$(wait_listening "$dir/out")"

@@ -98,12 +98,23 @@ impl<T: Send + 'static> Pool<T> {
     }
 }
 
+/// Nice value of the pool's threads: when they share a core with the loop, the
+/// loop wins it at once (a ping answered while a hash runs), and the pool gets
+/// what the loop leaves.
+const NICE: libc::c_int = 10;
+
 /// A thread's life: take a task, run it, hand the result back, wake the loop.
 fn work<T>(
     tasks: &Mutex<Receiver<(Ticket, Task<T>)>>,
     results: &Sender<(Ticket, T)>,
     wake: &dyn Fn(),
 ) {
+    // SAFETY: setpriority of this thread's own id (Linux threads have their own
+    // nice value); a failure leaves the default priority, which is only slower.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE);
+    }
     loop {
         let next = match tasks.lock() {
             Ok(rx) => rx.recv(),

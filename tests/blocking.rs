@@ -1,0 +1,97 @@
+//! Blocking file work runs off the loop (contract section 5): while one
+//! connection lists a directory of 100,000 entries or hashes a big file, pings
+//! on another connection stay prompt, and replies keep their order.
+
+mod common;
+
+use common::Server;
+use frameloop::client::Client;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Pings every 10 ms on `c` until `done` says stop; returns the slowest round trip.
+fn ping_while(c: &mut Client, done: impl Fn() -> bool) -> (Duration, usize) {
+    let mut worst = Duration::ZERO;
+    let mut pings = 0;
+    while !done() {
+        let start = Instant::now();
+        assert_eq!(c.request("ping", json!({}), b"").unwrap().status(), 200);
+        worst = worst.max(start.elapsed());
+        pings += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (worst, pings)
+}
+
+#[test]
+fn a_huge_listing_does_not_stall_other_connections() {
+    let server = Server::start(&[]);
+    let mut lister = server.client();
+    // The user's root exists once a file request came.
+    assert_eq!(lister.request("pwd", json!({}), b"").unwrap().status(), 200);
+    let dir = server.dir.path().join("files/guest/big");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..100_000 {
+        std::fs::File::create(dir.join(format!("file-{i:06}"))).unwrap();
+    }
+    let mut pinger = server.client();
+    let id = lister
+        .requester()
+        .send("ls", json!({"path": "big"}), b"")
+        .unwrap();
+    let listed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&listed);
+    let reader = std::thread::spawn(move || {
+        let reply = lister.read_reply().unwrap();
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        (reply, lister)
+    });
+    let (worst, pings) = ping_while(&mut pinger, || {
+        listed.load(std::sync::atomic::Ordering::SeqCst)
+    });
+    let (reply, mut lister) = reader.join().unwrap();
+    assert_eq!((reply.status(), reply.id()), (200, Some(id)));
+    let names: Vec<serde_json::Value> = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(names.len(), 100_000);
+    assert_eq!(names[0]["name"], "file-000000");
+    eprintln!("ls of 100,000: {pings} pings meanwhile, slowest {worst:?}");
+    // Generous for a loaded machine; scripts/bench-blocking.sh measures the 50 ms goal.
+    assert!(worst < Duration::from_millis(250), "a ping took {worst:?}");
+    // The connection serves on, in order.
+    assert_eq!(
+        lister.request("ping", json!({}), b"").unwrap().status(),
+        200
+    );
+}
+
+#[test]
+fn a_sum_and_the_requests_behind_it_keep_their_order() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    let data = vec![3u8; 8 << 20];
+    assert_eq!(
+        c.request("put", json!({"path": "f", "size": data.len()}), &data)
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = c.requester();
+    let ids = [
+        r.send("sum", json!({"path": "f"}), b"").unwrap(),
+        r.send("ls", json!({}), b"").unwrap(),
+        r.send("ping", json!({}), b"").unwrap(),
+        r.send("sum", json!({"path": "missing"}), b"").unwrap(),
+    ];
+    let replies: Vec<_> = ids.iter().map(|_| c.read_reply().unwrap()).collect();
+    let got: Vec<_> = replies.iter().map(|f| (f.id(), f.status())).collect();
+    assert_eq!(
+        got,
+        [
+            (Some(ids[0]), 200),
+            (Some(ids[1]), 200),
+            (Some(ids[2]), 200),
+            (Some(ids[3]), 404)
+        ]
+    );
+    assert_eq!(replies[0].header["total"], json!(8 << 20));
+}
