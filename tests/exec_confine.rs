@@ -255,3 +255,109 @@ fn errors_quote_little_of_a_long_name() {
     let header = serde_json::to_string(&r.header).unwrap();
     assert!(header.len() < 300, "{} bytes", header.len());
 }
+
+#[test]
+fn no_udp_even_to_the_servers_own_port() {
+    let server = Server::start(&["--allow-exec", "bash"]);
+    let port = server.udp.expect("udp on").port();
+    let before = server.stats()["udp_in"].as_u64().unwrap();
+    let mut c = server.client();
+    let script = format!("echo hi > /dev/udp/127.0.0.1/{port} && echo sent");
+    let r = exec(&mut c, "bash", &["-c", &script]);
+    assert!(failed(&r), "{r:?}");
+    let (out, err) = streams(&r);
+    assert!(!out.contains("sent"), "{out}");
+    assert!(err.contains("Permission denied"), "{err}");
+    // Had a datagram gone out, the server would have counted it by now.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.stats()["udp_in"].as_u64().unwrap(), before);
+}
+
+/// A server with `--unix` at `<user's root>/s.sock` (a place the exec can see),
+/// python3 allowed (found on the system's PATH, not a shim under /root).
+fn server_with_unix_in_root(allow: &str) -> (Server, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("files").join("guest");
+    std::fs::create_dir_all(&root).unwrap();
+    let path = root.join("s.sock");
+    let server = Server::start_with(
+        dir,
+        "127.0.0.1:0",
+        &["--unix", path.to_str().unwrap(), "--allow-exec", allow],
+        |cmd| {
+            cmd.env("PATH", "/usr/bin:/bin");
+        },
+    );
+    (server, path)
+}
+
+#[test]
+fn no_unix_socket_even_the_servers_own() {
+    let (server, path) = server_with_unix_in_root("python3");
+    let mut c = server.client();
+    let script = "import os, socket, sys\n\
+                  os.stat(sys.argv[1]); print('seen', flush=True)\n\
+                  s = socket.socket(socket.AF_UNIX)\n\
+                  s.connect(sys.argv[1]); print('connected')";
+    let r = exec(&mut c, "python3", &["-c", script, path.to_str().unwrap()]);
+    assert!(failed(&r), "{r:?}");
+    let (out, err) = streams(&r);
+    assert_eq!(out, "seen\n", "{err}");
+    assert!(err.contains("PermissionError"), "{err}");
+    // Raw sockets, UDP, netlink: no socket at all.
+    for family in ["AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET"] {
+        let script = format!("import socket\nsocket.socket(socket.{family}, socket.SOCK_DGRAM)");
+        let r = exec(&mut c, "python3", &["-c", &script]);
+        assert!(failed(&r), "{family}: {r:?}");
+        assert!(streams(&r).1.contains("PermissionError"), "{family}: {r:?}");
+    }
+    // A datagram socket pair could address any pathname socket: refused too.
+    let script = "import socket\nsocket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)";
+    let r = exec(&mut c, "python3", &["-c", script]);
+    assert!(failed(&r), "{r:?}");
+    // A stream socket pair is fine.
+    let script = "import socket\na, b = socket.socketpair()\na.send(b'x'); print(b.recv(1))";
+    let r = exec(&mut c, "python3", &["-c", script]);
+    assert_eq!(
+        (r.header["exit"].as_i64(), streams(&r).0),
+        (Some(0), "b'x'\n".into()),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn everyday_programs_still_work_under_the_socket_filter() {
+    let server = Server::start(&["--allow-exec", "ls,uptime,sh,find,cat,sleep"]);
+    let mut c = server.client();
+    // ls -l looks the owner up (nss may try a socket to nscd first).
+    let r = exec(&mut c, "ls", &["-l", "/usr/bin/env"]);
+    assert_eq!(r.header["exit"], 0, "{r:?}");
+    assert!(streams(&r).0.contains(" root root "), "{r:?}");
+    let r = exec(&mut c, "uptime", &[]);
+    assert_eq!(r.header["exit"], 0, "{r:?}");
+    let r = exec(
+        &mut c,
+        "sh",
+        &["-c", "echo a | cat; sleep 0.1; find /usr/bin/env"],
+    );
+    assert_eq!(streams(&r).0, "a\n/usr/bin/env\n", "{r:?}");
+    assert_eq!(r.header["exit"], 0, "{r:?}");
+}
+
+/// A 64-bit program may still make i386 system calls (`int 0x80`), where
+/// `socketcall` makes sockets: the filter kills it at the first one.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn i386_system_calls_are_killed() {
+    let (server, _) = server_with_unix_in_root("python3");
+    let mut c = server.client();
+    // mov eax, 20 (i386 getpid); int 0x80; ret
+    let script = "import ctypes, mmap\n\
+                  m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n\
+                  m.write(bytes([0xb8, 20, 0, 0, 0, 0xcd, 0x80, 0xc3]))\n\
+                  f = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(m)))\n\
+                  print('pid', f())";
+    let r = exec(&mut c, "python3", &["-c", script]);
+    assert_eq!(r.header["signal"], libc::SIGSYS, "{r:?}");
+    assert!(!streams(&r).0.contains("pid"), "{r:?}");
+}

@@ -1,12 +1,13 @@
 //! Confinement of an exec (contract section 6): what the kernel offers (Landlock,
-//! a pids cgroup), the Landlock ruleset built before the fork, and what the child
-//! applies between fork and exec.
+//! seccomp, a pids cgroup), the Landlock ruleset built before the fork, and what
+//! the child applies between fork and exec (the socket filter is in `seccomp`).
 //!
 //! Between `fork` and `exec` a child of a multi-threaded process may only make
 //! async-signal-safe calls: no allocation, no locks. So everything that allocates
 //! (the Landlock ruleset with its rules, the cgroup, the limit values) is prepared
 //! in the parent, and [`ChildSetup::apply`] makes raw system calls on plain numbers
-//! only: `fchdir`, `write`, `setrlimit`, `prctl`, `capset`, `landlock_restrict_self`.
+//! only: `fchdir`, `write`, `setrlimit`, `prctl`, `capset`, `landlock_restrict_self`,
+//! and last the seccomp filter (a `prctl` on a constant program).
 
 use super::tree::Cgroups;
 use landlock::{
@@ -43,6 +44,7 @@ pub fn missing() -> Vec<String> {
         )),
         _ => {}
     }
+    missing.extend(super::seccomp::missing());
     if let Err(e) = Cgroups::open() {
         missing.push(format!(
             "a writable pids cgroup ({e}: no cap of {} processes per exec, and processes \
@@ -187,6 +189,8 @@ pub struct ChildSetup {
     /// The exec's Landlock ruleset.
     pub ruleset: Option<RawFd>,
     pub rlimits: [Option<Rlimit>; 6],
+    /// The socket filter (`seccomp`), installed last.
+    pub filter: Option<&'static [libc::sock_filter]>,
 }
 
 /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
@@ -267,6 +271,11 @@ impl ChildSetup {
             if let Some(ruleset) = self.ruleset {
                 check_rc(libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0))?;
             }
+        }
+        // Last, after no_new_privs (which it needs): it refuses only sockets,
+        // nothing the steps above or the exec itself use.
+        if let Some(filter) = self.filter {
+            super::seccomp::install(filter)?;
         }
         Ok(())
     }

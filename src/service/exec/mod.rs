@@ -2,14 +2,15 @@
 //! shell, confined and bounded; this file checks requests and starts children.
 //!
 //! Layers, each in its own file: `confine` (Landlock, no_new_privs, no
-//! capabilities), `limits` (rlimits, execs at once), `tree` (a pids cgroup per
-//! exec, killing and reaping the whole tree), `child` (one running exec: pipes,
-//! deadline, reply). The server watches the descriptors an exec names and
-//! resumes it when they are ready.
+//! capabilities), `seccomp` (no sockets), `limits` (rlimits, execs at once),
+//! `tree` (a pids cgroup per exec, killing and reaping the whole tree), `child`
+//! (one running exec: pipes, deadline, reply). The server watches the
+//! descriptors an exec names and resumes it when they are ready.
 
 mod child;
 pub mod confine;
 pub mod limits;
+mod seccomp;
 mod tree;
 
 pub use child::{Exec, MAX_OUTPUT, Orphan, Step};
@@ -104,6 +105,8 @@ pub struct Runner {
     slots: limits::Slots,
     /// `None`: no Landlock on this kernel (`--exec-unconfined`).
     landlock: Option<confine::Landlock>,
+    /// `None`: no seccomp filter here (`--exec-unconfined`).
+    filter: Option<&'static [libc::sock_filter]>,
     /// `None`: no pids cgroup (`--exec-unconfined`).
     cgroups: Option<tree::Cgroups>,
     reaper: tree::SharedReaper,
@@ -135,6 +138,7 @@ impl Runner {
             },
             slots: limits::Slots::default(),
             landlock: enabled.then(confine::Landlock::prepare).flatten(),
+            filter: enabled.then(seccomp::prepare).flatten(),
             cgroups,
             reaper,
             orphans: Vec::new(),
@@ -201,6 +205,7 @@ impl Runner {
                 quota_left,
                 self.cgroups.is_none(),
             ),
+            filter: self.filter,
         };
         let mut command = Command::new(&program);
         command
