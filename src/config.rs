@@ -60,7 +60,8 @@ pub struct Config {
     pub exec_max_per_user: usize,
     /// Address space per exec process, bytes (`--exec-memory`).
     pub exec_memory: u64,
-    /// Run exec where Landlock or a pids cgroup is missing (`--exec-unconfined`).
+    /// Run exec where Landlock, the seccomp socket filter or a pids cgroup is
+    /// missing (`--exec-unconfined`).
     pub exec_unconfined: bool,
 }
 
