@@ -5,7 +5,7 @@
 mod common;
 
 use common::Server;
-use frameloop::client::Client;
+use frameloop::client::{Client, Credentials};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -94,4 +94,59 @@ fn a_sum_and_the_requests_behind_it_keep_their_order() {
         ]
     );
     assert_eq!(replies[0].header["total"], json!(8 << 20));
+}
+
+#[test]
+fn the_first_quota_walk_runs_off_the_loop_and_counts_exactly() {
+    // guest's tree is already big on disk when the server starts.
+    let dir = tempfile::tempdir().unwrap();
+    let (bob, guest) = ([0x42u8; 32], [0x17u8; 32]);
+    std::fs::write(
+        dir.path().join("users"),
+        format!("guest {}\nbob {}\n", hex::encode(guest), hex::encode(bob)),
+    )
+    .unwrap();
+    let tree = dir.path().join("files/guest/many");
+    std::fs::create_dir_all(&tree).unwrap();
+    for i in 0..100_000 {
+        std::fs::File::create(tree.join(format!("f{i:06}"))).unwrap();
+    }
+    // 100,000 empty files and one directory: 100,001 blocks; room for two more.
+    let quota = 100_003u64 * 4096;
+    let server = Server::start_in(dir, "127.0.0.1:0", &["--quota", &quota.to_string()]);
+    let login = |user: &str, key: [u8; 32]| {
+        let creds = Credentials::Key {
+            user: user.into(),
+            key,
+        };
+        Client::connect(server.addr, &creds).unwrap()
+    };
+    let mut pinger = login("bob", bob);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&done);
+    let addr = server.addr;
+    let walker = std::thread::spawn(move || {
+        let creds = Credentials::Key {
+            user: "guest".into(),
+            key: guest,
+        };
+        // The login's reply comes at once; its first request waits for the walk.
+        let mut c = Client::connect(addr, &creds).unwrap();
+        let put = |c: &mut Client, path: &str| {
+            c.request("put", json!({"path": path, "size": 1}), b"x")
+                .unwrap()
+                .status()
+        };
+        let statuses = [put(&mut c, "a"), put(&mut c, "b"), put(&mut c, "c")];
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        statuses
+    });
+    let (worst, pings) = ping_while(&mut pinger, || {
+        done.load(std::sync::atomic::Ordering::SeqCst)
+    });
+    let statuses = walker.join().unwrap();
+    eprintln!("quota walk of 100,000: {pings} pings meanwhile, slowest {worst:?}");
+    assert_eq!(statuses, [200, 200, 413], "counted exactly from the walk");
+    // On the loop this walk held pings for about 150 ms (debug build); off it, a few ms.
+    assert!(worst < Duration::from_millis(100), "a ping took {worst:?}");
 }

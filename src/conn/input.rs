@@ -162,7 +162,12 @@ impl Conn {
         match services.resume(&mut self.session, &mut self.out) {
             Next::Job(wait) => self.answered(services, Next::Job(wait)),
             Next::Close(reason) => self.start_closing(services, reason, None, true),
-            Next::Continue | Next::Authenticated(_) => {
+            done @ (Next::Continue | Next::Authenticated(_)) => {
+                // A login that waited for its work (the quota walk) is complete now:
+                // its limits hold before anything stashed is decoded.
+                if let Next::Authenticated(limits) = done {
+                    self.decoder.set_limits(limits);
+                }
                 // Input may wait in the stash or the kernel, with no new edge to come.
                 self.revisit = true;
                 self.set_state(State::Serving);

@@ -577,3 +577,40 @@ fn closing_leaves_chat_rooms_and_drops_the_stash() {
     w.services.recipients(&pushes[0].to, &mut to);
     assert_eq!(to, [1]);
 }
+
+#[test]
+fn under_a_quota_the_login_completes_once_the_walk_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        users_file: dir.path().join("users"),
+        quota: Some(1 << 20),
+        ..Config::default()
+    };
+    let users = Users::parse(&format!("guest {}\n", hex::encode(KEY))).unwrap();
+    let t0 = Instant::now();
+    let mut w = World {
+        services: Services::new(users, &config, t0).unwrap(),
+        _dir: dir,
+        t0,
+    };
+    let mut conn = open(&mut w, 0);
+    let (hello, _) = write_all(&mut w.services, &mut conn, t0);
+    let mut input = auth_frame(&hello[0]);
+    let login_len = input.len();
+    // A request with a body, which the pre-auth limits would refuse.
+    input.extend(echo(2, &[b'e'; 1000]));
+    assert_eq!(conn.receive(&mut w.services, Some(&input), t0), login_len);
+    // The walk of the user's tree is blocking work (inline here): the login
+    // reply is out, and the requests behind it wait for the walk.
+    assert!(matches!(conn.state(), State::Working(_)));
+    conn.keep_input(&input[login_len..]);
+    conn.resume(&mut w.services, t0);
+    assert_eq!(conn.state(), State::Serving);
+    assert!(conn.take_revisit());
+    conn.receive(&mut w.services, None, t0);
+    let (replies, _) = write_all(&mut w.services, &mut conn, t0);
+    let got: Vec<_> = replies.iter().map(|f| (f.id(), f.status())).collect();
+    assert_eq!(got, [(Some(1), 200), (Some(2), 200)]);
+    assert_eq!(replies[1].body.len(), 1000, "served under the open limits");
+}

@@ -2,7 +2,7 @@
 //! frames the server sends on its own: `bye`, the 503 over `--max-conns`, and
 //! the error that ends a stream whose framing broke.
 
-use super::{Next, Services, Session};
+use super::{Next, Services, Session, Then};
 use crate::auth::{self, AUTH_FAILED};
 use crate::outbuf::OutBuf;
 use crate::proto::header::{FieldError, req_str};
@@ -94,8 +94,24 @@ impl Services {
             w.finish(0);
         });
         self.chat.online(&mut session.chat, &user);
+        // Under --quota, the first login of a user walks their tree (on the pool):
+        // their requests wait for it, so they are judged from an exact count.
+        let walk = if self.files.needs_walk(&user) {
+            Some(self.files.walk_task(&mut session.files, &user))
+        } else {
+            None
+        };
         session.user = Some(user.into_owned());
-        Next::Authenticated(self.open_limits)
+        match walk {
+            Some(Ok(task)) => self.send_to_pool(session, id, task, Then::Login(self.open_limits)),
+            // A walk that cannot start now is tried again by the first request
+            // that needs the count (on the loop).
+            Some(Err(e)) => {
+                log::warn!("cannot walk a user's tree for the quota: {}", e.message);
+                Next::Authenticated(self.open_limits)
+            }
+            None => Next::Authenticated(self.open_limits),
+        }
     }
 
     /// A 401 (the one text for every failed login) and a close.

@@ -222,6 +222,8 @@ enum Then {
     Sum,
     /// The upload's rename (its data is on disk now), then its reply.
     Put(Box<files::Upload>, [u8; 32]),
+    /// The login's quota walk is done: the login completes (`Next::Authenticated`).
+    Login(crate::proto::Limits),
 }
 
 impl std::fmt::Debug for Job {

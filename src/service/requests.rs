@@ -240,6 +240,12 @@ impl Services {
                     return Next::Job(Wait::Pool); // not done yet
                 };
                 if let Some(Job::Pool { id, then, .. }) = session.job.take() {
+                    if let (Then::Login(limits), files::Done::Walked(stored)) = (&then, &done) {
+                        if let (Ok(stored), Some(user)) = (stored, session.user.as_deref()) {
+                            self.files.walked(user, *stored);
+                        }
+                        return Next::Authenticated(*limits);
+                    }
                     self.pool_done(out, id, then, done);
                 }
             }
@@ -250,7 +256,7 @@ impl Services {
 
     /// Hands blocking work to the pool; the connection waits for it (or, when the
     /// queue is full, tries again next turn: backpressure, not a growing queue).
-    fn send_to_pool(
+    pub(super) fn send_to_pool(
         &mut self,
         session: &mut Session,
         id: Option<u64>,

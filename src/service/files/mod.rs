@@ -21,6 +21,8 @@ pub enum Done {
     Hashed(Result<(u64, [u8; 32]), OpError>),
     /// A `put`'s temp file is on disk (fsync).
     Synced(Result<(), OpError>),
+    /// The first walk of a user's tree under `--quota`: what it counts.
+    Walked(Result<u64, OpError>),
 }
 
 use super::ops::OpError;

@@ -7,7 +7,8 @@
 //! and the call after it are one step no other request comes between, and no
 //! interleaving of requests can make the count drift from the disk.
 
-use super::{FileSession, Files, beneath};
+use super::{Done, FileSession, Files, beneath};
+use crate::pool::Task;
 use crate::service::ops::OpError;
 use std::cell::RefCell;
 use std::io;
@@ -208,6 +209,34 @@ impl Files {
         }));
         self.usage.insert(user.to_string(), usage.clone());
         Ok(usage)
+    }
+
+    /// Whether the user's use must be walked before their requests are judged
+    /// (under `--quota`, the first time the user is seen).
+    pub fn needs_walk(&self, user: &str) -> bool {
+        self.quota.is_some() && !self.usage.contains_key(user)
+    }
+
+    /// The first walk of the user's tree, as blocking work for the pool (a big
+    /// tree takes long): the root is opened here, walked on a pool thread.
+    pub fn walk_task(&self, session: &mut FileSession, user: &str) -> Result<Task<Done>, OpError> {
+        let root = self.root(session, user)?;
+        let dir = beneath::open(root.as_fd(), ".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        Ok(Box::new(move || {
+            Done::Walked(tree_use(dir).map_err(OpError::from))
+        }))
+    }
+
+    /// The first walk came back: the user's use counts from now on, unless a
+    /// walk of another of their connections came back first. Until then none of
+    /// the user's connections changed the tree (each waited for its walk).
+    pub fn walked(&mut self, user: &str, stored: u64) {
+        self.usage.entry(user.to_string()).or_insert_with(|| {
+            Rc::new(RefCell::new(Usage {
+                stored,
+                reserved: 0,
+            }))
+        });
     }
 
     /// What the user's tree counts on disk now.
