@@ -70,6 +70,11 @@ impl<T: Send + 'static> Pool<T> {
         Ok(())
     }
 
+    /// Whether tasks run on threads (else inline, when submitted).
+    pub fn has_threads(&self) -> bool {
+        matches!(self.mode, Mode::Threads { .. })
+    }
+
     /// Queues `task`; `Err` gives it back when the queue is full.
     pub fn submit(&mut self, task: Task<T>) -> Result<Ticket, Task<T>> {
         let ticket = self.next;

@@ -150,3 +150,44 @@ fn the_first_quota_walk_runs_off_the_loop_and_counts_exactly() {
     // On the loop this walk held pings for about 150 ms (debug build); off it, a few ms.
     assert!(worst < Duration::from_millis(100), "a ping took {worst:?}");
 }
+
+#[test]
+fn many_connections_waiting_on_the_pool_all_get_their_replies() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    let data = vec![5u8; 256 << 10];
+    assert_eq!(
+        c.request("put", json!({"path": "f", "size": data.len()}), &data)
+            .unwrap()
+            .status(),
+        200
+    );
+    let addr = server.addr;
+    let key = server.key();
+    let workers: Vec<_> = (0..24)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let creds = Credentials::Key {
+                    user: "guest".into(),
+                    key,
+                };
+                let mut c = Client::connect(addr, &creds).unwrap();
+                let ids: Vec<u64> = (0..30)
+                    .map(|i| {
+                        let op = if i % 2 == 0 { "sum" } else { "ls" };
+                        c.requester()
+                            .send(op, json!({"path": if i % 2 == 0 { "f" } else { "/" }}), b"")
+                            .unwrap()
+                    })
+                    .collect();
+                for id in ids {
+                    let reply = c.read_reply().unwrap();
+                    assert_eq!((reply.id(), reply.status()), (Some(id), 200));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+}

@@ -278,6 +278,8 @@ pub struct Services {
     pooled: HashMap<Ticket, usize>,
     /// Results back from the pool, until their connection resumes.
     results: HashMap<Ticket, files::Done>,
+    /// Connections whose results are in, not yet handed to the server.
+    ready: Vec<usize>,
 }
 
 impl Services {
@@ -299,6 +301,7 @@ impl Services {
             pool: Pool::default(),
             pooled: HashMap::new(),
             results: HashMap::new(),
+            ready: Vec::new(),
         })
     }
 
@@ -321,13 +324,22 @@ impl Services {
         self.pool.start(wake)
     }
 
-    /// Collects the pool's finished work into `into`: the keys of the connections
-    /// to resume. Results nobody waits for any more (the connection closed) are dropped.
+    /// The keys of the connections whose pool work is done, to resume.
     pub fn pool_ready(&mut self, into: &mut Vec<usize>) {
+        self.collect();
+        into.append(&mut self.ready);
+    }
+
+    /// Moves the pool's finished work to `results`, noting whose it is in
+    /// `ready` (with threads; inline, the connection goes on next turn by itself).
+    /// Results nobody waits for any more (the connection closed) are dropped.
+    pub(super) fn collect(&mut self) {
         while let Some((ticket, done)) = self.pool.finished() {
             if let Some(key) = self.pooled.remove(&ticket) {
                 self.results.insert(ticket, done);
-                into.push(key);
+                if self.pool.has_threads() {
+                    self.ready.push(key);
+                }
             }
         }
     }

@@ -236,6 +236,7 @@ impl Services {
                 ticket: Some(ticket),
                 ..
             } => {
+                self.collect();
                 let Some(done) = self.results.remove(ticket) else {
                     return Next::Job(Wait::Pool); // not done yet
                 };
@@ -267,9 +268,7 @@ impl Services {
             Ok(ticket) => {
                 self.pooled.insert(ticket, session.chat.key);
                 // A pool without threads has run it already: no wake-up will come.
-                let mut ready = Vec::new();
-                self.pool_ready(&mut ready);
-                let wait = if ready.is_empty() {
+                let wait = if self.pool.has_threads() {
                     Wait::Pool
                 } else {
                     Wait::NextTurn
