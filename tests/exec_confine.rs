@@ -361,3 +361,20 @@ fn i386_system_calls_are_killed() {
     assert_eq!(r.header["signal"], libc::SIGSYS, "{r:?}");
     assert!(!streams(&r).0.contains("pid"), "{r:?}");
 }
+
+#[test]
+fn what_an_exec_wrote_counts_toward_the_quota_when_it_ends() {
+    // Four blocks: the exec writes two; then two one-byte files fit and a third does not.
+    let server = Server::start(&["--allow-exec", "sh", "--quota", "16384"]);
+    let mut c = server.client();
+    let r = exec(&mut c, "sh", &["-c", "head -c 8192 /dev/zero > written"]);
+    assert_eq!(r.header["exit"], json!(0), "{r:?}");
+    let put = |c: &mut Client, path: &str| {
+        c.request("put", json!({"path": path, "size": 1}), b"x")
+            .unwrap()
+            .status()
+    };
+    // Sent right after the reply: the connection waits for the recount first.
+    let statuses = [put(&mut c, "a"), put(&mut c, "b"), put(&mut c, "c")];
+    assert_eq!(statuses, [200, 200, 413]);
+}

@@ -224,6 +224,8 @@ enum Then {
     Put(Box<files::Upload>, [u8; 32]),
     /// The login's quota walk is done: the login completes (`Next::Authenticated`).
     Login(crate::proto::Limits),
+    /// An exec's writes are counted: its connection serves on.
+    Recount(files::Recount),
 }
 
 impl std::fmt::Debug for Job {
@@ -280,6 +282,8 @@ pub struct Services {
     results: HashMap<Ticket, files::Done>,
     /// Connections whose results are in, not yet handed to the server.
     ready: Vec<usize>,
+    /// Recounts of a user's tree on the pool, which no connection waits for.
+    recounts: HashMap<Ticket, files::Recount>,
 }
 
 impl Services {
@@ -302,6 +306,7 @@ impl Services {
             pooled: HashMap::new(),
             results: HashMap::new(),
             ready: Vec::new(),
+            recounts: HashMap::new(),
         })
     }
 
@@ -340,6 +345,8 @@ impl Services {
                 if self.pool.has_threads() {
                     self.ready.push(key);
                 }
+            } else if let Some(recount) = self.recounts.remove(&ticket) {
+                self.recount_finished(recount, done);
             }
         }
     }
@@ -394,14 +401,39 @@ impl Services {
     }
 
     /// An exec of the session's user ended: what it wrote beneath the root
-    /// counts toward the quota from now on (the tree is counted again; a walk
-    /// that fails leaves the count as it was, and says so in the log).
-    /// TODO(issue 16): the walk runs on the loop; it belongs on the blocking-work pool.
+    /// counts toward the quota (section 6). The tree is counted again on the
+    /// pool; the count is exact once the walk is back (see `Files::recount_done`).
     fn exec_ended(&mut self, session: &mut Session) {
-        if let Some(user) = session.user.as_deref()
-            && let Err(e) = self.files.recount(&mut session.files, user)
-        {
-            log::warn!("recounting {user}'s quota after an exec: {}", e.message);
+        let Some(user) = session.user.as_deref() else {
+            return;
+        };
+        match self.files.recount_start(&mut session.files, user) {
+            Ok(Some((recount, task))) => self.submit_recount(recount, task),
+            Ok(None) => {}
+            Err(e) => log::warn!("recounting {user}'s quota after an exec: {}", e.message),
+        }
+    }
+
+    /// Queues a recount's walk (with no connection waiting for it); a full queue
+    /// walks here, on the loop, rather than lose the count.
+    fn submit_recount(&mut self, recount: files::Recount, task: Task<files::Done>) {
+        match self.pool.submit(task) {
+            Ok(ticket) => {
+                self.recounts.insert(ticket, recount);
+                if !self.pool.has_threads() {
+                    self.collect();
+                }
+            }
+            Err(task) => self.recount_finished(recount, task()),
+        }
+    }
+
+    fn recount_finished(&mut self, recount: files::Recount, done: files::Done) {
+        let files::Done::Walked(walked) = done else {
+            return;
+        };
+        if let Some((again, task)) = self.files.recount_done(recount, walked) {
+            self.submit_recount(again, task);
         }
     }
 

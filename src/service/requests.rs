@@ -216,8 +216,22 @@ impl Services {
                 exec::Step::Waiting => return Next::Job(Wait::Child),
                 exec::Step::Again => return Next::Job(Wait::NextTurn),
                 exec::Step::Done => {
-                    // What the exec wrote counts toward the user's quota.
-                    self.exec_ended(session);
+                    // What the exec wrote counts toward the user's quota from its
+                    // end: its connection's next requests wait for the recount.
+                    session.job = None;
+                    let Some(user) = session.user.clone() else {
+                        return Next::Continue;
+                    };
+                    return match self.files.recount_start(&mut session.files, &user) {
+                        Ok(Some((recount, task))) => {
+                            self.send_to_pool(session, None, task, Then::Recount(recount))
+                        }
+                        Ok(None) => Next::Continue,
+                        Err(e) => {
+                            log::warn!("recounting {user}'s quota after an exec: {}", e.message);
+                            Next::Continue
+                        }
+                    };
                 }
             },
             Job::Pool { ticket: None, .. } => {
@@ -240,14 +254,23 @@ impl Services {
                 let Some(done) = self.results.remove(ticket) else {
                     return Next::Job(Wait::Pool); // not done yet
                 };
-                if let Some(Job::Pool { id, then, .. }) = session.job.take() {
-                    if let (Then::Login(limits), files::Done::Walked(stored)) = (&then, &done) {
+                let Some(Job::Pool { id, then, .. }) = session.job.take() else {
+                    return Next::Continue;
+                };
+                match (then, done) {
+                    (Then::Login(limits), files::Done::Walked(stored)) => {
                         if let (Ok(stored), Some(user)) = (stored, session.user.as_deref()) {
-                            self.files.walked(user, *stored);
+                            self.files.walked(user, stored);
                         }
-                        return Next::Authenticated(*limits);
+                        return Next::Authenticated(limits);
                     }
-                    self.pool_done(out, id, then, done);
+                    (Then::Recount(recount), files::Done::Walked(walked)) => {
+                        // The count changed while it walked: walk again, still waiting.
+                        if let Some((again, task)) = self.files.recount_done(recount, walked) {
+                            return self.send_to_pool(session, id, task, Then::Recount(again));
+                        }
+                    }
+                    (then, done) => self.pool_done(out, id, then, done),
                 }
             }
         }

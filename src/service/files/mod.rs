@@ -9,6 +9,7 @@ mod transfer;
 mod upload;
 
 pub use listing::write_listing;
+pub use quota::Recount;
 pub use transfer::write_digest;
 pub use upload::Upload;
 

@@ -42,6 +42,8 @@ pub(super) struct Usage {
     stored: u64,
     /// What uploads in progress hold: each the growth judged at its header.
     reserved: u64,
+    /// Counts every change of `stored`: a recount walking meanwhile must walk again.
+    changes: u64,
 }
 
 impl Usage {
@@ -64,6 +66,7 @@ impl Usage {
 
     fn change(&mut self, less: u64, more: u64) {
         self.stored = self.stored.saturating_sub(less).saturating_add(more);
+        self.changes = self.changes.wrapping_add(1);
     }
 }
 
@@ -171,26 +174,57 @@ impl Files {
         ))
     }
 
-    /// Counts the user's tree again from the disk (after something other than
-    /// these requests wrote beneath the root, as an exec does); uploads in
-    /// progress keep what they hold. Nothing to do without `--quota`.
-    pub fn recount(&mut self, session: &mut FileSession, user: &str) -> Result<(), OpError> {
-        if self.quota.is_none() {
-            return Ok(());
-        }
-        let stored = self.walk(session, user)?;
-        match self.usage.get(user) {
-            Some(usage) => usage.borrow_mut().stored = stored,
-            None => {
-                let usage = Usage {
-                    stored,
-                    reserved: 0,
-                };
-                self.usage
-                    .insert(user.to_string(), Rc::new(RefCell::new(usage)));
+    /// Starts counting the user's tree again from the disk, after something
+    /// other than these requests wrote beneath the root (an exec): the walk is
+    /// blocking work for the pool. `None`: nothing to recount (no `--quota`, or the
+    /// user's use was never counted: the first walk will see everything).
+    pub fn recount_start(
+        &mut self,
+        session: &mut FileSession,
+        user: &str,
+    ) -> Result<Option<(Recount, Task<Done>)>, OpError> {
+        let Some(usage) = self.usage.get(user).filter(|_| self.quota.is_some()) else {
+            return Ok(None);
+        };
+        let changes = usage.borrow().changes;
+        let root = self.root(session, user)?.try_clone()?;
+        let task = walk_of(&root)?;
+        let recount = Recount {
+            user: user.to_string(),
+            root,
+            changes,
+        };
+        Ok(Some((recount, task)))
+    }
+
+    /// A recount's walk came back. When nothing changed the count meanwhile,
+    /// the walk is the count; otherwise (a `put`, `rm` or `mkdir` of the user
+    /// landed while it walked) it may have seen half of that, so it walks again:
+    /// the count stays exact. A walk that failed leaves the count as it was.
+    pub fn recount_done(
+        &mut self,
+        recount: Recount,
+        walked: Result<u64, OpError>,
+    ) -> Option<(Recount, Task<Done>)> {
+        let usage = self.usage.get(&recount.user)?;
+        let stored = match walked {
+            Ok(stored) => stored,
+            Err(e) => {
+                log::warn!("recounting {}'s quota: {}", recount.user, e.message);
+                return None;
             }
+        };
+        let mut u = usage.borrow_mut();
+        if u.changes == recount.changes {
+            u.stored = stored;
+            return None;
         }
-        Ok(())
+        let task = walk_of(&recount.root).ok()?;
+        let again = Recount {
+            changes: u.changes,
+            ..recount
+        };
+        Some((again, task))
     }
 
     /// The user's usage record, computed by walking their root the first time
@@ -205,7 +239,7 @@ impl Files {
         }
         let usage = Rc::new(RefCell::new(Usage {
             stored: self.walk(session, user)?,
-            reserved: 0,
+            ..Usage::default()
         }));
         self.usage.insert(user.to_string(), usage.clone());
         Ok(usage)
@@ -220,11 +254,7 @@ impl Files {
     /// The first walk of the user's tree, as blocking work for the pool (a big
     /// tree takes long): the root is opened here, walked on a pool thread.
     pub fn walk_task(&self, session: &mut FileSession, user: &str) -> Result<Task<Done>, OpError> {
-        let root = self.root(session, user)?;
-        let dir = beneath::open(root.as_fd(), ".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        Ok(Box::new(move || {
-            Done::Walked(tree_use(dir).map_err(OpError::from))
-        }))
+        walk_of(self.root(session, user)?)
     }
 
     /// The first walk came back: the user's use counts from now on, unless a
@@ -234,7 +264,7 @@ impl Files {
         self.usage.entry(user.to_string()).or_insert_with(|| {
             Rc::new(RefCell::new(Usage {
                 stored,
-                reserved: 0,
+                ..Usage::default()
             }))
         });
     }
@@ -246,6 +276,25 @@ impl Files {
         let dir = beneath::open(root.as_fd(), ".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         Ok(tree_use(dir)?)
     }
+}
+
+/// A recount of a user's tree in progress (see [`Files::recount_start`]).
+#[derive(Debug)]
+pub struct Recount {
+    user: String,
+    /// The user's root, held to walk again if the count changed meanwhile.
+    root: OwnedFd,
+    /// The count's changes when the walk started.
+    changes: u64,
+}
+
+/// A walk of the tree below `root` (not `root` itself), for the pool.
+fn walk_of(root: &OwnedFd) -> Result<Task<Done>, OpError> {
+    // A descriptor of its own: listing moves the directory's read position.
+    let dir = beneath::open(root.as_fd(), ".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    Ok(Box::new(move || {
+        Done::Walked(tree_use(dir).map_err(OpError::from))
+    }))
 }
 
 /// What the entries below `dir` count (not `dir` itself), walked through directory
@@ -333,6 +382,7 @@ mod tests {
         let u = Usage {
             stored: 2 * BLOCK,
             reserved: 3 * BLOCK,
+            ..Usage::default()
         };
         // 2 stored + 3 held + 1 = 6 blocks.
         assert!(u.judge(6 * BLOCK, 0, BLOCK, 0).is_ok());
@@ -373,7 +423,14 @@ mod tests {
         let root = data.path().join("files/u");
         std::fs::create_dir(root.join("d")).unwrap();
         std::fs::write(root.join("d/f"), [0u8; 5000]).unwrap();
-        files.recount(&mut session, "u").unwrap();
+        let (recount, task) = files.recount_start(&mut session, "u").unwrap().unwrap();
+        let Done::Walked(walked) = task() else {
+            panic!("a walk")
+        };
+        assert!(
+            files.recount_done(recount, walked).is_none(),
+            "nothing changed meanwhile"
+        );
         assert_eq!(
             files.quota_left(&mut session, "u").unwrap(),
             Some(6 * BLOCK)
