@@ -9,7 +9,6 @@
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 /// A unit of blocking work, and what it gives back.
 pub type Task<T> = Box<dyn FnOnce() -> T + Send>;
@@ -35,7 +34,6 @@ enum Mode<T> {
     Threads {
         todo: Option<SyncSender<(Ticket, Task<T>)>>,
         done: Receiver<(Ticket, T)>,
-        threads: Vec<JoinHandle<()>>,
     },
 }
 
@@ -54,18 +52,16 @@ impl<T: Send + 'static> Pool<T> {
         let (todo, tasks) = mpsc::sync_channel::<(Ticket, Task<T>)>(QUEUE);
         let (results, done) = mpsc::channel();
         let tasks = Arc::new(Mutex::new(tasks));
-        let mut threads = Vec::new();
         for i in 0..THREADS {
             let (tasks, results, wake) = (Arc::clone(&tasks), results.clone(), Arc::clone(&wake));
-            let thread = std::thread::Builder::new()
+            // Detached: a thread ends when the pool's queues close (see `Drop`).
+            std::thread::Builder::new()
                 .name(format!("frameloop-pool-{i}"))
                 .spawn(move || work(&tasks, &results, &*wake))?;
-            threads.push(thread);
         }
         self.mode = Mode::Threads {
             todo: Some(todo),
             done,
-            threads,
         };
         Ok(())
     }
@@ -136,14 +132,15 @@ fn work<T>(
 }
 
 impl<T> Drop for Pool<T> {
-    /// Closes the queue (the threads end after the task in hand) and waits for them.
+    /// Closes both queues: each thread ends after the task in hand (its result
+    /// has nowhere to go), and the tasks still queued never run. Nobody waits
+    /// for them: the process is exiting, and a second signal must not wait for
+    /// a long hash.
     fn drop(&mut self) {
-        if let Mode::Threads { todo, threads, .. } = &mut self.mode {
+        if let Mode::Threads { todo, .. } = &mut self.mode {
             drop(todo.take());
-            for thread in threads.drain(..) {
-                let _ = thread.join();
-            }
         }
+        self.mode = Mode::Inline(VecDeque::new());
     }
 }
 

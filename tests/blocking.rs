@@ -191,3 +191,35 @@ fn many_connections_waiting_on_the_pool_all_get_their_replies() {
         w.join().unwrap();
     }
 }
+
+#[test]
+fn a_half_close_still_gets_the_replies_of_pool_work() {
+    let server = Server::start(&[]);
+    let mut raw = server.raw_authed();
+    let mut batch = Vec::new();
+    let data = vec![9u8; 100_000];
+    for (header, body) in [
+        (
+            json!({"op":"put","id":1,"path":"h","size":data.len()}),
+            &data[..],
+        ),
+        (json!({"op":"sum","id":2,"path":"h"}), &b""[..]),
+        (json!({"op":"ls","id":3}), &b""[..]),
+        (json!({"op":"ping","id":4}), &b""[..]),
+    ] {
+        batch.extend(frameloop::proto::encode_frame(
+            header.to_string().as_bytes(),
+            body,
+        ));
+    }
+    raw.send_bytes(&batch);
+    raw.s.shutdown(std::net::Shutdown::Write).unwrap();
+    for id in 1..=4 {
+        let reply = raw.recv();
+        assert_eq!((reply.id(), reply.status()), (Some(id), 200), "{reply:?}");
+    }
+    raw.expect_closed();
+    let mut c = server.client();
+    let sum = c.request("sum", json!({"path": "h"}), b"").unwrap();
+    assert_eq!(sum.header["total"], json!(100_000), "the upload was stored");
+}

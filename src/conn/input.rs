@@ -35,6 +35,7 @@ impl Conn {
             revisit: false,
             watch: false,
             shutdown: false,
+            input_ended: false,
             label,
         };
         if !admitted {
@@ -234,13 +235,20 @@ impl Conn {
     }
 
     /// The peer closed its sending side. Replies already owed are still sent.
-    /// A request still running (a sum, an exec) is dropped with the rest of the
-    /// input: a client that only half-closed cannot be told from one that left,
-    /// and one that left must not keep a child or a hash running.
+    /// A request running on the pool (`ls`, `sum`, a `put`'s flush, a login's
+    /// quota walk) is bounded work: it ends, the stashed requests behind it are
+    /// served, and then the connection closes (the next read sees the EOF again).
+    /// An exec is dropped with the rest of the input: a client that only
+    /// half-closed cannot be told from one that left, and one that left must not
+    /// keep a child running.
     pub fn peer_closed(&mut self, services: &mut Services, now: Instant) {
         self.now = now;
         if self.state == State::Draining {
             return self.close(services, self.close_reason);
+        }
+        if matches!(self.state, State::Working(_)) && !self.session.runs_child() {
+            self.input_ended = true;
+            return;
         }
         let reason = if self.decoder.is_idle() {
             "peer closed"

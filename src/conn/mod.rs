@@ -126,6 +126,9 @@ pub struct Conn {
     watch: bool,
     /// Everything owed is sent: the server should shut down the write side.
     shutdown: bool,
+    /// The peer's EOF came while a pool job ran: after the job, the stash is
+    /// served and the next read finds the EOF again.
+    input_ended: bool,
     /// Its number in trace lines (the server's token for it).
     label: usize,
 }
@@ -161,6 +164,8 @@ impl Conn {
     pub fn reading(&self) -> Reading {
         match self.state {
             State::Greeting | State::Serving => Reading::Requests,
+            // After the peer's EOF nothing more comes: read again once the job ended.
+            State::Working(_) if self.input_ended => Reading::Not,
             State::Working(_) => match tuning::READ_AHEAD_MAX.saturating_sub(self.stash.len()) {
                 0 => Reading::Not,
                 room => Reading::Ahead(room),

@@ -327,10 +327,12 @@ fn requests_behind_a_running_sum_wait_in_order() {
         &data,
     );
     conn.receive(&mut w.services, Some(&put), w.t0);
-    // The upload's flush is blocking work (done inline here: no pool threads);
-    // its rename and reply come on the next step.
+    // The upload's flushes (the file's, then its directory's after the rename)
+    // are blocking work, done inline here (no pool threads); the reply follows.
     assert_eq!(conn.state(), State::Working(Wait::NextTurn));
-    conn.resume(&mut w.services, w.t0);
+    while matches!(conn.state(), State::Working(_)) {
+        conn.resume(&mut w.services, w.t0);
+    }
     assert_eq!(
         write_all(&mut w.services, &mut conn, w.t0).0[0].status(),
         200

@@ -57,10 +57,11 @@ impl Server {
         // logged-in connections are never touched.
         let now = r.now();
         while let Some(&(key, serial, opened)) = self.tally.unauth.front() {
-            let live = self
-                .conns
-                .get(key)
-                .is_some_and(|s| s.serial == serial && s.unauth);
+            // Still greeting now: a login served earlier in this turn is not
+            // settled yet, and a logged-in connection is never touched.
+            let live = self.conns.get(key).is_some_and(|s| {
+                s.serial == serial && s.unauth && s.conn.state() == State::Greeting
+            });
             if !live {
                 self.tally.unauth.pop_front();
                 continue;
@@ -155,7 +156,8 @@ impl Server {
         let mut holders: Vec<(usize, usize)> = self
             .conns
             .iter()
-            .filter(|(_, s)| s.held > 0 && !s.conn.is_closed())
+            // Those already closing were evicted, or are on their way out.
+            .filter(|(_, s)| s.held > 0 && s.conn.is_open())
             .map(|(key, s)| (s.held, key))
             .collect();
         holders.sort_unstable_by(|a, b| b.cmp(a));

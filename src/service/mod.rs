@@ -188,6 +188,12 @@ impl Session {
         }
     }
 
+    /// Whether the running request is an exec (its child must not outlive a
+    /// client that left).
+    pub fn runs_child(&self) -> bool {
+        matches!(self.job, Some(Job::Exec { .. }))
+    }
+
     /// The descriptors a running `exec` waits on (stdout, stderr, pidfd; -1 for
     /// a pipe already closed): the server registers them with its loop.
     pub fn watched(&self) -> Option<[RawFd; 3]> {
@@ -220,8 +226,10 @@ enum Then {
     Ls,
     /// The `sum` reply.
     Sum,
-    /// The upload's rename (its data is on disk now), then its reply.
+    /// The upload's rename (its data is on disk now), then its directory's flush.
     Put(Box<files::Upload>, [u8; 32]),
+    /// The `put` reply (total, sha256), once the directory's flush is done.
+    Stored(u64, [u8; 32]),
     /// The login's quota walk is done: the login completes (`Next::Authenticated`).
     Login(crate::proto::Limits),
     /// An exec's writes are counted: its connection serves on.
@@ -284,6 +292,9 @@ pub struct Services {
     ready: Vec<usize>,
     /// Recounts of a user's tree on the pool, which no connection waits for.
     recounts: HashMap<Ticket, files::Recount>,
+    /// Connections turned away by a full queue, in order: resumed when a result
+    /// comes back (it frees a slot).
+    queue_waiters: std::collections::VecDeque<usize>,
 }
 
 impl Services {
@@ -307,6 +318,7 @@ impl Services {
             results: HashMap::new(),
             ready: Vec::new(),
             recounts: HashMap::new(),
+            queue_waiters: std::collections::VecDeque::new(),
         })
     }
 
@@ -348,6 +360,10 @@ impl Services {
             } else if let Some(recount) = self.recounts.remove(&ticket) {
                 self.recount_finished(recount, done);
             }
+            // A slot of the queue is free: those turned away try again (in order;
+            // who finds it full again waits for the next result: a full queue
+            // means results are coming).
+            self.ready.extend(self.queue_waiters.drain(..));
         }
     }
 

@@ -264,6 +264,15 @@ impl Services {
                         }
                         return Next::Authenticated(limits);
                     }
+                    (Then::Put(upload, digest), files::Done::Synced(synced)) => {
+                        match synced.and_then(|()| upload.commit()) {
+                            Ok((total, flush)) => {
+                                let then = Then::Stored(total, digest);
+                                return self.send_to_pool(session, id, flush, then);
+                            }
+                            Err(e) => self.error(out, e.status, id, &e.message),
+                        }
+                    }
                     (Then::Recount(recount), files::Done::Walked(walked)) => {
                         // The count changed while it walked: walk again, still waiting.
                         if let Some((again, task)) = self.files.recount_done(recount, walked) {
@@ -279,7 +288,7 @@ impl Services {
     }
 
     /// Hands blocking work to the pool; the connection waits for it (or, when the
-    /// queue is full, tries again next turn: backpressure, not a growing queue).
+    /// queue is full, for a free slot: backpressure, not a growing queue).
     pub(super) fn send_to_pool(
         &mut self,
         session: &mut Session,
@@ -298,7 +307,12 @@ impl Services {
                 };
                 (Some(ticket), None, wait)
             }
-            Err(task) => (None, Some(task), Wait::NextTurn),
+            // The queue is full: wait for a result to come back (a slot is free
+            // then; `collect` wakes the waiting in order), not spin every turn.
+            Err(task) => {
+                self.queue_waiters.push_back(session.chat.key);
+                (None, Some(task), Wait::Pool)
+            }
         };
         session.job = Some(Job::Pool {
             id,
@@ -319,9 +333,10 @@ impl Services {
             (Then::Sum, files::Done::Hashed(sum)) => {
                 sum.map(|(total, digest)| files::write_digest(out, id, total, &digest))
             }
-            (Then::Put(upload, digest), files::Done::Synced(synced)) => synced
-                .and_then(|()| upload.commit(digest))
-                .map(|(total, digest)| files::write_digest(out, id, total, &digest)),
+            (Then::Stored(total, digest), files::Done::Synced(_)) => {
+                files::write_digest(out, id, total, &digest);
+                Ok(())
+            }
             _ => Err(OpError::new(500, "blocking work came back mismatched")),
         };
         if let Err(e) = result {

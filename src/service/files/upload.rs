@@ -194,10 +194,11 @@ impl Upload {
         ))
     }
 
-    /// The data is on disk: judge the quota, rename, count. Returns (total,
-    /// sha256). Runs on the loop, in one go, so nothing comes between the judging
-    /// and the rename.
-    pub fn commit(mut self, digest: [u8; 32]) -> Result<(u64, [u8; 32]), OpError> {
+    /// The data is on disk: judge the quota, rename, count. Returns the bytes
+    /// stored and the directory's flush (so the new name is on disk too) as
+    /// blocking work for the pool, after which the reply goes out. Runs on the
+    /// loop, in one go, so nothing comes between the judging and the rename.
+    pub fn commit(mut self) -> Result<(u64, Task<Done>), OpError> {
         // The quota is judged from what the destination counts now, not at the
         // header: since then another connection may have removed or replaced it.
         // Nothing comes between this stat and the rename (one thread), so the
@@ -218,13 +219,19 @@ impl Upload {
             !self.overwrite,
         )?;
         self.stored = true;
-        if let Ok(dir) = self.dir.try_clone() {
-            let _ = File::from(dir).sync_all();
-        }
         if let Some(reservation) = &self.reservation {
             reservation.stored(replaced, self.written);
         }
-        Ok((self.written, digest))
+        // The file is stored whatever becomes of the directory's flush: a failed
+        // one is not an error of this request (the data itself is synced).
+        let dir = self.dir.try_clone().ok();
+        let flush: Task<Done> = Box::new(move || {
+            if let Some(dir) = dir {
+                let _ = File::from(dir).sync_all();
+            }
+            Done::Synced(Ok(()))
+        });
+        Ok((self.written, flush))
     }
 
     /// What the destination counts at this moment (0 when absent), or why the
