@@ -22,13 +22,18 @@ struct World {
 }
 
 fn world(no_auth: bool) -> World {
+    world_with(|config| config.no_auth = no_auth)
+}
+
+/// A world whose server settings `configure` changes (exec, quota).
+fn world_with(configure: impl FnOnce(&mut Config)) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
+    let mut config = Config {
         data_dir: dir.path().to_path_buf(),
         users_file: dir.path().join("users"),
-        no_auth,
         ..Config::default()
     };
+    configure(&mut config);
     let users = Users::parse(&format!("guest {}\n", hex::encode(KEY))).unwrap();
     let t0 = Instant::now();
     World {
@@ -374,22 +379,13 @@ fn read_ahead_is_bounded_while_working() {
 
 #[test]
 fn an_exec_timeout_holds_while_a_chatty_child_keeps_it_working() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        users_file: dir.path().join("users"),
-        allow_exec: crate::service::exec::Allowlist::resolve(&["yes".to_string()], "/usr/bin:/bin")
-            .unwrap(),
-        exec_timeout: Duration::from_millis(300),
-        ..Config::default()
-    };
-    let users = Users::parse(&format!("guest {}\n", hex::encode(KEY))).unwrap();
-    let t0 = Instant::now();
-    let mut w = World {
-        services: Services::new(users, &config, t0).unwrap(),
-        _dir: dir,
-        t0,
-    };
+    let mut w = world_with(|config| {
+        config.allow_exec =
+            crate::service::exec::Allowlist::resolve(&["yes".to_string()], "/usr/bin:/bin")
+                .unwrap();
+        config.exec_timeout = Duration::from_millis(300);
+    });
+    let t0 = w.t0;
     let mut conn = logged_in(&mut w, 0);
     let exec = frame(r#"{"op":"exec","id":5,"cmd":"yes"}"#, b"");
     conn.receive(&mut w.services, Some(&exec), t0);
@@ -582,20 +578,8 @@ fn closing_leaves_chat_rooms_and_drops_the_stash() {
 
 #[test]
 fn under_a_quota_the_login_completes_once_the_walk_is_done() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        users_file: dir.path().join("users"),
-        quota: Some(1 << 20),
-        ..Config::default()
-    };
-    let users = Users::parse(&format!("guest {}\n", hex::encode(KEY))).unwrap();
-    let t0 = Instant::now();
-    let mut w = World {
-        services: Services::new(users, &config, t0).unwrap(),
-        _dir: dir,
-        t0,
-    };
+    let mut w = world_with(|config| config.quota = Some(1 << 20));
+    let t0 = w.t0;
     let mut conn = open(&mut w, 0);
     let (hello, _) = write_all(&mut w.services, &mut conn, t0);
     let mut input = auth_frame(&hello[0]);
