@@ -1,22 +1,14 @@
 //! Documentation checks: the repository's copy of the wire contract matches the team's.
 
-/// Ends the repository's own status note at the top of docs/PROTOCOL.md (which
-/// sections are still being built); the contract follows it byte for byte.
-const STATUS_NOTE_END: &str = "<!-- end of status note -->\n\n";
-
 #[test]
 fn protocol_copy_matches_shared_contract() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let ours = std::fs::read_to_string(root.join("docs/PROTOCOL.md")).expect("docs/PROTOCOL.md");
-    let contract = match ours.split_once(STATUS_NOTE_END) {
-        Some((_note, contract)) => contract,
-        None => ours.as_str(),
-    };
     // The shared contract sits beside the repository on the team's machines and in CI.
     match std::fs::read_to_string(root.join("../shared/PROTOCOL.md")) {
         Ok(shared) => assert!(
-            contract == shared,
-            "docs/PROTOCOL.md (below its status note) differs from ../shared/PROTOCOL.md: copy it again"
+            ours == shared,
+            "docs/PROTOCOL.md differs from ../shared/PROTOCOL.md: copy it again"
         ),
         // In CI the comparison must run: a missing contract is a failure, not a pass.
         Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
