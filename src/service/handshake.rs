@@ -2,7 +2,8 @@
 //! frames the server sends on its own: `bye`, the 503 over `--max-conns`, and
 //! the error that ends a stream whose framing broke.
 
-use super::{Next, Services, Session, Then};
+use super::jobs::Then;
+use super::{Next, Services, Session};
 use crate::auth::{self, AUTH_FAILED};
 use crate::outbuf::OutBuf;
 use crate::proto::header::{FieldError, req_str};

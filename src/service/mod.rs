@@ -1,117 +1,30 @@
 //! The service layer: takes decoded frames from a connection and writes replies.
 //! Sans-IO: it sees headers, body bytes and an output buffer, never a socket or
-//! the poller. This file holds the op table, what each answer asks of the
-//! connection ([`Next`]), and what the services keep; the handshake and request
-//! dispatch live in `handshake.rs` and `requests.rs`.
+//! the poller. This file holds what each answer asks of the connection
+//! ([`Next`]) and what the services keep; the op table is `op.rs`, the handshake
+//! `handshake.rs`, request dispatch `requests.rs`, and requests that run on after
+//! their frame (the pool's work, exec) `jobs.rs`.
 
 pub mod chat;
 pub mod exec;
 pub mod files;
 mod handshake;
+mod jobs;
+mod op;
 pub mod ops;
 pub mod requests;
 pub mod stats;
 
 use crate::auth::{Nonce, Users};
 use crate::config::Config;
-use crate::pool::{Pool, Task, Ticket};
+use crate::pool::{Pool, Ticket};
 use crate::proto::Limits;
+use jobs::Job;
+pub use op::Op;
 use stats::Stats;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::time::Instant;
-
-/// Every op the server knows. Adding an op: a variant, its name, its body policy, a handler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Auth,
-    Ping,
-    Echo,
-    Upper,
-    Stamp,
-    Time,
-    Stats,
-    Pwd,
-    Cd,
-    Ls,
-    Mkdir,
-    Rm,
-    Put,
-    Get,
-    Sum,
-    Exec,
-    Join,
-    Leave,
-    Say,
-    Dm,
-}
-
-impl Op {
-    pub const ALL: [Op; 20] = [
-        Op::Auth,
-        Op::Ping,
-        Op::Echo,
-        Op::Upper,
-        Op::Stamp,
-        Op::Time,
-        Op::Stats,
-        Op::Pwd,
-        Op::Cd,
-        Op::Ls,
-        Op::Mkdir,
-        Op::Rm,
-        Op::Put,
-        Op::Get,
-        Op::Sum,
-        Op::Exec,
-        Op::Join,
-        Op::Leave,
-        Op::Say,
-        Op::Dm,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Op::Auth => "auth",
-            Op::Ping => "ping",
-            Op::Echo => "echo",
-            Op::Upper => "upper",
-            Op::Stamp => "stamp",
-            Op::Time => "time",
-            Op::Stats => "stats",
-            Op::Pwd => "pwd",
-            Op::Cd => "cd",
-            Op::Ls => "ls",
-            Op::Mkdir => "mkdir",
-            Op::Rm => "rm",
-            Op::Put => "put",
-            Op::Get => "get",
-            Op::Sum => "sum",
-            Op::Exec => "exec",
-            Op::Join => "join",
-            Op::Leave => "leave",
-            Op::Say => "say",
-            Op::Dm => "dm",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Op> {
-        Op::ALL.into_iter().find(|op| op.name() == name)
-    }
-
-    /// Ops that need their whole body in memory (bounded by `--max-body`).
-    pub fn buffers_body(self) -> bool {
-        matches!(self, Op::Echo | Op::Upper | Op::Stamp | Op::Say | Op::Dm)
-    }
-
-    /// The stateless ops of contract section 4 (served over every transport).
-    pub fn is_stateless(self) -> bool {
-        matches!(
-            self,
-            Op::Ping | Op::Echo | Op::Upper | Op::Stamp | Op::Time | Op::Stats
-        )
-    }
-}
 
 /// What the connection should do after the services handled a frame event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,47 +117,6 @@ impl Session {
     }
 }
 
-/// A request that runs across loop turns.
-enum Job {
-    /// Blocking work for the pool: not queued yet (`task`, the queue was full)
-    /// or queued under `ticket`; `then` is what its result becomes.
-    Pool {
-        id: Option<u64>,
-        ticket: Option<Ticket>,
-        task: Option<Task<files::Done>>,
-        then: Then,
-    },
-    Exec {
-        id: Option<u64>,
-        exec: exec::Exec,
-    },
-}
-
-/// What a pool result becomes, back on the loop.
-enum Then {
-    /// The `ls` reply.
-    Ls,
-    /// The `sum` reply.
-    Sum,
-    /// The upload's rename (its data is on disk now), then its directory's flush.
-    Put(Box<files::Upload>, [u8; 32]),
-    /// The `put` reply (total, sha256), once the directory's flush is done.
-    Stored(u64, [u8; 32]),
-    /// The login's quota walk is done: the login completes (`Next::Authenticated`).
-    Login(crate::proto::Limits),
-    /// An exec's writes are counted: its connection serves on.
-    Recount(files::Recount),
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Job::Pool { id, ticket, .. } => write!(f, "Pool {{ id: {id:?}, ticket: {ticket:?} }}"),
-            Job::Exec { id, exec } => write!(f, "Exec {{ id: {id:?}, exec: {exec:?} }}"),
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 enum Body {
     /// No body expected, or one to drop (an op that takes none, or an error already replied).
@@ -332,41 +204,6 @@ impl Services {
         }
     }
 
-    /// Starts the blocking-work threads; each finished task calls `wake` (the
-    /// server's waker), after which [`Services::pool_ready`] says who resumes.
-    pub fn start_pool(
-        &mut self,
-        wake: std::sync::Arc<dyn Fn() + Send + Sync>,
-    ) -> std::io::Result<()> {
-        self.pool.start(wake)
-    }
-
-    /// The keys of the connections whose pool work is done, to resume.
-    pub fn pool_ready(&mut self, into: &mut Vec<usize>) {
-        self.collect();
-        into.append(&mut self.ready);
-    }
-
-    /// Moves the pool's finished work to `results`, noting whose it is in
-    /// `ready` (with threads; inline, the connection goes on next turn by itself).
-    /// Results nobody waits for any more (the connection closed) are dropped.
-    pub(super) fn collect(&mut self) {
-        while let Some((ticket, done)) = self.pool.finished() {
-            if let Some(key) = self.pooled.remove(&ticket) {
-                self.results.insert(ticket, done);
-                if self.pool.has_threads() {
-                    self.ready.push(key);
-                }
-            } else if let Some(recount) = self.recounts.remove(&ticket) {
-                self.recount_finished(recount, done);
-            }
-            // A slot of the queue is free: those turned away try again (in order;
-            // who finds it full again waits for the next result: a full queue
-            // means results are coming).
-            self.ready.extend(self.queue_waiters.drain(..));
-        }
-    }
-
     /// The decoder limits once logged in (UDP has no login: it uses these).
     pub fn open_limits(&self) -> Limits {
         self.open_limits
@@ -391,71 +228,6 @@ impl Services {
     /// The connections a push goes to now (see [`chat::Recipients`]).
     pub fn recipients(&self, to: &chat::Recipients, into: &mut Vec<usize>) {
         self.chat.recipients(to, into);
-    }
-
-    /// The connection is closing with a job running: an exec's whole process tree
-    /// is killed. When it is not reaped yet, `watch` is asked to watch a descriptor
-    /// (the server registers it; [`Services::reap_orphans`] runs when it is
-    /// readable); if it cannot, the program (already sent SIGKILL) is waited for here.
-    pub fn release(&mut self, session: &mut Session, watch: impl FnOnce(RawFd) -> bool) {
-        match session.job.take() {
-            Some(Job::Exec { exec, .. }) => {
-                self.exec.release(exec, watch);
-                self.exec_ended(session);
-            }
-            // Its result, when it comes, is dropped (an upload's temp file goes
-            // with the `Upload` here; the pool only holds a duplicate descriptor).
-            Some(Job::Pool {
-                ticket: Some(ticket),
-                ..
-            }) => {
-                self.pooled.remove(&ticket);
-                self.results.remove(&ticket);
-            }
-            Some(Job::Pool { ticket: None, .. }) | None => {}
-        }
-    }
-
-    /// An exec of the session's user ended: what it wrote beneath the root
-    /// counts toward the quota (section 6). The tree is counted again on the
-    /// pool; the count is exact once the walk is back (see `Files::recount_done`).
-    fn exec_ended(&mut self, session: &mut Session) {
-        let Some(user) = session.user.as_deref() else {
-            return;
-        };
-        match self.files.recount_start(&mut session.files, user) {
-            Ok(Some((recount, task))) => self.submit_recount(recount, task),
-            Ok(None) => {}
-            Err(e) => log::warn!("recounting {user}'s quota after an exec: {}", e.message),
-        }
-    }
-
-    /// Queues a recount's walk (with no connection waiting for it); a full queue
-    /// walks here, on the loop, rather than lose the count.
-    fn submit_recount(&mut self, recount: files::Recount, task: Task<files::Done>) {
-        match self.pool.submit(task) {
-            Ok(ticket) => {
-                self.recounts.insert(ticket, recount);
-                if !self.pool.has_threads() {
-                    self.collect();
-                }
-            }
-            Err(task) => self.recount_finished(recount, task()),
-        }
-    }
-
-    fn recount_finished(&mut self, recount: files::Recount, done: files::Done) {
-        let files::Done::Walked(walked) = done else {
-            return;
-        };
-        if let Some((again, task)) = self.files.recount_done(recount, walked) {
-            self.submit_recount(again, task);
-        }
-    }
-
-    /// Reaps the processes of killed execs that have exited.
-    pub fn reap_orphans(&mut self) {
-        self.exec.reap_orphans();
     }
 
     /// The connection stops serving (closing, by either side): it leaves its chat

@@ -1,12 +1,12 @@
 //! Serving requests once logged in: the op dispatch (stateless ops, files,
 //! exec, chat), request bodies, and requests that run on past their frame.
 
+use super::jobs::{Job, Then};
 use super::ops::{self, OpError, Reply};
 use super::stats::Stats;
-use super::{Body, Job, Next, Op, Services, Session, Then, Wait, exec, files};
+use super::{Body, Next, Op, Services, Session, Wait};
 use crate::bufpool;
 use crate::outbuf::OutBuf;
-use crate::pool::Task;
 use crate::proto::{HeadWriter, Header};
 
 /// How error replies are worded: in full on streams; short over UDP, where a
@@ -194,153 +194,6 @@ impl Services {
                 self.error(out, e.status, id, &e.message);
                 Next::Continue
             }
-        }
-    }
-
-    /// The job's deadline passed: an exec's child is killed (its reply follows
-    /// when the loop sees it exit).
-    pub fn expire(&mut self, session: &mut Session) {
-        if let Some(Job::Exec { exec, .. }) = &mut session.job {
-            exec.expire();
-        }
-    }
-
-    /// Runs a step of the request in progress (after [`Next::Job`]).
-    /// `Next::Continue` once it has ended and replied.
-    pub fn resume(&mut self, session: &mut Session, out: &mut OutBuf) -> Next {
-        let Some(job) = session.job.as_mut() else {
-            return Next::Continue;
-        };
-        match job {
-            Job::Exec { id, exec } => match self.exec.step(exec, out, *id) {
-                exec::Step::Waiting => return Next::Job(Wait::Child),
-                exec::Step::Again => return Next::Job(Wait::NextTurn),
-                exec::Step::Done => {
-                    // What the exec wrote counts toward the user's quota from its
-                    // end: its connection's next requests wait for the recount.
-                    session.job = None;
-                    let Some(user) = session.user.clone() else {
-                        return Next::Continue;
-                    };
-                    return match self.files.recount_start(&mut session.files, &user) {
-                        Ok(Some((recount, task))) => {
-                            self.send_to_pool(session, None, task, Then::Recount(recount))
-                        }
-                        Ok(None) => Next::Continue,
-                        Err(e) => {
-                            log::warn!("recounting {user}'s quota after an exec: {}", e.message);
-                            Next::Continue
-                        }
-                    };
-                }
-            },
-            Job::Pool { ticket: None, .. } => {
-                // The queue was full: try again.
-                if let Some(Job::Pool {
-                    id,
-                    task: Some(task),
-                    then,
-                    ..
-                }) = session.job.take()
-                {
-                    return self.send_to_pool(session, id, task, then);
-                }
-            }
-            Job::Pool {
-                ticket: Some(ticket),
-                ..
-            } => {
-                self.collect();
-                let Some(done) = self.results.remove(ticket) else {
-                    return Next::Job(Wait::Pool); // not done yet
-                };
-                let Some(Job::Pool { id, then, .. }) = session.job.take() else {
-                    return Next::Continue;
-                };
-                match (then, done) {
-                    (Then::Login(limits), files::Done::Walked(stored)) => {
-                        if let (Ok(stored), Some(user)) = (stored, session.user.as_deref()) {
-                            self.files.walked(user, stored);
-                        }
-                        return Next::Authenticated(limits);
-                    }
-                    (Then::Put(upload, digest), files::Done::Synced(synced)) => {
-                        match synced.and_then(|()| upload.commit()) {
-                            Ok((total, flush)) => {
-                                let then = Then::Stored(total, digest);
-                                return self.send_to_pool(session, id, flush, then);
-                            }
-                            Err(e) => self.error(out, e.status, id, &e.message),
-                        }
-                    }
-                    (Then::Recount(recount), files::Done::Walked(walked)) => {
-                        // The count changed while it walked: walk again, still waiting.
-                        if let Some((again, task)) = self.files.recount_done(recount, walked) {
-                            return self.send_to_pool(session, id, task, Then::Recount(again));
-                        }
-                    }
-                    (then, done) => self.pool_done(out, id, then, done),
-                }
-            }
-        }
-        session.job = None;
-        Next::Continue
-    }
-
-    /// Hands blocking work to the pool; the connection waits for it (or, when the
-    /// queue is full, for a free slot: backpressure, not a growing queue).
-    pub(super) fn send_to_pool(
-        &mut self,
-        session: &mut Session,
-        id: Option<u64>,
-        task: Task<files::Done>,
-        then: Then,
-    ) -> Next {
-        let (ticket, task, wait) = match self.pool.submit(task) {
-            Ok(ticket) => {
-                self.pooled.insert(ticket, session.chat.key);
-                // A pool without threads has run it already: no wake-up will come.
-                let wait = if self.pool.has_threads() {
-                    Wait::Pool
-                } else {
-                    Wait::NextTurn
-                };
-                (Some(ticket), None, wait)
-            }
-            // The queue is full: wait for a result to come back (a slot is free
-            // then; `collect` wakes the waiting in order), not spin every turn.
-            Err(task) => {
-                self.queue_waiters.push_back(session.chat.key);
-                (None, Some(task), Wait::Pool)
-            }
-        };
-        session.job = Some(Job::Pool {
-            id,
-            ticket,
-            task,
-            then,
-        });
-        Next::Job(wait)
-    }
-
-    /// What a pool result becomes: the reply of an `ls` or a `sum`, or a `put`'s
-    /// rename and reply.
-    fn pool_done(&mut self, out: &mut OutBuf, id: Option<u64>, then: Then, done: files::Done) {
-        let result = match (then, done) {
-            (Then::Ls, files::Done::Listing(body)) => {
-                body.map(|body| files::write_listing(out, id, body))
-            }
-            (Then::Sum, files::Done::Hashed(sum)) => {
-                sum.map(|(total, digest)| files::write_digest(out, id, total, &digest))
-            }
-            (Then::Stored(total, digest), files::Done::Synced(_)) => {
-                files::write_digest(out, id, total, &digest);
-                Ok(())
-            }
-            _ => Err(OpError::new(500, "blocking work came back mismatched")),
-        };
-        if let Err(e) = result {
-            self.error(out, e.status, id, &e.message);
         }
     }
 
