@@ -73,8 +73,11 @@ impl Stats {
     /// A request frame's header was decoded (`op` when it names a known op).
     pub fn frame_in(&mut self, op: Option<Op>) {
         self.frames_in += 1;
-        if let Some(i) = op.and_then(|op| Op::ALL.iter().position(|o| *o == op)) {
-            self.ops[i] += 1;
+        if let Some(count) = op
+            .and_then(|op| Op::ALL.iter().position(|o| *o == op))
+            .and_then(|i| self.ops.get_mut(i))
+        {
+            *count += 1;
         }
     }
 

@@ -45,7 +45,7 @@ impl<P: Read + AsRawFd> Pipe<P> {
             if n == 0 {
                 return Ok(net::Step::Eof);
             }
-            let room = MAX_OUTPUT - kept.len();
+            let room = MAX_OUTPUT.saturating_sub(kept.len());
             *dropped |= n > room;
             let data = scratch.get(..n.min(room)).unwrap_or_default();
             kept.extend_from_slice(data);

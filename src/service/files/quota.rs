@@ -269,12 +269,10 @@ impl Files {
         });
     }
 
-    /// What the user's tree counts on disk now.
+    /// What the user's tree counts on disk now, walked here on the loop: only
+    /// when the walk at login could not start.
     fn walk(&self, session: &mut FileSession, user: &str) -> Result<u64, OpError> {
-        let root = self.root(session, user)?;
-        // A descriptor of its own: listing moves the directory's read position.
-        let dir = beneath::open(root.as_fd(), ".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        Ok(tree_use(dir)?)
+        Ok(tree_use(walk_start(self.root(session, user)?)?)?)
     }
 }
 
@@ -288,10 +286,15 @@ pub struct Recount {
     changes: u64,
 }
 
+/// The root opened for a walk: a descriptor of its own, since listing moves
+/// the directory's read position.
+fn walk_start(root: &OwnedFd) -> io::Result<OwnedFd> {
+    beneath::open(root.as_fd(), ".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+}
+
 /// A walk of the tree below `root` (not `root` itself), for the pool.
 fn walk_of(root: &OwnedFd) -> Result<Task<Done>, OpError> {
-    // A descriptor of its own: listing moves the directory's read position.
-    let dir = beneath::open(root.as_fd(), ".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let dir = walk_start(root)?;
     Ok(Box::new(move || {
         Done::Walked(tree_use(dir).map_err(OpError::from))
     }))
