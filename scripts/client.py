@@ -189,10 +189,15 @@ def main():
         return 2
     if reply["status"] != 200:
         error = one_line(reply.get("error"))
-        print("client.py: server: %s %s" % (reply["status"], error), file=sys.stderr)
+        print("client.py: server: %s %s" % (one_line(reply["status"]), error), file=sys.stderr)
         return 1
     if a.op == "stats":
-        print(json.dumps(json.loads(reply_body), indent=2, sort_keys=True))
+        try:
+            stats = json.loads(reply_body)
+        except ValueError as e:
+            print("client.py: stats body is not JSON: %s" % e, file=sys.stderr)
+            return 2
+        print(json.dumps(stats, indent=2, sort_keys=True))
     elif a.op == "ping":
         print("pong")
     else:

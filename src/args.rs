@@ -192,7 +192,7 @@ impl ServeArgs {
         let allow_exec: Vec<String> = self.allow_exec.split(',').map(String::from).collect();
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
         let allow_exec = Allowlist::resolve(&allow_exec, &path)?;
-        if !allow_exec.names().is_empty() {
+        if !allow_exec.is_empty() {
             frameloop::service::exec::confine::check(self.exec_unconfined)?;
         }
         Ok(Config {
@@ -218,7 +218,6 @@ impl ServeArgs {
             exec_max: self.exec_max,
             exec_max_per_user: self.exec_max_per_user,
             exec_memory: self.exec_memory,
-            exec_unconfined: self.exec_unconfined,
         })
     }
 }

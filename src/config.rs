@@ -60,9 +60,6 @@ pub struct Config {
     pub exec_max_per_user: usize,
     /// Address space per exec process, bytes (`--exec-memory`).
     pub exec_memory: u64,
-    /// Run exec where Landlock, the seccomp socket filter or a pids cgroup is
-    /// missing (`--exec-unconfined`).
-    pub exec_unconfined: bool,
 }
 
 impl Default for Config {
@@ -90,7 +87,6 @@ impl Default for Config {
             exec_max: 16,
             exec_max_per_user: 4,
             exec_memory: 512 * 1024 * 1024,
-            exec_unconfined: false,
         }
     }
 }

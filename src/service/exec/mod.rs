@@ -68,6 +68,10 @@ impl Allowlist {
         self.programs.get(name).map(PathBuf::as_path)
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.programs.is_empty()
+    }
+
     pub fn names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.programs.keys().map(String::as_str).collect();
         names.sort_unstable();
@@ -79,13 +83,6 @@ fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-fn op_error(status: u16, message: impl Into<String>) -> OpError {
-    OpError {
-        status,
-        message: message.into(),
-    }
 }
 
 /// `text` quoted, cut to [`QUOTE_MAX`] characters: an error reply stays far
@@ -120,7 +117,7 @@ impl Runner {
     /// Prepares what confinement the machine offers (`serve` has checked with
     /// [`confine::check`] that it is all there, or that `--exec-unconfined` was given).
     pub fn new(config: &crate::config::Config) -> Runner {
-        let enabled = !config.allow_exec.names().is_empty();
+        let enabled = !config.allow_exec.is_empty();
         let reaper = tree::SharedReaper::default();
         let cgroups = enabled
             .then(tree::Cgroups::open)
@@ -158,33 +155,33 @@ impl Runner {
         root: &OwnedFd,
         quota_left: Option<u64>,
     ) -> Result<Exec, OpError> {
-        let name = req_str(header.cmd, "cmd").map_err(|e| op_error(400, e.to_string()))?;
-        let args = opt_strings(header.args, "args").map_err(|e| op_error(400, e.to_string()))?;
+        let name = req_str(header.cmd, "cmd")?;
+        let args = opt_strings(header.args, "args")?;
         // The allowlist is looked up by exact name: "", "/bin/ls" and "a/b" never match.
         let Some(program) = self.allow.get(&name).map(Path::to_path_buf) else {
-            return Err(op_error(
+            return Err(OpError::new(
                 403,
                 format!("{} is not allowed to run", quote(&name)),
             ));
         };
         if args.len() > MAX_ARGS {
-            return Err(op_error(400, format!("more than {MAX_ARGS} args")));
+            return Err(OpError::new(400, format!("more than {MAX_ARGS} args")));
         }
         if args
             .iter()
             .any(|a| a.len() > MAX_ARG_LEN || a.contains('\0'))
         {
-            return Err(op_error(
+            return Err(OpError::new(
                 400,
                 format!("an arg is over {MAX_ARG_LEN} bytes or holds a NUL"),
             ));
         }
         let Some(slot) = self.slots.take(&self.limits, user) else {
-            return Err(op_error(503, "too many execs running; try again later"));
+            return Err(OpError::new(503, "too many execs running; try again later"));
         };
         let cannot = |e: std::io::Error| {
             log::warn!("exec {}: {e}", program.display());
-            op_error(500, format!("could not start {}: {e}", quote(&name)))
+            OpError::new(500, format!("could not start {}: {e}", quote(&name)))
         };
         let cgroup = match &mut self.cgroups {
             Some(cgroups) => Some(cgroups.create().map_err(cannot)?),
