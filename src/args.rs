@@ -5,7 +5,7 @@ use argh::FromArgs;
 use frameloop::client::Credentials;
 use frameloop::client::cli::{Options, Target};
 use frameloop::config::{self, Config};
-use frameloop::load::{LoadConfig, OPS};
+use frameloop::load::{LoadConfig, Wire};
 use frameloop::service::exec::Allowlist;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -286,6 +286,14 @@ pub struct LoadArgs {
     /// a server process on this machine: report its CPU per request over the measured window
     #[argh(option)]
     server_pid: Option<u32>,
+    /// drive a Redis server instead: ECHO of --size bytes (--op echo) or PING (--op ping)
+    /// over RESP, every reply checked; no login
+    #[argh(switch)]
+    resp: bool,
+    /// send an echo frame and expect the same bytes back, for a server that parses
+    /// nothing (examples/floor.rs, the floor the comparisons quote); no login
+    #[argh(switch)]
+    raw: bool,
 }
 
 impl LoadArgs {
@@ -294,13 +302,28 @@ impl LoadArgs {
         if self.conns == 0 || self.pipeline == 0 {
             return Err("--conns and --pipeline must be at least 1".into());
         }
-        if !OPS.contains(&self.op.as_str()) {
-            return Err(format!("--op must be one of {}", OPS.join(", ")));
+        let wire = match (self.resp, self.raw) {
+            (false, false) => Wire::Frames,
+            (true, false) => Wire::Resp,
+            (false, true) => Wire::Raw,
+            (true, true) => return Err("give --resp or --raw, not both".into()),
+        };
+        if !wire.ops().contains(&self.op.as_str()) {
+            return Err(format!(
+                "with {wire} --op must be one of {}",
+                wire.ops().join(", ")
+            ));
         }
-        let creds =
-            Credentials::from_flags(self.no_auth, &self.user, self.key.as_deref(), &self.users)?;
+        // RESP and raw runs log in to nothing: no key is read.
+        let creds = match wire {
+            Wire::Frames => {
+                Credentials::from_flags(self.no_auth, &self.user, self.key.as_deref(), &self.users)?
+            }
+            Wire::Resp | Wire::Raw => Credentials::Anonymous,
+        };
         Ok(LoadConfig {
             addr: self.addr,
+            wire,
             creds,
             conns: self.conns,
             pipeline: self.pipeline,

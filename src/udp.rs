@@ -4,7 +4,7 @@
 use crate::bufpool;
 use crate::config::tuning;
 use crate::net::{self, IoClass, ReadEnd, Step, classify};
-use crate::proto::{Decoder, Event, HeadWriter, Limits};
+use crate::proto::{Decoder, Event, HeadWriter, Header, Limits};
 use crate::reactor::TRACE;
 use crate::service::requests::{Wording, open_request, unknown_op};
 use crate::service::stats::Stats;
@@ -100,7 +100,8 @@ fn answer(datagram: &[u8], limits: Limits, out: &mut Vec<u8>, stats: &mut Stats)
     // The whole frame is in hand, so the decoder parses the header straight out
     // of `datagram` and allocates nothing.
     let mut decoder = Decoder::new(limits);
-    let Ok((used, Some(Event::Head { header, oversized }))) = decoder.decode(datagram) else {
+    let mut header = Header::default();
+    let Ok((used, Some(Event::Head { oversized }))) = decoder.decode(datagram, &mut header) else {
         return Outcome::Malformed;
     };
     let body = datagram.get(used..).unwrap_or_default();

@@ -75,7 +75,8 @@ fn incremental(chunks: &[&[u8]], limits: Limits) -> (Vec<Frame>, Option<u16>) {
         let mut pos = 0;
         loop {
             let rest = &chunk[pos..];
-            match d.decode(rest) {
+            let mut header = Header::default();
+            match d.decode(rest, &mut header) {
                 Err(e) => return (frames, Some(e.status())),
                 Ok((n, event)) => {
                     assert!(n <= rest.len(), "decoder claims more bytes than given");
@@ -85,7 +86,7 @@ fn incremental(chunks: &[&[u8]], limits: Limits) -> (Vec<Frame>, Option<u16>) {
                             assert_eq!(pos, chunk.len(), "None must absorb all input");
                             break;
                         }
-                        Some(Event::Head { header, oversized }) => {
+                        Some(Event::Head { oversized }) => {
                             frames.push(frame_of(&header, oversized))
                         }
                         Some(Event::Body(b)) => {

@@ -1,5 +1,6 @@
 //! Header parsing and every typed field accessor, fed arbitrary bytes: never a
 //! panic; a header that parses is a JSON object whose `size` is the u64 it says.
+//! The scanner's fast path reads every header exactly as serde_json does.
 //! (Found here: `{"id":1.4e716}` is valid JSON that a `Value` cannot hold;
 //! the regression test is `proto::header::tests::huge_numbers_are_json`.)
 #![no_main]
@@ -9,7 +10,9 @@ use frameloop::proto::header::{opt_bool, opt_str, opt_strings, opt_u64, req_str}
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(h) = Header::parse(data) else {
+    let parsed = Header::parse(data);
+    assert_eq!(parsed, Header::parse_json(data), "the scanner and serde_json differ");
+    let Ok(h) = parsed else {
         return;
     };
     // Valid JSON (numbers of any magnitude, as the grammar allows: `1e999` is

@@ -1,7 +1,7 @@
 //! Frames as the client receives them, read from any blocking `Read` through the
 //! crate's one frame decoder (`proto::Decoder`: length bounds, header validation).
 
-use crate::proto::{Decoder, Event, FrameError, Limits};
+use crate::proto::{Decoder, Event, FrameError, Header, Limits};
 use serde_json::{Map, Value};
 use std::io::{self, Read, Write};
 
@@ -81,7 +81,9 @@ pub fn read_head<R: Read>(r: &mut R) -> io::Result<(Map<String, Value>, u64)> {
     let mut prefix = [0u8; 4];
     r.read_exact(&mut prefix)?;
     // The decoder refuses a zero or over-limit length before anything is allocated for it.
-    decoder.decode(&prefix).map_err(invalid)?;
+    decoder
+        .decode(&prefix, &mut Header::default())
+        .map_err(invalid)?;
     let len = u32::from_be_bytes(prefix);
     // Within the bound, the header still grows only with bytes that arrive.
     let mut head = Vec::with_capacity((len as usize).min(HEADER_RESERVE));
@@ -89,8 +91,9 @@ pub fn read_head<R: Read>(r: &mut R) -> io::Result<(Map<String, Value>, u64)> {
     if head.len() as u64 != u64::from(len) {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
-    let size = match decoder.decode(&head).map_err(invalid)? {
-        (_, Some(Event::Head { header, .. })) => header.size,
+    let mut parsed = Header::default();
+    let size = match decoder.decode(&head, &mut parsed).map_err(invalid)? {
+        (_, Some(Event::Head { .. })) => parsed.size,
         // Unreachable: the decoder was given exactly the header it asked for.
         _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "short header")),
     };

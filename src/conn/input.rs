@@ -3,7 +3,7 @@
 
 use super::{Conn, Pause, Pushed, Rules, State};
 use crate::outbuf::OutBuf;
-use crate::proto::{Decoder, Event};
+use crate::proto::{Decoder, Event, Header};
 use crate::reactor::TRACE;
 use crate::service::{Next, Services, Session, Wait};
 use std::rc::Rc;
@@ -98,7 +98,8 @@ impl Conn {
                 return pos;
             }
             let rest = input.get(pos..).unwrap_or_default();
-            let next = match self.decoder.decode(rest) {
+            let mut header = Header::default();
+            let next = match self.decoder.decode(rest, &mut header) {
                 Err(e) => {
                     services.framing_error(&e, &mut self.out);
                     Next::Close("framing error")
@@ -107,7 +108,7 @@ impl Conn {
                     pos += n;
                     match event {
                         None => return pos,
-                        Some(Event::Head { header, oversized }) => {
+                        Some(Event::Head { oversized }) => {
                             log::trace!(target: TRACE, "  conn {}: frame op={} id={} size={}",
                                 self.label, header.op().as_deref().unwrap_or("-"),
                                 header.id.map_or("-", |id| id.get()), header.size);

@@ -1,8 +1,9 @@
 //! One load connection: the requests it writes (from a precomputed template), the
 //! replies it reads and checks, and the tally of what was measured.
 
+use super::wire::{Expect, Wire, Workload, match_fixed};
 use crate::client::{Client, Credentials};
-use crate::proto::{Decoder, Event, Limits};
+use crate::proto::{Decoder, Event, Header, Limits};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -10,28 +11,6 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-/// What every reply must be: its status, and its body when it is known exactly.
-pub(super) struct Expect {
-    body: Option<Vec<u8>>,
-    /// For `stamp`: the length of `[date] ` + body.
-    body_len: Option<u64>,
-}
-
-impl Expect {
-    /// The replies to `op` with request body `body`.
-    pub(super) fn new(op: &str, body: &[u8]) -> Expect {
-        Expect {
-            body: match op {
-                "echo" => Some(body.to_vec()),
-                "upper" => Some(body.to_ascii_uppercase()),
-                "ping" => Some(Vec::new()),
-                _ => None,
-            },
-            body_len: (op == "stamp").then_some(body.len() as u64 + 27),
-        }
-    }
-}
 
 pub(super) struct Conn {
     stream: TcpStream,
@@ -43,9 +22,11 @@ pub(super) struct Conn {
     in_flight: VecDeque<(u64, Instant)>,
     /// Open loop: when this connection's next request is due.
     pub(super) next_due: Instant,
-    /// The reply being received.
+    /// The frame reply being received.
     reply_ok: bool,
     body_seen: u64,
+    /// A fixed reply (RESP, raw): how many of its bytes have arrived.
+    matched: usize,
 }
 
 /// Counts, kept only while measuring.
@@ -65,38 +46,24 @@ impl Tally {
     }
 }
 
-/// The fixed parts of every request: `{"op":"echo","size":64,"id":` + id + `}` + body.
-pub(super) struct RequestTemplate {
-    prefix: Vec<u8>,
-    suffix: Vec<u8>,
-    body: Vec<u8>,
-}
-
-impl RequestTemplate {
-    pub(super) fn new(op: &str, body: Vec<u8>) -> RequestTemplate {
-        let size = if body.is_empty() {
-            String::new()
-        } else {
-            format!(r#","size":{}"#, body.len())
-        };
-        RequestTemplate {
-            prefix: format!(r#"{{"op":"{op}"{size},"id":"#).into_bytes(),
-            suffix: b"}".to_vec(),
-            body,
-        }
-    }
-}
-
 impl Conn {
-    /// Connects and authenticates (blocking), then registers for mio as `token`.
+    /// Connects (blocking; frames also log in), then registers for mio as `token`.
     pub(super) fn connect(
         addr: SocketAddr,
+        wire: Wire,
         creds: &Credentials,
         registry: &Registry,
         token: Token,
         start: Instant,
     ) -> io::Result<Conn> {
-        let std_stream = Client::connect(addr, creds)?.into_stream()?;
+        let std_stream = match wire {
+            Wire::Frames => Client::connect(addr, creds)?.into_stream()?,
+            Wire::Resp | Wire::Raw => {
+                let stream = std::net::TcpStream::connect(addr)?;
+                stream.set_nodelay(true)?;
+                stream
+            }
+        };
         std_stream.set_nonblocking(true)?;
         let mut stream = TcpStream::from_std(std_stream);
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
@@ -115,40 +82,31 @@ impl Conn {
             next_due: start,
             reply_ok: true,
             body_seen: 0,
+            matched: 0,
         })
     }
 
-    /// Appends one request frame to the connection's output: the header is
-    /// `prefix` + id + `suffix`, precomputed, so no formatting machinery runs per request.
-    fn push_request(&mut self, counts_from: Instant, req: &RequestTemplate) {
+    fn push_request(&mut self, counts_from: Instant, work: &Workload) {
         let id = self.next_id;
         self.next_id += 1;
-        let mut digits = itoa::Buffer::new();
-        let id_text = digits.format(id).as_bytes();
-        let header_len = req.prefix.len() + id_text.len() + req.suffix.len();
-        self.out
-            .extend_from_slice(&(header_len as u32).to_be_bytes());
-        self.out.extend_from_slice(&req.prefix);
-        self.out.extend_from_slice(id_text);
-        self.out.extend_from_slice(&req.suffix);
-        self.out.extend_from_slice(&req.body);
+        work.push(&mut self.out, id);
         self.in_flight.push_back((id, counts_from));
     }
 
     /// Closed loop: keep `pipeline` requests in flight; latency counts from sending.
-    pub(super) fn top_up(&mut self, pipeline: usize, now: Instant, req: &RequestTemplate) {
+    pub(super) fn top_up(&mut self, pipeline: usize, now: Instant, work: &Workload) {
         while self.in_flight.len() < pipeline {
-            self.push_request(now, req);
+            self.push_request(now, work);
         }
     }
 
     /// Open loop: send every request that is due, whatever is still in flight;
     /// latency counts from when it was due, so a stalled server is not hidden
     /// (no coordinated omission).
-    pub(super) fn schedule(&mut self, interval: Duration, now: Instant, req: &RequestTemplate) {
+    pub(super) fn schedule(&mut self, interval: Duration, now: Instant, work: &Workload) {
         while self.next_due <= now {
             let due = self.next_due;
-            self.push_request(due, req);
+            self.push_request(due, work);
             self.next_due += interval;
         }
     }
@@ -156,7 +114,7 @@ impl Conn {
     pub(super) fn read_replies(
         &mut self,
         scratch: &mut [u8],
-        expect: &Expect,
+        work: &Workload,
         now: Instant,
         mut tally: Option<&mut Tally>,
     ) -> io::Result<()> {
@@ -173,46 +131,21 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            let mut input = &scratch[..n];
-            // Until the decoder wants more bytes: a frame's `End` comes from a call
-            // after its last body bytes, possibly with no input left at all.
-            loop {
-                let (used, event) = self
-                    .decoder
-                    .decode(input)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.message()))?;
-                input = &input[used..];
-                match event {
-                    None => break,
-                    Some(Event::Head { header, .. }) => {
-                        let want_id = self.in_flight.front().map(|(id, _)| *id);
-                        self.reply_ok =
-                            header.status() == Some(200) && header.id().ok().flatten() == want_id;
-                        self.body_seen = 0;
-                    }
-                    Some(Event::Body(chunk)) => {
-                        if let Some(body) = &expect.body {
-                            let from = self.body_seen as usize;
-                            self.reply_ok &= body.get(from..from + chunk.len()) == Some(chunk);
-                        }
-                        self.body_seen += chunk.len() as u64;
-                    }
-                    Some(Event::End) => {
-                        let want_len = expect
-                            .body
-                            .as_ref()
-                            .map(|b| b.len() as u64)
-                            .or(expect.body_len);
-                        let ok = self.reply_ok && want_len.is_none_or(|len| len == self.body_seen);
-                        let sent = self.in_flight.pop_front();
-                        if let (Some(tally), Some((_, from))) = (tally.as_deref_mut(), sent) {
-                            tally.requests += 1;
-                            if !ok {
-                                tally.errors += 1;
-                            }
-                            let us = now.saturating_duration_since(from).as_micros() as u64;
-                            tally.latency.saturating_record(us.max(1));
-                        }
+            let input = scratch.get(..n).unwrap_or_default();
+            match work {
+                Workload::Frames { expect, .. } => {
+                    self.check_frames(input, expect, now, tally.as_deref_mut())?
+                }
+                Workload::Fixed { reply, .. } => {
+                    let done = match_fixed(reply, &mut self.matched, input).map_err(|got| {
+                        let got = String::from_utf8_lossy(got.get(..80).unwrap_or(got));
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("a reply did not match: got {:?}", got),
+                        )
+                    })?;
+                    for _ in 0..done {
+                        self.answered(true, now, tally.as_deref_mut());
                     }
                 }
             }
@@ -223,6 +156,60 @@ impl Conn {
                 // that arrived with the data is an error either way, seen on the next read.
                 return Ok(());
             }
+        }
+    }
+
+    /// Decodes frame replies and checks each: status 200, the id of the oldest
+    /// request in flight, and the body when it is known.
+    fn check_frames(
+        &mut self,
+        mut input: &[u8],
+        expect: &Expect,
+        now: Instant,
+        mut tally: Option<&mut Tally>,
+    ) -> io::Result<()> {
+        // Until the decoder wants more bytes: a frame's `End` comes from a call
+        // after its last body bytes, possibly with no input left at all.
+        loop {
+            let mut header = Header::default();
+            let (used, event) = self
+                .decoder
+                .decode(input, &mut header)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.message()))?;
+            input = input.get(used..).unwrap_or_default();
+            match event {
+                None => return Ok(()),
+                Some(Event::Head { .. }) => {
+                    let want_id = self.in_flight.front().map(|(id, _)| *id);
+                    self.reply_ok =
+                        header.status() == Some(200) && header.id().ok().flatten() == want_id;
+                    self.body_seen = 0;
+                }
+                Some(Event::Body(chunk)) => {
+                    if let Some(body) = &expect.body {
+                        let from = self.body_seen as usize;
+                        self.reply_ok &= body.get(from..from + chunk.len()) == Some(chunk);
+                    }
+                    self.body_seen += chunk.len() as u64;
+                }
+                Some(Event::End) => {
+                    let ok = self.reply_ok && expect.len().is_none_or(|len| len == self.body_seen);
+                    self.answered(ok, now, tally.as_deref_mut());
+                }
+            }
+        }
+    }
+
+    /// The oldest request in flight has its reply: count it while measuring.
+    fn answered(&mut self, ok: bool, now: Instant, tally: Option<&mut Tally>) {
+        let sent = self.in_flight.pop_front();
+        if let (Some(tally), Some((_, from))) = (tally, sent) {
+            tally.requests += 1;
+            if !ok {
+                tally.errors += 1;
+            }
+            let us = now.saturating_duration_since(from).as_micros() as u64;
+            tally.latency.saturating_record(us.max(1));
         }
     }
 

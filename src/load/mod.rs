@@ -3,20 +3,25 @@
 
 mod conn;
 mod report;
+mod wire;
 
 pub use report::Report;
+pub use wire::Wire;
 
 use crate::client::Credentials;
-use conn::{Conn, Expect, RequestTemplate, Tally};
+use conn::{Conn, Tally};
 use mio::{Events, Poll, Token};
 use report::{cpu_time, process_cpu};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use wire::Workload;
 
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     pub addr: SocketAddr,
+    /// frameloop frames, RESP (a Redis server) or raw echoes (the no-parse floor).
+    pub wire: Wire,
     pub creds: Credentials,
     pub conns: usize,
     /// Requests in flight per connection (closed loop).
@@ -33,32 +38,29 @@ pub struct LoadConfig {
     pub server_pid: Option<u32>,
 }
 
-/// The ops the load generator knows how to check.
-pub const OPS: [&str; 5] = ["ping", "echo", "upper", "stamp", "time"];
-
 /// Runs the load: a single-threaded mio client in the server's own style. It drives
 /// N authenticated connections in closed loop (P requests in flight on each) or
 /// open loop (a fixed total rate, latency measured from the time each request was
 /// due, as wrk2 does), and checks every reply: status, id order and, for echo and
-/// upper, the body byte for byte.
+/// upper, the body byte for byte (RESP and raw replies: every byte).
 pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
-    if !OPS.contains(&cfg.op.as_str()) {
+    let ops = cfg.wire.ops();
+    if !ops.contains(&cfg.op.as_str()) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("op must be one of {OPS:?}"),
+            format!("with {} the op must be one of {ops:?}", cfg.wire),
         ));
     }
     // 10,000 connections need 10,000 descriptors.
     let _ = crate::net::raise_fd_limit();
-    let body = vec![b'x'; if takes_body(&cfg.op) { cfg.size } else { 0 }];
-    let expect = Expect::new(&cfg.op, &body);
-    let request = RequestTemplate::new(&cfg.op, body);
+    let work = Workload::new(cfg.wire, &cfg.op, cfg.size);
     let mut poll = Poll::new()?;
     let start = Instant::now();
     let mut conns = Vec::with_capacity(cfg.conns);
     for i in 0..cfg.conns {
         conns.push(Conn::connect(
             cfg.addr,
+            cfg.wire,
             &cfg.creds,
             poll.registry(),
             Token(i),
@@ -103,7 +105,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
         for &i in &ready {
             if let Some(conn) = conns.get_mut(i) {
                 if interval.is_none() {
-                    conn.top_up(cfg.pipeline, now, &request);
+                    conn.top_up(cfg.pipeline, now, &work);
                 }
                 conn.flush()?;
             }
@@ -114,7 +116,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
             let mut visited = 0;
             while visited < conns.len() && conns.get(cursor).is_some_and(|c| c.next_due <= now) {
                 if let Some(conn) = conns.get_mut(cursor) {
-                    conn.schedule(interval, now, &request);
+                    conn.schedule(interval, now, &work);
                     conn.flush()?;
                 }
                 cursor = (cursor + 1) % conns.len();
@@ -139,7 +141,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
             let Some(conn) = conns.get_mut(i) else {
                 continue;
             };
-            conn.read_replies(&mut scratch, &expect, now, measuring.then_some(&mut tally))?;
+            conn.read_replies(&mut scratch, &work, now, measuring.then_some(&mut tally))?;
             ready.push(i);
         }
         if let Some(bar) = &progress {
@@ -173,6 +175,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
         conns: cfg.conns,
         pipeline: cfg.pipeline,
         rate: cfg.rate,
+        wire: cfg.wire.to_string(),
         op: cfg.op.clone(),
         size: cfg.size,
         seconds,
@@ -187,10 +190,6 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
         client_cpu: (cpu_time() - cpu_start).as_secs_f64() / wall,
         server_cpu_us_per_req,
     })
-}
-
-fn takes_body(op: &str) -> bool {
-    matches!(op, "echo" | "upper" | "stamp")
 }
 
 fn progress_bar(total: Duration) -> indicatif::ProgressBar {

@@ -10,6 +10,8 @@ pub struct Report {
     pub conns: usize,
     pub pipeline: usize,
     pub rate: Option<f64>,
+    /// `frames`, `resp` or `raw`.
+    pub wire: String,
     pub op: String,
     pub size: usize,
     pub seconds: f64,
@@ -38,8 +40,8 @@ impl fmt::Display for Report {
         };
         writeln!(
             f,
-            "{} x {} conns, {shape}, {:.1} s measured",
-            self.op, self.conns, self.seconds
+            "{} ({}) x {} conns, {shape}, {:.1} s measured",
+            self.op, self.wire, self.conns, self.seconds
         )?;
         writeln!(
             f,

@@ -57,14 +57,12 @@ impl FrameError {
 }
 
 /// What one `decode` call found.
-#[derive(Debug)]
-// The header variant is large (a raw slice per known field), but an Event lives on
-// the stack for one decode step; boxing it would allocate per frame.
-#[allow(clippy::large_enum_variant)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
-    /// A complete, valid header. `size` body bytes follow; `oversized` says
-    /// `size` is above `max_body` (an op that buffers its body must refuse it).
-    Head { header: Header<'a>, oversized: bool },
+    /// A complete, valid header, parsed into the caller's `header`. `size` body
+    /// bytes follow; `oversized` says `size` is above `max_body` (an op that
+    /// buffers its body must refuse it).
+    Head { oversized: bool },
     /// The next piece of the current body, borrowed from the input.
     Body(&'a [u8]),
     /// The current frame is complete.
@@ -125,9 +123,14 @@ impl Decoder {
     /// Decodes from `input`, returning the bytes consumed and at most one event.
     /// `Ok((n, None))` means all `n` (= `input.len()`) bytes were absorbed and more are
     /// needed. After an `Err` the stream is dead: do not call again.
+    ///
+    /// A header is parsed into `header`, the caller's slot (a fresh
+    /// `Header::default()`), not returned: a header holds a slice per known
+    /// field, and moving it out through the results cost more than parsing it.
     pub fn decode<'a>(
         &'a mut self,
         input: &'a [u8],
+        header: &mut Header<'a>,
     ) -> Result<(usize, Option<Event<'a>>), FrameError> {
         if self.head_from_partial {
             // The previous call handed out a header borrowed from `partial`: release it now.
@@ -181,7 +184,7 @@ impl Decoder {
                         self.head_from_partial = true;
                         &self.partial
                     };
-                    let header = Header::parse(bytes).map_err(FrameError::BadHeader)?;
+                    header.fill(bytes).map_err(FrameError::BadHeader)?;
                     if header.size > 0 && !self.limits.body_allowed {
                         return Err(FrameError::BodyNotAllowed);
                     }
@@ -189,7 +192,7 @@ impl Decoder {
                     self.state = State::Body {
                         remaining: header.size,
                     };
-                    return Ok((used, Some(Event::Head { header, oversized })));
+                    return Ok((used, Some(Event::Head { oversized })));
                 }
                 State::Body { remaining: 0 } => {
                     self.state = State::Length;
@@ -235,11 +238,12 @@ mod tests {
         for chunk in chunks {
             let mut pos = 0;
             loop {
-                let (n, ev) = d.decode(&chunk[pos..])?;
+                let mut header = Header::default();
+                let (n, ev) = d.decode(&chunk[pos..], &mut header)?;
                 pos += n;
                 match ev {
                     None => break,
-                    Some(Event::Head { header, .. }) => {
+                    Some(Event::Head { .. }) => {
                         let op = header.op.map(|o| o.get().to_string());
                         let id = header.id.and_then(|i| i.get().parse().ok());
                         cur = Some((op, id, Vec::new()));
@@ -334,12 +338,15 @@ mod tests {
         let big = vec![b' '; 4097];
         let bytes = encode_frame(&big, b"");
         assert_eq!(
-            d.decode(&bytes).unwrap_err(),
+            d.decode(&bytes, &mut Header::default()).unwrap_err(),
             FrameError::HeaderTooLarge(4097)
         );
         let mut d = Decoder::new(Limits::PRE_AUTH);
         let bytes = encode_frame(br#"{"op":"auth","size":1}"#, b"x");
-        assert_eq!(d.decode(&bytes).unwrap_err(), FrameError::BodyNotAllowed);
+        assert_eq!(
+            d.decode(&bytes, &mut Header::default()).unwrap_err(),
+            FrameError::BodyNotAllowed
+        );
     }
 
     #[test]
@@ -348,7 +355,7 @@ mod tests {
         let mut d = Decoder::new(OPEN);
         let mut bytes = encode_frame(br#"{"op":"echo","size":16777216}"#, b"");
         bytes.push(b'x');
-        let (n, ev) = d.decode(&bytes).unwrap();
+        let (n, ev) = d.decode(&bytes, &mut Header::default()).unwrap();
         assert!(matches!(
             ev,
             Some(Event::Head {
@@ -356,12 +363,13 @@ mod tests {
                 ..
             })
         ));
-        let (_, ev) = d.decode(&bytes[n..]).unwrap();
+        let (_, ev) = d.decode(&bytes[n..], &mut Header::default()).unwrap();
         assert!(matches!(ev, Some(Event::Body(b"x"))));
         assert!(d.partial.capacity() < 64);
         // A claimed header length reserves nothing either.
         let mut d = Decoder::new(OPEN);
-        d.decode(&[0, 0, 255, 255, b'{']).unwrap();
+        d.decode(&[0, 0, 255, 255, b'{'], &mut Header::default())
+            .unwrap();
         assert!(d.partial.capacity() < 64);
     }
 
@@ -373,7 +381,7 @@ mod tests {
         };
         let mut d = Decoder::new(limits);
         let bytes = frame(1, b"abcdef");
-        let (n, ev) = d.decode(&bytes).unwrap();
+        let (n, ev) = d.decode(&bytes, &mut Header::default()).unwrap();
         assert!(matches!(
             ev,
             Some(Event::Head {
@@ -381,7 +389,7 @@ mod tests {
                 ..
             })
         ));
-        let (_, ev) = d.decode(&bytes[n..]).unwrap();
+        let (_, ev) = d.decode(&bytes[n..], &mut Header::default()).unwrap();
         assert!(matches!(ev, Some(Event::Body(b"abcdef"))));
     }
 }

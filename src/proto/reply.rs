@@ -1,5 +1,6 @@
 //! Frame encoding: writes a header (length prefix + JSON object) straight into an
-//! output buffer. Values are serialized by serde_json; nothing is allocated.
+//! output buffer; nothing is allocated. Keys and integers are written directly
+//! (every reply has them), other values by serde_json.
 
 use byteorder::{BigEndian, ByteOrder};
 use serde::Serialize;
@@ -20,9 +21,10 @@ impl<'b> HeadWriter<'b> {
     /// A reply: `{"status":S,"id":N` (id only when the request had one).
     pub fn reply(buf: &'b mut Vec<u8>, status: u16, id: Option<u64>) -> HeadWriter<'b> {
         let mut w = HeadWriter::open(buf);
-        w.key("status").value(&status);
+        w.key("status").number(u64::from(status));
         if let Some(id) = id {
-            w.field("id", &id);
+            w.buf.push(b',');
+            w.key("id").number(id);
         }
         w
     }
@@ -52,9 +54,19 @@ impl<'b> HeadWriter<'b> {
         self.key(key).value(value)
     }
 
+    /// `"key":`. Keys are the contract's field names, literals in our code:
+    /// nothing in them needs escaping.
     fn key(&mut self, key: &str) -> &mut Self {
-        self.value(key);
-        self.buf.push(b':');
+        debug_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+        self
+    }
+
+    fn number(&mut self, n: u64) -> &mut Self {
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         self
     }
 
@@ -68,7 +80,8 @@ impl<'b> HeadWriter<'b> {
     /// Closes the header (with `size` when a body follows) and fills in the length prefix.
     pub fn finish(&mut self, body_len: u64) {
         if body_len > 0 {
-            self.field("size", &body_len);
+            self.buf.push(b',');
+            self.key("size").number(body_len);
         }
         self.buf.push(b'}');
         let len = self.buf.len() - self.start - 4;

@@ -5,9 +5,8 @@
 use super::ops::OpError;
 use crate::auth::valid_name;
 use crate::bufpool;
-use crate::proto::header::req_str;
+use crate::proto::header::{Raw, req_str};
 use crate::proto::{HeadWriter, Header};
-use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -71,7 +70,7 @@ pub struct Chat {
 }
 
 /// A required room or user name field: a string of a valid name, or a 400.
-fn name_field<'a>(raw: Option<&'a RawValue>, field: &'static str) -> Result<Cow<'a, str>, OpError> {
+fn name_field<'a>(raw: Option<Raw<'a>>, field: &'static str) -> Result<Cow<'a, str>, OpError> {
     let name = req_str(raw, field).map_err(|e| OpError::bad(e.to_string()))?;
     if !valid_name(&name) {
         return Err(OpError::bad(format!(
