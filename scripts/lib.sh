@@ -70,8 +70,9 @@ start_redis() {
         service redis-server stop >/dev/null 2>&1 || true
     fi
     REDIS_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    taskset -c 0 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-        --daemonize no >"$WORK/redis.log" 2>&1 &
+    # 10,000 clients need descriptors: redis lowers maxclients to fit its limit.
+    (ulimit -n "$(ulimit -Hn)"; exec taskset -c 0 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' \
+        --appendonly no --maxclients 20000 --daemonize no) >"$WORK/redis.log" 2>&1 &
     SERVER_PID=$!; STARTED+=("$SERVER_PID")
     local _
     for _ in $(seq 100); do
@@ -79,6 +80,15 @@ start_redis() {
         sleep 0.05
     done
     echo "redis-server did not answer" >&2; return 1
+}
+
+# start_floor: examples/floor.rs, the no-parse echo (built by the caller:
+# cargo build --release --example floor). Sets SERVER_PID, ADDR.
+start_floor() {
+    (ulimit -n "$(ulimit -Hn)"; exec taskset -c 0 target/release/examples/floor 127.0.0.1:0) \
+        >"$WORK/floor.out" 2>&1 &
+    SERVER_PID=$!; STARTED+=("$SERVER_PID")
+    ADDR="$(wait_listening "$WORK/floor.out")"
 }
 
 stop_server() {

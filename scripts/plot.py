@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""plot.py: SVG charts from the CSV that scripts/stress.sh writes (standard library only).
+"""plot.py: SVG charts from the CSVs that scripts/stress.sh and scripts/compare.sh write
+(standard library only).
 
     python3 scripts/plot.py results/DATE/stress.csv
+    python3 scripts/plot.py results/DATE/compare-medians.csv
 
-Writes next to the CSV: throughput.svg (requests/s against connections, one line
+From stress.csv, next to it: throughput.svg (requests/s against connections, one line
 per body size and pipeline depth) and latency.svg (latency percentiles against
-connections, 64-byte bodies, pipeline 1).
+connections, 64-byte bodies, pipeline 1). From compare-medians.csv: compare-cpu.svg
+(server CPU per request by shape, one line per server) and compare-rps.svg.
 """
 
 import csv
@@ -17,7 +20,7 @@ COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 W, H, LEFT, RIGHT, TOP, BOTTOM = 720, 420, 80, 200, 40, 50
 
 
-def line_chart(path, title, xlabels, series, ylabel, ylog=False):
+def line_chart(path, title, xlabels, series, ylabel, ylog=False, xtitle="connections"):
     """series: list of (name, [y or None per x label])."""
     values = [y for _, ys in series for y in ys if y]
     if not values:
@@ -48,7 +51,7 @@ def line_chart(path, title, xlabels, series, ylabel, ylog=False):
         out.append('<text x="%d" y="%.1f" text-anchor="end">%s</text>' % (LEFT - 6, y + 4, human(t)))
     for i, label in enumerate(xlabels):
         out.append('<text x="%.1f" y="%d" text-anchor="middle">%s</text>' % (x_of(i), H - BOTTOM + 18, label))
-    out.append('<text x="%d" y="%d" text-anchor="middle">connections</text>' % ((LEFT + W - RIGHT) / 2, H - 10))
+    out.append('<text x="%d" y="%d" text-anchor="middle">%s</text>' % ((LEFT + W - RIGHT) / 2, H - 10, xtitle))
     out.append('<text x="16" y="%d" transform="rotate(-90 16 %d)" text-anchor="middle">%s</text>' % (H / 2, H / 2, ylabel))
     for k, (name, ys) in enumerate(series):
         color = COLORS[k % len(COLORS)]
@@ -77,8 +80,27 @@ def human(v):
     return "%g" % round(v, 1)
 
 
+def compare(path, rows):
+    """Medians per server and shape: one line per server across the shapes."""
+    shapes = list(dict.fromkeys((r["conns"], r["pipeline"]) for r in rows))
+    labels = ["%sx%s" % shape for shape in shapes]
+    out_dir = os.path.dirname(path)
+    for key, name, title, ylabel in (
+            ("server_cpu_us_per_req", "compare-cpu.svg", "server CPU per request (lower is better)", "microseconds"),
+            ("rps", "compare-rps.svg", "requests/s, one client for every server", "requests/s")):
+        series = []
+        for system in dict.fromkeys(r["system"] for r in rows):
+            by_shape = {(r["conns"], r["pipeline"]): float(r[key]) for r in rows if r["system"] == system}
+            series.append((system, [by_shape.get(shape) for shape in shapes]))
+        line_chart(os.path.join(out_dir, name), title, labels, series, ylabel, ylog=True,
+                   xtitle="connections x pipeline")
+
+
 def main():
     path = sys.argv[1]
+    first = next(csv.DictReader(open(path)), {})
+    if "system" in first:
+        return compare(path, list(csv.DictReader(open(path))))
     rows = [r for r in csv.DictReader(open(path)) if r["rps"] not in ("", "skipped")]
     conns = sorted({int(r["conns"]) for r in rows})
     labels = [str(c) for c in conns]
