@@ -299,7 +299,12 @@ impl OutBuf {
                         iov[i] = IoSlice::new(bytes.get(from..).unwrap_or_default());
                         n = i + 1;
                     }
-                    w.write_vectored(&iov[..n])
+                    match iov.get(..n).unwrap_or_default() {
+                        // One chunk (a turn's replies share the tail buffer): a plain
+                        // `write`, which the kernel serves with less setup than `writev`.
+                        [one] => w.write(one),
+                        many => w.write_vectored(many),
+                    }
                 }
             };
             match result {
