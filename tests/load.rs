@@ -1,15 +1,16 @@
 //! `frameloop load` from outside: it counts right replies against the real
 //! server, counts wrong ones against a lying server, keeps an open-loop rate,
-//! and refuses bad options.
+//! and refuses bad options; `--resp` against a RESP server (a small stand-in
+//! for Redis) and `--raw` against the no-parse floor (`examples/floor.rs`).
 
 mod common;
 
 use common::Server;
 use frameloop::client::read_frame;
 use frameloop::proto::encode_frame;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn load(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_frameloop"))
@@ -205,6 +206,9 @@ fn bad_options_are_refused() {
         &["--duration", "-1"],
         &["--size", "big"],
         &["--key", "abc"],
+        &["--resp", "--raw"],
+        &["--resp", "--op", "upper"],
+        &["--raw", "--op", "ping"],
     ] {
         let out = load(&[args, &["--addr", "127.0.0.1:9", "--duration", "0.1"]].concat());
         assert!(!out.status.success(), "{args:?} was accepted");
@@ -220,4 +224,147 @@ fn bad_options_are_refused() {
             "{args:?}: {said}"
         );
     }
+}
+
+/// A RESP server for the load tool: `ECHO x` gets `x` back as a bulk string,
+/// `PING` gets `+PONG`; with `wrong`, every reply is an error instead. A thread
+/// per connection, as many as come.
+fn resp_server(wrong: bool) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                // Each command: `*N` then N bulk strings `$LEN` + bytes.
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    let n: usize = line.trim().trim_start_matches('*').parse().unwrap();
+                    let mut args = Vec::new();
+                    for _ in 0..n {
+                        line.clear();
+                        reader.read_line(&mut line).unwrap();
+                        let len: usize = line.trim().trim_start_matches('$').parse().unwrap();
+                        let mut arg = vec![0; len + 2];
+                        reader.read_exact(&mut arg).unwrap();
+                        arg.truncate(len);
+                        args.push(arg);
+                    }
+                    line.clear();
+                    let reply = match (wrong, args.first().map(Vec::as_slice)) {
+                        (true, _) => b"-ERR unknown command\r\n".to_vec(),
+                        (false, Some(b"PING")) => b"+PONG\r\n".to_vec(),
+                        (false, _) => {
+                            let body = args.get(1).cloned().unwrap_or_default();
+                            [
+                                format!("${}\r\n", body.len()).into_bytes(),
+                                body,
+                                b"\r\n".to_vec(),
+                            ]
+                            .concat()
+                        }
+                    };
+                    if writer.write_all(&reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn quick(addr: &str, extra: &[&str]) -> Output {
+    let base = [
+        "--addr",
+        addr,
+        "--conns",
+        "3",
+        "--pipeline",
+        "4",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0",
+        "--json",
+    ];
+    load(&[&base[..], extra].concat())
+}
+
+#[test]
+fn resp_echo_and_ping_check_out_against_a_resp_server() {
+    let addr = resp_server(false).to_string();
+    for op in ["echo", "ping"] {
+        // No users file, no key: a RESP run logs in to nothing.
+        let out = quick(&addr, &["--resp", "--op", op, "--size", "100"]);
+        assert!(
+            out.status.success(),
+            "{op}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = report(&out);
+        assert_eq!(
+            (r["wire"].as_str(), r["errors"].as_u64()),
+            (Some("resp"), Some(0)),
+            "{r}"
+        );
+        assert!(r["requests"].as_u64().unwrap() > 100, "{op}: {r}");
+    }
+}
+
+#[test]
+fn a_wrong_resp_reply_ends_the_run_and_says_what_came() {
+    let addr = resp_server(true).to_string();
+    let out = quick(&addr, &["--resp"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("did not match") && said.contains("-ERR unknown command"),
+        "{said}"
+    );
+}
+
+/// Stops the floor server however the test ends.
+struct Floor(std::process::Child);
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn raw_echoes_come_back_unchanged_from_the_floor() {
+    // `cargo test` builds the examples beside the binaries.
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_frameloop"));
+    let floor_bin = bin.with_file_name("examples").join("floor");
+    assert!(floor_bin.exists(), "{} was not built", floor_bin.display());
+    let mut floor = Floor(
+        Command::new(&floor_bin)
+            .arg("127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    BufReader::new(floor.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first.split_whitespace().last().unwrap().to_string();
+    let out = quick(&addr, &["--raw", "--size", "64"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&out);
+    assert_eq!(
+        (r["wire"].as_str(), r["errors"].as_u64()),
+        (Some("raw"), Some(0)),
+        "{r}"
+    );
+    assert!(r["requests"].as_u64().unwrap() > 100, "{r}");
 }
