@@ -13,7 +13,7 @@ BIN=target/fp/profiling/frameloop
 mkdir -p results
 start_frameloop --max-conns 12000
 run_load --conns "$CONNS" --pipeline "$PIPELINE" --op "$OP" --size 64 --duration 6 &
-LOAD_PID=$!
+LOAD_PID=$!; STARTED+=("$LOAD_PID")
 sleep 3
 perf record -F 4999 --call-graph "${CALL_GRAPH:-dwarf,16384}" -p "$SERVER_PID" -o results/perf.data -- sleep 3 2>/dev/null
 wait "$LOAD_PID"

@@ -257,10 +257,6 @@ pub fn classify(e: &io::Error) -> IoClass {
 pub enum Step {
     /// Bytes came and were used: read again.
     Got,
-    /// Fewer bytes came than there was room for: the socket was empty at that
-    /// moment, and bytes arriving later raise a new edge. Ends the loop as
-    /// `WouldBlock` would, one syscall sooner (see `Server::read`).
-    Drained,
     /// End of file (the peer closed its side, a pipe's writer exited).
     Eof,
     /// The caller wants no more now (paused, or nothing left to read).
@@ -281,15 +277,14 @@ pub enum ReadEnd {
 }
 
 /// The one budgeted read loop (sockets, child pipes, the UDP socket): calls
-/// `read` until `WouldBlock` or a short read that says the same (edge-triggered
-/// readiness fires once per arrival, so stopping early would strand bytes), end of file, a stop, a fatal error,
+/// `read` until `WouldBlock` (edge-triggered readiness fires once per arrival,
+/// so stopping early would strand bytes), end of file, a stop, a fatal error,
 /// or `budget` reads (fairness: the others get their turn). Interrupted reads
 /// are retried within the budget.
 pub fn read_within(budget: usize, mut read: impl FnMut() -> io::Result<Step>) -> ReadEnd {
     for _ in 0..budget {
         match read() {
             Ok(Step::Got) => {}
-            Ok(Step::Drained) => return ReadEnd::WouldBlock,
             Ok(Step::Eof) => return ReadEnd::Eof,
             Ok(Step::Stop) => return ReadEnd::Stopped,
             Err(e) => match classify(&e) {

@@ -116,6 +116,7 @@ impl Conn {
         scratch: &mut [u8],
         work: &Workload,
         now: Instant,
+        closed: bool,
         mut tally: Option<&mut Tally>,
     ) -> io::Result<()> {
         loop {
@@ -149,11 +150,12 @@ impl Conn {
                     }
                 }
             }
-            if n < scratch.len() {
+            if n < scratch.len() && !closed {
                 // A short read: the socket buffer was empty at that moment (epoll(7)), and
-                // later bytes raise a new edge. Unlike the server, the load tool may skip the
-                // read that would say WouldBlock: it saves a syscall per reply, and a close
-                // that arrived with the data is an error either way, seen on the next read.
+                // later bytes raise a new edge. Unlike the server, the load tool skips the
+                // read that would say WouldBlock (a syscall per reply): the servers it
+                // measures send no urgent data. Not when the event reported a hang-up:
+                // a FIN that came with the data raises no later edge, so read on to it.
                 return Ok(());
             }
         }

@@ -141,7 +141,15 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
             let Some(conn) = conns.get_mut(i) else {
                 continue;
             };
-            conn.read_replies(&mut scratch, &work, now, measuring.then_some(&mut tally))?;
+            // A hang-up reported with the event raises no later edge: read on to it.
+            let closed = event.is_read_closed() || event.is_error();
+            conn.read_replies(
+                &mut scratch,
+                &work,
+                now,
+                closed,
+                measuring.then_some(&mut tally),
+            )?;
             ready.push(i);
         }
         if let Some(bar) = &progress {

@@ -160,7 +160,8 @@ impl RequestTemplate {
 
 /// Checks a stream of replies that must each equal `reply`, however the
 /// stream is cut: `matched` is how much of the current reply has arrived.
-/// Returns the replies completed, or the bytes that did not match.
+/// Returns the replies completed, or, on a mismatch, the input from where the
+/// reply being read begins in it (what to show).
 pub(super) fn match_fixed<'a>(
     reply: &[u8],
     matched: &mut usize,
@@ -223,7 +224,7 @@ mod tests {
     }
 
     #[test]
-    fn a_wrong_reply_is_reported_from_where_it_differs() {
+    fn a_wrong_reply_is_reported_from_the_reply_that_differs() {
         let mut matched = 0;
         let got = match_fixed(b"+PONG\r\n", &mut matched, b"+PONG\r\n-ERR no\r\n");
         assert_eq!(got, Err(&b"-ERR no\r\n"[..]));

@@ -143,7 +143,9 @@ impl<'a> Header<'a> {
     }
 
     /// Parses header bytes in place (what the decoder does: see `Decoder::decode`).
+    /// Whatever the slot held before is replaced.
     pub fn fill(&mut self, bytes: &'a [u8]) -> Result<(), HeaderError> {
+        *self = Header::default();
         if !scan(bytes, self) {
             *self = Header::parse_json(bytes)?;
         }

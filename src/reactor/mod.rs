@@ -32,9 +32,6 @@ pub trait Handler {
 pub struct Readiness {
     pub readable: bool,
     pub writable: bool,
-    /// The peer closed its side or the socket failed, as of the poll: read on
-    /// to the end of file (or the error), not only until a short read.
-    pub read_closed: bool,
 }
 
 impl Readiness {
@@ -42,7 +39,6 @@ impl Readiness {
         Readiness {
             readable: event.is_readable() || event.is_read_closed() || event.is_error(),
             writable: event.is_writable() || event.is_write_closed() || event.is_error(),
-            read_closed: event.is_read_closed() || event.is_error(),
         }
     }
 }

@@ -29,16 +29,7 @@ impl Server {
     /// socket, until `WouldBlock` (edge-triggered readiness fires once per
     /// arrival, so stopping early would strand bytes), within a per-turn budget
     /// (fairness).
-    ///
-    /// With `short_read_ends`, a read that fills less than its buffer ends the
-    /// loop too: the socket was empty at that moment, and any byte that arrives
-    /// later raises a new edge (epoll(7) says as much of stream sockets). That
-    /// saves the read that would say `WouldBlock`, one syscall in three at
-    /// pipeline 1. It holds only for a fresh event that did not report a
-    /// hang-up: a FIN that came with the data raises no later edge (so then
-    /// `Readiness::read_closed` is set and the loop reads on to the end of
-    /// file), and a revisit has no event behind it at all.
-    pub(super) fn read(&mut self, r: &mut Reactor, key: usize, short_read_ends: bool) {
+    pub(super) fn read(&mut self, r: &mut Reactor, key: usize) {
         self.visit_pushes = 0;
         self.touch(key);
         let serves = |s: &Slot| s.conn.has_stash() && s.conn.reading() == Reading::Requests;
@@ -52,7 +43,7 @@ impl Server {
         // before the next read); a machine that stops taking input ends the loop.
         let mut scratch = std::mem::take(&mut self.scratch);
         let end = net::read_within(tuning::READS_PER_TURN, || {
-            self.read_once(r, key, &mut scratch, short_read_ends)
+            self.read_once(r, key, &mut scratch)
         });
         self.scratch = scratch;
         let now = r.now();
@@ -73,13 +64,7 @@ impl Server {
     }
 
     /// One `read` into the machine, as its state wants.
-    fn read_once(
-        &mut self,
-        r: &mut Reactor,
-        key: usize,
-        scratch: &mut [u8],
-        short_read_ends: bool,
-    ) -> io::Result<Step> {
+    fn read_once(&mut self, r: &mut Reactor, key: usize, scratch: &mut [u8]) -> io::Result<Step> {
         let Some(slot) = self.conns.get_mut(key) else {
             return Ok(Step::Stop);
         };
@@ -92,7 +77,6 @@ impl Server {
                 scratch.get_mut(..room).unwrap_or_default()
             }
         };
-        let room = buf.len();
         let n = slot.stream.read(buf)?;
         if n == 0 {
             return Ok(Step::Eof);
@@ -114,11 +98,7 @@ impl Server {
             Reading::Ahead(_) => slot.conn.keep_input(input),
             Reading::Discard | Reading::Not => {}
         }
-        Ok(if short_read_ends && n < room {
-            Step::Drained
-        } else {
-            Step::Got
-        })
+        Ok(Step::Got)
     }
 
     /// Hands input (or, with `None`, the stash) to the machine, carrying out the
