@@ -92,10 +92,12 @@ fn serve(conn: &mut Conn, buf: &mut [u8]) -> bool {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return false,
         };
-        let got = &buf[..n];
+        let got = buf.get(..n).unwrap_or_default();
         match conn.stream.write(got) {
             Ok(written) if written == n => {}
-            Ok(written) => conn.pending.extend_from_slice(&got[written..]),
+            Ok(written) => conn
+                .pending
+                .extend_from_slice(got.get(written..).unwrap_or_default()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.pending.extend_from_slice(got),
             Err(_) => return false,
         }

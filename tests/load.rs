@@ -293,24 +293,29 @@ fn quick(addr: &str, extra: &[&str]) -> Output {
     load(&[&base[..], extra].concat())
 }
 
+/// A run that succeeded on `wire` with more than 100 requests, all right.
+fn assert_clean_run(out: &Output, wire: &str) {
+    assert!(
+        out.status.success(),
+        "{wire}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(out);
+    assert_eq!(
+        (r["wire"].as_str(), r["errors"].as_u64()),
+        (Some(wire), Some(0)),
+        "{r}"
+    );
+    assert!(r["requests"].as_u64().unwrap() > 100, "{r}");
+}
+
 #[test]
 fn resp_echo_and_ping_check_out_against_a_resp_server() {
     let addr = resp_server(false).to_string();
     for op in ["echo", "ping"] {
         // No users file, no key: a RESP run logs in to nothing.
         let out = quick(&addr, &["--resp", "--op", op, "--size", "100"]);
-        assert!(
-            out.status.success(),
-            "{op}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let r = report(&out);
-        assert_eq!(
-            (r["wire"].as_str(), r["errors"].as_u64()),
-            (Some("resp"), Some(0)),
-            "{r}"
-        );
-        assert!(r["requests"].as_u64().unwrap() > 100, "{op}: {r}");
+        assert_clean_run(&out, "resp");
     }
 }
 
@@ -355,16 +360,5 @@ fn raw_echoes_come_back_unchanged_from_the_floor() {
         .unwrap();
     let addr = first.split_whitespace().last().unwrap().to_string();
     let out = quick(&addr, &["--raw", "--size", "64"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = report(&out);
-    assert_eq!(
-        (r["wire"].as_str(), r["errors"].as_u64()),
-        (Some("raw"), Some(0)),
-        "{r}"
-    );
-    assert!(r["requests"].as_u64().unwrap() > 100, "{r}");
+    assert_clean_run(&out, "raw");
 }

@@ -1,9 +1,10 @@
 //! The wire format of contract section 1, as pure code over bytes: decoding
-//! (`codec`, `header`) and encoding (`reply`). No sockets here.
+//! (`codec`, `header` with its fast path `scan`) and encoding (`reply`). No sockets here.
 
 pub mod codec;
 pub mod header;
 pub mod reply;
+mod scan;
 
 pub use codec::{Decoder, Event, FrameError, Limits};
 pub use header::{FieldError, Header};

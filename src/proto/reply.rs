@@ -23,8 +23,7 @@ impl<'b> HeadWriter<'b> {
         let mut w = HeadWriter::open(buf);
         w.key("status").number(u64::from(status));
         if let Some(id) = id {
-            w.buf.push(b',');
-            w.key("id").number(id);
+            w.number_field("id", id);
         }
         w
     }
@@ -64,6 +63,12 @@ impl<'b> HeadWriter<'b> {
         self
     }
 
+    /// Adds `"key":n`, written without serde.
+    fn number_field(&mut self, key: &str, n: u64) {
+        self.buf.push(b',');
+        self.key(key).number(n);
+    }
+
     fn number(&mut self, n: u64) -> &mut Self {
         self.buf
             .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
@@ -80,8 +85,7 @@ impl<'b> HeadWriter<'b> {
     /// Closes the header (with `size` when a body follows) and fills in the length prefix.
     pub fn finish(&mut self, body_len: u64) {
         if body_len > 0 {
-            self.buf.push(b',');
-            self.key("size").number(body_len);
+            self.number_field("size", body_len);
         }
         self.buf.push(b'}');
         let len = self.buf.len() - self.start - 4;
