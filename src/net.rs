@@ -157,6 +157,23 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// What to be told of its reading side. TCP adds urgent data (EPOLLPRI): a
+    /// read stops at an urgent mark with bytes still queued, and the event that
+    /// says so is what keeps a short read from being taken for an empty socket.
+    pub fn read_interest(&self) -> Interest {
+        match self {
+            Stream::Tcp(_) => Interest::READABLE | Interest::PRIORITY,
+            Stream::Unix(_) => Interest::READABLE,
+        }
+    }
+
+    /// Whether a short read shows the socket empty (see `Server::read`). Not
+    /// on a Unix socket: a read stops after a message that carries descriptors,
+    /// with the rest already queued and no event to tell of it.
+    pub fn short_read_drains(&self) -> bool {
+        matches!(self, Stream::Tcp(_))
+    }
+
     /// Closes our sending side (FIN), keeping the receiving side open.
     pub fn shutdown_write(&self) -> io::Result<()> {
         match self {
@@ -257,6 +274,10 @@ pub fn classify(e: &io::Error) -> IoClass {
 pub enum Step {
     /// Bytes came and were used: read again.
     Got,
+    /// Fewer bytes came than there was room for: the socket was empty at that
+    /// moment, and bytes arriving later raise a new edge. Ends the loop as
+    /// `WouldBlock` would, one syscall sooner (see `Server::read`).
+    Drained,
     /// End of file (the peer closed its side, a pipe's writer exited).
     Eof,
     /// The caller wants no more now (paused, or nothing left to read).
@@ -277,14 +298,15 @@ pub enum ReadEnd {
 }
 
 /// The one budgeted read loop (sockets, child pipes, the UDP socket): calls
-/// `read` until `WouldBlock` (edge-triggered readiness fires once per arrival,
-/// so stopping early would strand bytes), end of file, a stop, a fatal error,
+/// `read` until `WouldBlock` or a short read that says the same (edge-triggered
+/// readiness fires once per arrival, so stopping early would strand bytes), end of file, a stop, a fatal error,
 /// or `budget` reads (fairness: the others get their turn). Interrupted reads
 /// are retried within the budget.
 pub fn read_within(budget: usize, mut read: impl FnMut() -> io::Result<Step>) -> ReadEnd {
     for _ in 0..budget {
         match read() {
             Ok(Step::Got) => {}
+            Ok(Step::Drained) => return ReadEnd::WouldBlock,
             Ok(Step::Eof) => return ReadEnd::Eof,
             Ok(Step::Stop) => return ReadEnd::Stopped,
             Err(e) => match classify(&e) {

@@ -578,3 +578,97 @@ fn shutdown_flushes_pending_replies_before_the_bye() {
     let (status, _) = exit_within(&mut server, Duration::from_secs(6));
     assert_eq!(status.code(), Some(0));
 }
+
+/// A ping frame with this id.
+fn ping(id: u64) -> Vec<u8> {
+    encode_frame(format!(r#"{{"op":"ping","id":{id}}}"#).as_bytes(), b"")
+}
+
+/// A TCP read stops at an urgent (MSG_OOB) mark with the rest of the stream
+/// already queued: the frame behind the mark must be answered anyway, though
+/// the read before it came up short. The mark lands mid-read only when both
+/// parts travel in one segment (corked), and not every time: 20 rounds.
+#[test]
+fn a_frame_behind_an_urgent_mark_is_answered() {
+    use std::os::fd::AsRawFd;
+    let server = Server::start(&["--no-auth"]);
+    for round in 0..20 {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(read_frame(&mut s).unwrap().op(), Some("hello"));
+        let fd = s.as_raw_fd();
+        let cork = |on: libc::c_int| {
+            // SAFETY: an open socket and a c_int of the size given.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_CORK,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0);
+        };
+        cork(1);
+        std::io::Write::write_all(&mut s, &ping(1)).unwrap();
+        // SAFETY: one byte from a live buffer on an open socket.
+        let sent = unsafe { libc::send(fd, b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+        assert_eq!(sent, 1);
+        std::io::Write::write_all(&mut s, &ping(2)).unwrap();
+        cork(0);
+        for id in [1, 2] {
+            let reply = read_frame(&mut s)
+                .unwrap_or_else(|e| panic!("round {round}: no reply to ping {id}: {e}"));
+            assert_eq!((reply.status(), reply.id()), (200, Some(id)), "round {round}");
+        }
+    }
+}
+
+/// A Unix-socket read stops after a message that carries descriptors
+/// (SCM_RIGHTS), with the rest already queued: the frame after it must be
+/// answered anyway. 10 rounds, as the timing varies.
+#[test]
+fn a_frame_after_passed_descriptors_is_answered() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let _server = Server::start(&["--no-auth", "--unix", path.to_str().unwrap()]);
+    for round in 0..10 {
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(read_frame(&mut s).unwrap().op(), Some("hello"));
+        let first = ping(1);
+        let mut iov = libc::iovec {
+            iov_base: first.as_ptr() as *mut libc::c_void,
+            iov_len: first.len(),
+        };
+        let fd_len = std::mem::size_of::<libc::c_int>() as u32;
+        // SAFETY: CMSG_SPACE only computes a size.
+        let space = unsafe { libc::CMSG_SPACE(fd_len) } as usize;
+        let mut control = vec![0u8; space];
+        // SAFETY: a zeroed msghdr is valid; every pointer set below outlives the sendmsg.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: the control buffer has room for one header and one descriptor.
+        let sent = unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(fd_len) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), s.as_raw_fd());
+            libc::sendmsg(s.as_raw_fd(), &msg, 0)
+        };
+        assert_eq!(sent, first.len() as isize);
+        std::io::Write::write_all(&mut s, &ping(2)).unwrap();
+        for id in [1, 2] {
+            let reply = read_frame(&mut s)
+                .unwrap_or_else(|e| panic!("round {round}: no reply to ping {id}: {e}"));
+            assert_eq!((reply.status(), reply.id()), (200, Some(id)), "round {round}");
+        }
+    }
+}

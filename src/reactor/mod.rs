@@ -32,13 +32,21 @@ pub trait Handler {
 pub struct Readiness {
     pub readable: bool,
     pub writable: bool,
+    /// The peer closed its side, the socket failed, or urgent data is pending,
+    /// as of the poll: none of them raises a later edge, so read on until
+    /// `WouldBlock` or the end of file, not only until a short read.
+    pub read_all: bool,
 }
 
 impl Readiness {
     fn of(event: &Event) -> Readiness {
         Readiness {
-            readable: event.is_readable() || event.is_read_closed() || event.is_error(),
+            readable: event.is_readable()
+                || event.is_read_closed()
+                || event.is_error()
+                || event.is_priority(),
             writable: event.is_writable() || event.is_write_closed() || event.is_error(),
+            read_all: event.is_read_closed() || event.is_error() || event.is_priority(),
         }
     }
 }

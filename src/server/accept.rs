@@ -7,7 +7,6 @@ use crate::config::tuning;
 use crate::conn::Conn;
 use crate::net::{IoClass, Peer, Stream, classify, is_resource_exhaustion};
 use crate::reactor::{Reactor, TRACE};
-use mio::Interest;
 use std::io;
 
 impl Server {
@@ -82,7 +81,8 @@ impl Server {
         let key = entry.key();
         let token = Source::Conn(key).token();
         log::trace!(target: TRACE, "  accept {} as conn {}", peer.name, token.0);
-        if let Err(e) = r.register(&mut stream, token, Interest::READABLE) {
+        let interest = stream.read_interest();
+        if let Err(e) = r.register(&mut stream, token, interest) {
             log::warn!("register {}: {e}", peer.name);
             return;
         }
@@ -108,7 +108,7 @@ impl Server {
             stream,
             conn,
             peer: peer.name,
-            interest: Interest::READABLE,
+            interest,
             timer: None,
             corked: false,
             dirty: false,

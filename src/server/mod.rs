@@ -295,7 +295,7 @@ impl Handler for Server {
             Some(Source::Pool) => self.pool_ready(r),
             Some(Source::Conn(key)) => {
                 if readiness.readable {
-                    self.read(r, key);
+                    self.read(r, key, !readiness.read_all);
                 }
                 // Writable: the end of the turn writes what is owed.
                 self.touch(key);
@@ -340,7 +340,7 @@ impl Handler for Server {
                 // A job's next step (if one runs; it may end it), then the input
                 // as the machine wants it now (read ahead, serve, or drain).
                 self.resume(r, key);
-                self.read(r, key);
+                self.read(r, key, false);
                 // Output held back by the file budget goes out now too.
                 self.touch(key);
                 self.pushes_now(r);
