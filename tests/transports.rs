@@ -620,7 +620,11 @@ fn a_frame_behind_an_urgent_mark_is_answered() {
         for id in [1, 2] {
             let reply = read_frame(&mut s)
                 .unwrap_or_else(|e| panic!("round {round}: no reply to ping {id}: {e}"));
-            assert_eq!((reply.status(), reply.id()), (200, Some(id)), "round {round}");
+            assert_eq!(
+                (reply.status(), reply.id()),
+                (200, Some(id)),
+                "round {round}"
+            );
         }
     }
 }
@@ -668,7 +672,11 @@ fn a_frame_after_passed_descriptors_is_answered() {
         for id in [1, 2] {
             let reply = read_frame(&mut s)
                 .unwrap_or_else(|e| panic!("round {round}: no reply to ping {id}: {e}"));
-            assert_eq!((reply.status(), reply.id()), (200, Some(id)), "round {round}");
+            assert_eq!(
+                (reply.status(), reply.id()),
+                (200, Some(id)),
+                "round {round}"
+            );
         }
     }
 }
