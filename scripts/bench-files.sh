@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench-files.sh: a 1 GiB get over loopback, frameloop against nginx (apt) serving the
-# same file, then frameloop put of it. Servers pinned to CPU 0, clients to CPU 1.
+# same file, then frameloop put of it. Servers pinned to CPU 0, clients to CPU 1;
+# frameloop's pool threads (which hash a put's body) may run on either core.
 # nginx is read both by `curl -o /dev/null` and by the same Python reader frameloop
 # gets (scripts/transfer.py), so the client is not what differs. The file is in the
 # page cache for every run (a warm-up read first); medians of RUNS runs.
@@ -14,7 +15,8 @@ if ! command -v nginx >/dev/null; then
 fi
 build
 
-start_frameloop
+SERVER_CPUS=0,1 start_frameloop
+pin_loop "$SERVER_PID" 0
 DATA="$WORK/frameloop"
 mkdir -p "$DATA/files/guest"
 FILE="$DATA/files/guest/big.bin"
@@ -59,7 +61,7 @@ for run in $(seq "$RUNS"); do
         "| nginx, curl $curl_mib"
     get_all+=("$(field "$fl" mib_s)"); nginx_py+=("$(field "$ng" mib_s)"); nginx_curl+=("$curl_mib")
     # sum reads the cached file and hashes it: the server's SHA-256 speed, which
-    # bounds put (put hashes every byte it stores, on the loop's one core).
+    # bounds put (put hashes every byte it stores, on a pool thread).
     sm="$($T python3 scripts/transfer.py frameloop-sum "$ADDR" "$USERS" /big.bin)"
     sum_all+=("$(field "$sm" mib_s)")
 done
@@ -68,13 +70,24 @@ done
 # where fsync costs nothing) shows the server's own cost.
 FL_ADDR="$ADDR" FL_USERS="$USERS"
 SHM="$(mktemp -d /dev/shm/frameloop-bench.XXXXXX)"
-RUST_LOG=warn taskset -c 0 "$BIN" serve --listen 127.0.0.1:0 --udp off --data-dir "$SHM" >"$SHM/out" 2>"$SHM/out.err" &
-STARTED+=("$!")
+RUST_LOG=warn "$BIN" serve --listen 127.0.0.1:0 --udp off --data-dir "$SHM" >"$SHM/out" 2>"$SHM/out.err" &
+SHM_PID=$!; STARTED+=("$SHM_PID")
 SHM_ADDR="$(wait_listening "$SHM/out")"
+pin_loop "$SHM_PID" 0
+# CPU seconds of the loop thread and of the pool threads, from /proc.
+thread_cpu() {
+    local tick; tick="$(getconf CLK_TCK)"
+    awk -v main="$1" -v tick="$tick" '{ split(FILENAME, p, "/"); t = ($14 + $15) / tick
+        if (p[5] == main) l += t; else o += t } END { printf "%.2f %.2f", l, o }' /proc/"$1"/task/*/stat
+}
 for run in $(seq "$RUNS"); do
     pt="$($T python3 scripts/transfer.py frameloop-put "$FL_ADDR" "$FL_USERS" "$FILE" /upload.bin)"
+    read -r l0 p0 <<<"$(thread_cpu "$SHM_PID")"
     ps="$($T python3 scripts/transfer.py frameloop-put "$SHM_ADDR" "$SHM/users" "$FILE" /upload.bin)"
-    echo "put run $run (MiB/s): data dir on disk $(field "$pt" mib_s) | on tmpfs $(field "$ps" mib_s)"
+    read -r l1 p1 <<<"$(thread_cpu "$SHM_PID")"
+    echo "put run $run (MiB/s): data dir on disk $(field "$pt" mib_s) | on tmpfs $(field "$ps" mib_s)" \
+        "(server CPU s: loop $(awk -v a="$l0" -v b="$l1" 'BEGIN { print b - a }')," \
+        "pool $(awk -v a="$p0" -v b="$p1" 'BEGIN { print b - a }'))"
     put_all+=("$(field "$pt" mib_s)"); put_shm+=("$(field "$ps" mib_s)")
 done
 rm -rf "$SHM"

@@ -50,6 +50,19 @@ start_frameloop() {
     USERS="$dir/users"
 }
 
+# pin_loop PID CPU: pins the server's loop thread alone to CPU, leaving its pool
+# threads free to run on any core (start the server with SERVER_CPUS covering
+# all of them). Waits for the pool threads first: they take the mask of the
+# thread that starts them.
+pin_loop() {
+    local _
+    for _ in $(seq 100); do
+        grep -qs frameloop-pool /proc/"$1"/task/*/comm && break
+        sleep 0.05
+    done
+    taskset -pc "$2" "$1" >/dev/null
+}
+
 # start_threaded: scripts/threaded_server.py, a thread per client. Sets SERVER_PID, ADDR, USERS.
 start_threaded() {
     local dir="$WORK/threaded"

@@ -226,6 +226,31 @@ fn put_refusals_leave_the_destination_and_no_temp_file() {
 }
 
 #[test]
+fn a_put_hashed_in_many_steps_is_verified_whole() {
+    // Past several of the pool's hash steps (1 MiB), and not a multiple of one:
+    // the reply's digest covers every byte, and a wrong sha256 still refuses it.
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    let data: Vec<u8> = (0..5 * 1024 * 1024 + 3u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut wrong = data.clone();
+    wrong[4 * 1024 * 1024 + 1] ^= 1;
+    let r = put(&mut c, "/w", &data, json!({"sha256": sha_hex(&wrong)}));
+    assert_eq!(r.status(), 400, "{r:?}");
+    assert!(!root(&server, "guest").join("w").exists());
+    assert_eq!(tmp_entries(&server), 0);
+    let r = put(&mut c, "/w", &data, json!({"sha256": sha_hex(&data)}));
+    assert_eq!(r.status(), 200, "{r:?}");
+    assert_eq!(r.str("sha256"), Some(sha_hex(&data).as_str()));
+    assert_eq!(
+        std::fs::read(root(&server, "guest").join("w")).unwrap(),
+        data
+    );
+    assert_eq!(tmp_entries(&server), 0);
+}
+
+#[test]
 fn disconnect_mid_put_leaves_nothing() {
     let server = Server::start(&[]);
     let mut raw = server.raw_authed();

@@ -31,8 +31,9 @@ pub(super) enum Then {
     Ls,
     /// The `sum` reply.
     Sum,
-    /// The upload's rename (its data is on disk now), then its directory's flush.
-    Put(Box<files::Upload>, [u8; 32]),
+    /// The upload's rename (its data is hashed and on disk now), then its
+    /// directory's flush.
+    Put(Box<files::Upload>),
     /// The `put` reply (total, sha256), once the directory's flush is done.
     Stored(u64, [u8; 32]),
     /// The login's quota walk is done: the login completes (`Next::Authenticated`).
@@ -68,7 +69,8 @@ impl Services {
 
     /// Moves the pool's finished work to `results`, noting whose it is in
     /// `ready` (with threads; inline, the connection goes on next turn by itself).
-    /// Results nobody waits for any more (the connection closed) are dropped.
+    /// Results nobody waits for (an upload's hash step; a connection that
+    /// closed) are dropped.
     pub(super) fn collect(&mut self) {
         while let Some((ticket, done)) = self.pool.finished() {
             if let Some(key) = self.pooled.remove(&ticket) {
@@ -198,9 +200,9 @@ impl Services {
             (Then::Sum, Done::Hashed(sum)) => {
                 sum.map(|(total, digest)| files::write_digest(out, id, total, &digest))
             }
-            (Then::Put(upload, digest), Done::Synced(synced)) => {
-                match synced.and_then(|()| upload.commit()) {
-                    Ok((total, flush)) => {
+            (Then::Put(upload), Done::Flushed(flushed)) => {
+                match flushed.and_then(|digest| Ok((upload.commit()?, digest))) {
+                    Ok(((total, flush), digest)) => {
                         let then = Then::Stored(total, digest);
                         return self.send_to_pool(session, id, flush, then);
                     }

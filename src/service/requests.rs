@@ -203,7 +203,13 @@ impl Services {
             Body::Collect { bytes, .. } | Body::Message { bytes, .. } => {
                 bytes.extend_from_slice(chunk)
             }
-            Body::Upload { upload, .. } => upload.write(chunk),
+            Body::Upload { upload, .. } => {
+                if let Some(task) = upload.write(chunk)
+                    && self.pool.submit(task).is_err()
+                {
+                    upload.hash_refused();
+                }
+            }
             Body::Drop => {}
         }
     }
@@ -222,10 +228,9 @@ impl Services {
                 self.finish(out, id, result.map(|()| Reply::Empty));
             }
             Body::Upload { id, mut upload } => match upload.verify() {
-                // The flush waits on the disk: the pool does it; the rename follows.
-                Ok((digest, sync)) => {
-                    return self.send_to_pool(session, id, sync, Then::Put(upload, digest));
-                }
+                // The last hashing and the flush (which waits on the disk): the
+                // pool does them; the rename follows.
+                Ok(flush) => return self.send_to_pool(session, id, flush, Then::Put(upload)),
                 Err(e) => self.error(out, e.status, id, &e.message),
             },
             Body::Drop => {}

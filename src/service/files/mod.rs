@@ -20,7 +20,12 @@ pub enum Done {
     Listing(Result<Vec<u8>, OpError>),
     /// A `sum`: the file's length and SHA-256.
     Hashed(Result<(u64, [u8; 32]), OpError>),
-    /// A `put`'s temp file is on disk (fsync).
+    /// A step of a `put`'s hashing (nothing to do back on the loop).
+    Hashing,
+    /// A `put`'s body is hashed, matches the `sha256` it named, and is on disk
+    /// (fsync): its digest.
+    Flushed(Result<[u8; 32], OpError>),
+    /// A `put`'s directory is on disk (fsync).
     Synced(Result<(), OpError>),
     /// The first walk of a user's tree under `--quota`: what it counts.
     Walked(Result<u64, OpError>),

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Read size of a `sum`.
 const SUM_READ: usize = 256 * 1024;
@@ -80,16 +81,32 @@ impl Files {
 /// open), with its length. Runs on a pool thread.
 fn hash(file: &File) -> Result<(u64, [u8; 32]), OpError> {
     let mut hasher = Sha256::new();
+    let total = hash_range(file, &mut hasher, 0, u64::MAX, &AtomicBool::new(false))?;
+    Ok((total, hasher.finalize().into()))
+}
+
+/// Feeds the file's bytes from `from` to `to` (or its end, if nearer) into
+/// `hasher`; returns where it stopped. Stops early when `stop` is set. Runs on
+/// a pool thread (`sum`, and an upload's hashing).
+pub(super) fn hash_range(
+    file: &File,
+    hasher: &mut Sha256,
+    from: u64,
+    to: u64,
+    stop: &AtomicBool,
+) -> std::io::Result<u64> {
     let mut buf = vec![0; SUM_READ];
-    let mut pos = 0u64;
-    loop {
-        let n = file.read_at(&mut buf, pos)?;
+    let mut pos = from;
+    while pos < to && !stop.load(Ordering::Acquire) {
+        let want = usize::try_from(to - pos).map_or(SUM_READ, |left| left.min(SUM_READ));
+        let n = file.read_at(buf.get_mut(..want).unwrap_or_default(), pos)?;
         if n == 0 {
-            return Ok((pos, hasher.finalize().into()));
+            break;
         }
         hasher.update(buf.get(..n).unwrap_or_default());
         pos += n as u64;
     }
+    Ok(pos)
 }
 
 /// Writes the `{total, sha256}` reply of put and sum.

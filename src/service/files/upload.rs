@@ -2,6 +2,7 @@
 //! system, and renamed over the path only when it is complete, verified and flushed.
 
 use super::quota::{Reservation, counted};
+use super::transfer::hash_range;
 use super::{Done, FileSession, Files, beneath, not_symlink};
 use crate::pool::Task;
 use crate::proto::Header;
@@ -13,9 +14,14 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// An upload starts writeback every this many bytes (see `beneath::start_writeback`).
 const WRITEBACK_STEP: u64 = 8 * 1024 * 1024;
+/// An upload hands the pool the hashing of what it wrote every this many bytes
+/// (small enough that the pool reads it back while it is still in the CPU's cache).
+const HASH_STEP: u64 = 1024 * 1024;
 /// Prefix of upload temp files in `<data-dir>/tmp`; leftovers are removed at start.
 const TMP_PREFIX: &str = "put-";
 
@@ -57,7 +63,8 @@ impl TempDir {
         let fd = beneath::open(
             self.dir.as_fd(),
             &name,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            // Read too: the pool hashes the body back from the file (see `Hashing`).
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
             0o600,
         )?;
         Ok((File::from(fd), name))
@@ -107,19 +114,24 @@ impl Files {
         // A failure here drops the reservation, releasing it.
         let (file, tmp_name) = self.tmp.create()?;
         Ok(Upload {
-            file,
+            hashing: Arc::new(Hashing {
+                file,
+                digest: Mutex::new((Sha256::new(), 0)),
+                queued: AtomicBool::new(false),
+                dropped: AtomicBool::new(false),
+            }),
             tmp: self.tmp.dir.clone(),
             tmp_name,
             dir,
             name: name.to_string(),
             size,
             written: 0,
-            hasher: Sha256::new(),
             want_sha,
             overwrite,
             reservation,
             failed: None,
             writeback_at: 0,
+            hash_asked: 0,
             stored: false,
         })
     }
@@ -128,9 +140,14 @@ impl Files {
 /// A `put` in progress: its body goes to a temp file; only a complete, verified,
 /// flushed body is renamed over the destination. Dropped unfinished (disconnect,
 /// error, shutdown), it removes the temp file.
+///
+/// The body is hashed on the pool, not on the loop: the loop writes each piece to
+/// the file, and every `HASH_STEP` bytes a pool task reads what was written back
+/// (from the page cache) into the hash, so hashing overlaps receiving (on
+/// another core when there is one). The last bytes are hashed by the flush task.
 #[derive(Debug)]
 pub struct Upload {
-    file: File,
+    hashing: Arc<Hashing>,
     tmp: Rc<OwnedFd>,
     tmp_name: String,
     /// The destination's directory, held open: the rename lands there even if
@@ -139,7 +156,8 @@ pub struct Upload {
     name: String,
     size: u64,
     written: u64,
-    hasher: Sha256,
+    /// What the last hash task was given (hashed up to here, or to be).
+    hash_asked: u64,
     want_sha: Option<[u8; 32]>,
     overwrite: bool,
     /// Under `--quota`: what the upload adds held against the user's quota until it ends.
@@ -152,46 +170,65 @@ pub struct Upload {
 
 impl Upload {
     /// A piece of the body. Disk writes are bounded by the read chunk (64 KiB).
-    pub fn write(&mut self, chunk: &[u8]) {
+    /// Returns the hashing of what is written so far, as work for the pool,
+    /// every `HASH_STEP` bytes when no such task is queued (see [`Upload::hash_refused`]).
+    pub fn write(&mut self, chunk: &[u8]) -> Option<Task<Done>> {
         if self.failed.is_some() {
-            return;
+            return None;
         }
-        if let Err(e) = self.file.write_all(chunk) {
+        if let Err(e) = (&self.hashing.file).write_all(chunk) {
             self.failed = Some(e.into());
-            return;
+            return None;
         }
-        self.hasher.update(chunk);
         self.written += chunk.len() as u64;
         if self.written - self.writeback_at >= WRITEBACK_STEP {
             beneath::start_writeback(
-                self.file.as_fd(),
+                self.hashing.file.as_fd(),
                 self.writeback_at,
                 self.written - self.writeback_at,
             );
             self.writeback_at = self.written;
         }
+        // One hash task at a time: while one runs, the writes go on and the next
+        // task takes all they added.
+        if self.written - self.hash_asked < HASH_STEP
+            || self.hashing.queued.swap(true, Ordering::AcqRel)
+        {
+            return None;
+        }
+        self.hash_asked = self.written;
+        let (hashing, upto) = (Arc::clone(&self.hashing), self.written);
+        Some(Box::new(move || {
+            // An error is met again, and answered, by the flush's hashing.
+            let _ = hashing.hash_to(upto);
+            hashing.queued.store(false, Ordering::Release);
+            Done::Hashing
+        }))
     }
 
-    /// The whole body arrived: verify it, and hand back the flush (`fsync`, which
-    /// can take long) as blocking work for the pool. [`Upload::commit`] follows.
-    pub fn verify(&mut self) -> Result<([u8; 32], Task<Done>), OpError> {
+    /// The pool's queue was full: the task from [`Upload::write`] did not run;
+    /// a later piece asks again.
+    pub fn hash_refused(&mut self) {
+        self.hashing.queued.store(false, Ordering::Release);
+    }
+
+    /// The whole body arrived: hand back its last hashing, its verification and
+    /// its flush (`fsync`, which can take long) as blocking work for the pool;
+    /// the task gives the digest. [`Upload::commit`] follows.
+    pub fn verify(&mut self) -> Result<Task<Done>, OpError> {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
         if self.written != self.size {
             return Err(OpError::bad("body shorter than size"));
         }
-        let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
-        if let Some(want) = self.want_sha
-            && want != digest
-        {
-            return Err(OpError::bad("sha256 does not match the body"));
-        }
-        let file = self.file.try_clone()?;
-        Ok((
-            digest,
-            Box::new(move || Done::Synced(file.sync_all().map_err(OpError::from))),
-        ))
+        let (hashing, written, want_sha) = (Arc::clone(&self.hashing), self.written, self.want_sha);
+        Ok(Box::new(move || {
+            Done::Flushed(hashing.finish(written, want_sha).and_then(|digest| {
+                hashing.file.sync_all()?;
+                Ok(digest)
+            }))
+        }))
     }
 
     /// The data is on disk: judge the quota, rename, count. Returns the bytes
@@ -251,8 +288,57 @@ impl Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
+        // A hash task still running stops at its next read.
+        self.hashing.dropped.store(true, Ordering::Release);
         if !self.stored {
             let _ = beneath::remove(self.tmp.as_fd(), &self.tmp_name, false);
+        }
+    }
+}
+
+/// An upload's temp file and the hash of its first bytes, shared with the pool's
+/// hash tasks (one at a time, plus the flush's last one: the lock orders them).
+#[derive(Debug)]
+struct Hashing {
+    file: File,
+    /// The hash so far, and how many bytes of the file it has taken.
+    digest: Mutex<(Sha256, u64)>,
+    /// A hash task is queued or running.
+    queued: AtomicBool,
+    /// The upload is gone: a running task stops.
+    dropped: AtomicBool,
+}
+
+impl Hashing {
+    /// Takes the file's bytes up to `upto` into the hash (those not taken yet).
+    /// Runs on a pool thread.
+    fn hash_to(&self, upto: u64) -> Result<(), OpError> {
+        let mut digest = self
+            .digest
+            .lock()
+            .map_err(|_| OpError::new(500, "hashing failed"))?;
+        let (hasher, hashed) = &mut *digest;
+        if *hashed < upto {
+            *hashed = hash_range(&self.file, hasher, *hashed, upto, &self.dropped)?;
+        }
+        if *hashed < upto {
+            return Err(OpError::bad("body shorter than size"));
+        }
+        Ok(())
+    }
+
+    /// The last bytes into the hash, and the digest, checked against the one
+    /// the request named. Runs on a pool thread.
+    fn finish(&self, written: u64, want: Option<[u8; 32]>) -> Result<[u8; 32], OpError> {
+        self.hash_to(written)?;
+        let mut digest = self
+            .digest
+            .lock()
+            .map_err(|_| OpError::new(500, "hashing failed"))?;
+        let digest: [u8; 32] = std::mem::take(&mut digest.0).finalize().into();
+        match want {
+            Some(want) if want != digest => Err(OpError::bad("sha256 does not match the body")),
+            _ => Ok(digest),
         }
     }
 }
