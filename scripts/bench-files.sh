@@ -51,7 +51,7 @@ echo "nginx $(nginx -v 2>&1 | awk -F/ '{print $2}'), file $SIZE_MIB MiB" >&2
 
 field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 T="taskset -c 1 timeout --foreground 120"
-get_all=(); nginx_py=(); nginx_curl=(); put_all=(); put_shm=(); sum_all=()
+get_all=(); nginx_py=(); nginx_curl=(); put_all=(); put_shm=(); sum_all=(); shm_dd=()
 for run in $(seq "$RUNS"); do
     fl="$($T python3 scripts/transfer.py frameloop-get "$ADDR" "$USERS" /big.bin)"
     ng="$($T python3 scripts/transfer.py http-get "127.0.0.1:$NGINX_PORT" /big.bin)"
@@ -86,8 +86,13 @@ for run in $(seq "$RUNS"); do
     ps="$($T python3 scripts/transfer.py frameloop-put "$SHM_ADDR" "$SHM/users" "$FILE" /upload.bin)"
     read -r l1 p1 <<<"$(thread_cpu "$SHM_PID")"
     echo "put run $run (MiB/s): data dir on disk $(field "$pt" mib_s) | on tmpfs $(field "$ps" mib_s)" \
-        "(server CPU s: loop $(awk -v a="$l0" -v b="$l1" 'BEGIN { print b - a }')," \
-        "pool $(awk -v a="$p0" -v b="$p1" 'BEGIN { print b - a }'))"
+        "(CPU s: server loop $(awk -v a="$l0" -v b="$l1" 'BEGIN { print b - a }')," \
+        "pool $(awk -v a="$p0" -v b="$p1" 'BEGIN { print b - a }'), client $(field "$ps" client_cpu_s))"
+    # The kernel's own cost of writing the file into tmpfs, as put's loop does
+    # (64 KiB writes): the floor under the loop's share of a put.
+    rm -f "$SHM/dd.test"
+    shm_dd+=("$(taskset -c 0 dd if="$FILE" of="$SHM/dd.test" bs=64k 2>&1 | awk -F', ' '/copied/ {print $NF}')")
+    rm -f "$SHM/dd.test"
     put_all+=("$(field "$pt" mib_s)"); put_shm+=("$(field "$ps" mib_s)")
 done
 rm -rf "$SHM"
@@ -97,7 +102,8 @@ m() { printf '%s\n' "$@" | median; }
 g="$(m "${get_all[@]}")" n="$(m "${nginx_py[@]}")" c="$(m "${nginx_curl[@]}")"
 p="$(m "${put_all[@]}")" ps="$(m "${put_shm[@]}")" sm="$(m "${sum_all[@]}")"
 echo "median of $RUNS (MiB/s): frameloop get $g | nginx get $n (same reader), $c (curl)" \
-    "| frameloop put $p (disk), $ps (tmpfs) | sum $sm | disk, dd conv=fdatasync: $disk"
+    "| frameloop put $p (disk), $ps (tmpfs) | sum $sm | disk, dd conv=fdatasync: $disk" \
+    "| tmpfs, dd bs=64k: ${shm_dd[*]}"
 awk -v g="$g" -v n="$n" -v c="$c" -v p="$p" -v ps="$ps" -v sm="$sm" 'BEGIN {
     printf "ratios: get/nginx %.2f (same reader), %.2f (curl); put/get %.2f (disk), %.2f (tmpfs);",
         g / n, g / c, p / g, ps / g

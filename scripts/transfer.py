@@ -103,6 +103,7 @@ def http_get(addr, path):
 
 def main():
     kind, args = sys.argv[1], sys.argv[2:]
+    cpu = os.times()
     if kind == "frameloop-get":
         n, secs = frameloop_get(*args)
     elif kind == "frameloop-sum":
@@ -113,7 +114,11 @@ def main():
         n, secs = http_get(*args)
     else:
         raise SystemExit(__doc__)
-    print(json.dumps({"bytes": n, "seconds": round(secs, 4), "mib_s": round(n / secs / 2**20, 1)}))
+    end = os.times()
+    # The client's own CPU (its sendfile or reads, in the kernel, included).
+    client_cpu = end.user + end.system - cpu.user - cpu.system
+    print(json.dumps({"bytes": n, "seconds": round(secs, 4), "mib_s": round(n / secs / 2**20, 1),
+                      "client_cpu_s": round(client_cpu, 3)}))
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
     let progress = cfg
         .progress
         .then(|| progress_bar(cfg.warmup + cfg.duration));
-    let mut server_cpu_from: Option<Duration> = None;
+    let mut server_cpu_from: Option<(Duration, Duration)> = None;
     let mut events = Events::with_capacity(1024);
     let mut scratch = vec![0u8; 64 * 1024];
     let mut ready: Vec<usize> = (0..conns.len()).collect();
@@ -170,9 +170,13 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    let server_cpu_us_per_req = match (cfg.server_pid.and_then(process_cpu), server_cpu_from) {
+    // The server's CPU over the measured window per request: (user, system).
+    let server_cpu = match (cfg.server_pid.and_then(process_cpu), server_cpu_from) {
         (Some(end), Some(from)) if tally.requests > 0 => {
-            Some(end.saturating_sub(from).as_secs_f64() * 1e6 / tally.requests as f64)
+            let per_req = |end: Duration, from: Duration| {
+                end.saturating_sub(from).as_secs_f64() * 1e6 / tally.requests as f64
+            };
+            Some((per_req(end.0, from.0), per_req(end.1, from.1)))
         }
         _ => None,
     };
@@ -196,7 +200,8 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
         p999_us: q(0.999),
         max_us: tally.latency.max(),
         client_cpu: (cpu_time() - cpu_start).as_secs_f64() / wall,
-        server_cpu_us_per_req,
+        server_cpu_us_per_req: server_cpu.map(|(user, system)| user + system),
+        server_user_us_per_req: server_cpu.map(|(user, _)| user),
     })
 }
 

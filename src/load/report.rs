@@ -29,6 +29,8 @@ pub struct Report {
     /// With `server_pid`: the server's CPU time (user + system) over the measured
     /// window, per request, in microseconds.
     pub server_cpu_us_per_req: Option<f64>,
+    /// The user-space part of it (the rest is the kernel's: system calls, TCP).
+    pub server_user_us_per_req: Option<f64>,
 }
 
 /// The table `frameloop load` prints, one line per measure.
@@ -60,22 +62,28 @@ impl fmt::Display for Report {
             "  load CPU   {:>11.0}% of one core",
             self.client_cpu * 100.0
         )?;
-        if let Some(us) = self.server_cpu_us_per_req {
-            writeln!(f, "  server CPU {us:>12.2} us per request")?;
+        if let (Some(us), Some(user)) = (self.server_cpu_us_per_req, self.server_user_us_per_req) {
+            writeln!(
+                f,
+                "  server CPU {us:>12.2} us per request ({user:.2} user, {:.2} kernel)",
+                us - user
+            )?;
         }
         Ok(())
     }
 }
 
-/// CPU time (user + system) a process on this machine has used, from `/proc/PID/stat`.
-pub(super) fn process_cpu(pid: u32) -> Option<Duration> {
+/// CPU time a process on this machine has used, user and system, from `/proc/PID/stat`.
+pub(super) fn process_cpu(pid: u32) -> Option<(Duration, Duration)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which may hold spaces: state is field 3, utime 14, stime 15.
     let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| Duration::from_secs_f64(ticks as f64 / hz as f64))
+    let secs = |ticks: u64| Duration::from_secs_f64(ticks as f64 / hz as f64);
+    (hz > 0).then(|| (secs(user), secs(system)))
 }
 
 /// CPU time (user + system) this process has used.
