@@ -4,6 +4,7 @@
 use argh::FromArgs;
 use frameloop::client::Credentials;
 use frameloop::client::cli::{Options, Target};
+use frameloop::client::tls::TlsOptions;
 use frameloop::config::{self, Config};
 use frameloop::load::{LoadConfig, Wire};
 use frameloop::service::exec::Allowlist;
@@ -44,6 +45,13 @@ pub struct ClientArgs {
     /// send one stateless COMMAND over UDP to ADDR instead (no auth; retried on timeout)
     #[argh(option)]
     udp: Option<SocketAddr>,
+    /// connect with TLS (to the server's --tls-listen address)
+    #[argh(switch)]
+    tls: bool,
+    /// CA certificates (PEM) to verify the server with (default
+    /// ./frameloop-data/tls/cert.pem when it exists, else the system's roots)
+    #[argh(option)]
+    tls_ca: Option<PathBuf>,
     /// user name (default guest)
     #[argh(option, default = "DEFAULT_USER.into()")]
     user: String,
@@ -76,8 +84,17 @@ impl ClientArgs {
             (None, None, Some(addr)) => Target::Udp(addr),
             _ => return Err("give one of --addr, --unix and --udp".into()),
         };
+        let tls = match (self.tls, &target) {
+            (false, _) if self.tls_ca.is_some() => return Err("--tls-ca goes with --tls".into()),
+            (false, _) => None,
+            (true, Target::Tcp(_)) => Some(TlsOptions {
+                ca: self.tls_ca.clone(),
+            }),
+            (true, _) => return Err("--tls goes with --addr, not --unix or --udp".into()),
+        };
         Ok(Options {
             target,
+            tls,
             user: self.user.clone(),
             key: self.key.clone(),
             users: self.users.clone(),
@@ -104,6 +121,15 @@ pub struct ServeArgs {
     /// also listen on this Unix socket path (same protocol and auth as TCP)
     #[argh(option)]
     unix: Option<PathBuf>,
+    /// also serve TLS on this address (same protocol inside TLS)
+    #[argh(option)]
+    tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for TLS (default <data-dir>/tls/cert.pem, self-signed on first start)
+    #[argh(option)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (default <data-dir>/tls/key.pem)
+    #[argh(option)]
+    tls_key: Option<PathBuf>,
     /// data directory (default ./frameloop-data)
     #[argh(option, default = "Config::default().data_dir")]
     data_dir: PathBuf,
@@ -199,6 +225,9 @@ impl ServeArgs {
             listen: self.listen,
             udp: self.udp,
             unix: self.unix,
+            tls_listen: self.tls_listen,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
             users_file: self.users.unwrap_or_else(|| self.data_dir.join("users")),
             data_dir: self.data_dir,
             no_auth: self.no_auth,
@@ -358,11 +387,14 @@ mod tests {
 
     /// Flags whose "(default ...)" in the help describes what leaving them out
     /// means rather than a value the flag takes.
-    const DESCRIBED: [(&str, &str); 4] = [
+    const DESCRIBED: [(&str, &str); 7] = [
         ("client", "--addr"),
+        ("client", "--tls-ca"),
         ("serve", "--users"),
         ("serve", "--allow-exec"),
         ("serve", "--quota"),
+        ("serve", "--tls-cert"),
+        ("serve", "--tls-key"),
     ];
 
     fn parse(args: &[&str]) -> Result<Cli, argh::EarlyExit> {

@@ -22,44 +22,87 @@ pub fn random32() -> io::Result<[u8; 32]> {
     Ok(out)
 }
 
-fn mac(key: &Key, label: &[u8], nonce: &Nonce, cnonce: &Nonce, user: &str) -> Hmac<Sha256> {
-    // HMAC accepts keys of any length, so this cannot fail for 32 bytes.
-    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    m.update(label);
-    m.update(nonce);
-    m.update(cnonce);
-    m.update(user.as_bytes());
-    m
+/// What one login's MACs cover besides the key: both nonces, the user, and over
+/// TLS the channel binding (`cb`: SHA-256 of the server's certificate), so a
+/// login relayed through another TLS endpoint does not verify.
+#[derive(Debug, Clone, Copy)]
+pub struct Login<'a> {
+    pub nonce: &'a Nonce,
+    pub cnonce: &'a Nonce,
+    pub user: &'a str,
+    pub cb: Option<&'a [u8; 32]>,
+}
+
+impl Login<'_> {
+    fn mac(&self, key: &Key, label: &[u8]) -> Hmac<Sha256> {
+        // HMAC accepts keys of any length, so this cannot fail for 32 bytes.
+        let mut m =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+        m.update(label);
+        m.update(self.nonce);
+        m.update(self.cnonce);
+        m.update(self.user.as_bytes());
+        if let Some(cb) = self.cb {
+            m.update(cb);
+        }
+        m
+    }
+
+    /// `HMAC(K, "frameloop client" || nonce || cnonce || user [|| cb])`: what the client proves.
+    pub fn client_mac(&self, key: &Key) -> [u8; 32] {
+        self.mac(key, b"frameloop client")
+            .finalize()
+            .into_bytes()
+            .into()
+    }
+
+    /// `HMAC(K, "frameloop server" || nonce || cnonce || user [|| cb])`: what the server proves back.
+    pub fn server_mac(&self, key: &Key) -> [u8; 32] {
+        self.mac(key, b"frameloop server")
+            .finalize()
+            .into_bytes()
+            .into()
+    }
+
+    /// Checks a client's MAC in constant time.
+    pub fn verify_client(&self, key: &Key, tag: &[u8]) -> bool {
+        self.mac(key, b"frameloop client").verify_slice(tag).is_ok()
+    }
+
+    /// Checks a server's MAC in constant time (the client's half of mutual auth).
+    pub fn verify_server(&self, key: &Key, tag: &[u8]) -> bool {
+        self.mac(key, b"frameloop server").verify_slice(tag).is_ok()
+    }
+}
+
+/// The MACs of a login on a plain transport (no channel binding).
+fn plain<'a>(nonce: &'a Nonce, cnonce: &'a Nonce, user: &'a str) -> Login<'a> {
+    Login {
+        nonce,
+        cnonce,
+        user,
+        cb: None,
+    }
 }
 
 /// `HMAC(K, "frameloop client" || nonce || cnonce || user)`: what the client proves.
 pub fn client_mac(key: &Key, nonce: &Nonce, cnonce: &Nonce, user: &str) -> [u8; 32] {
-    mac(key, b"frameloop client", nonce, cnonce, user)
-        .finalize()
-        .into_bytes()
-        .into()
+    plain(nonce, cnonce, user).client_mac(key)
 }
 
 /// `HMAC(K, "frameloop server" || nonce || cnonce || user)`: what the server proves back.
 pub fn server_mac(key: &Key, nonce: &Nonce, cnonce: &Nonce, user: &str) -> [u8; 32] {
-    mac(key, b"frameloop server", nonce, cnonce, user)
-        .finalize()
-        .into_bytes()
-        .into()
+    plain(nonce, cnonce, user).server_mac(key)
 }
 
 /// Checks a client's MAC in constant time.
 pub fn verify_client(key: &Key, nonce: &Nonce, cnonce: &Nonce, user: &str, tag: &[u8]) -> bool {
-    mac(key, b"frameloop client", nonce, cnonce, user)
-        .verify_slice(tag)
-        .is_ok()
+    plain(nonce, cnonce, user).verify_client(key, tag)
 }
 
 /// Checks a server's MAC in constant time (the client's half of mutual auth).
 pub fn verify_server(key: &Key, nonce: &Nonce, cnonce: &Nonce, user: &str, tag: &[u8]) -> bool {
-    mac(key, b"frameloop server", nonce, cnonce, user)
-        .verify_slice(tag)
-        .is_ok()
+    plain(nonce, cnonce, user).verify_server(key, tag)
 }
 
 /// Decodes exactly 32 bytes of hex (either case).

@@ -28,6 +28,12 @@ pub struct Config {
     pub udp: Option<SocketAddr>,
     /// Unix socket path (`--unix`); `None`: no Unix listener.
     pub unix: Option<PathBuf>,
+    /// TLS listener (`--tls-listen`, contract section 11); `None`: no TLS.
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain and key (`--tls-cert`, `--tls-key`); `None`: the
+    /// data dir's, self-signed on first start.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub data_dir: PathBuf,
     /// Users file; `<data-dir>/users` unless given.
     pub users_file: PathBuf,
@@ -68,6 +74,9 @@ impl Default for Config {
             listen: default_addr(),
             udp: Some(default_addr()),
             unix: None,
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             users_file: default_users_file(),
             no_auth: false,

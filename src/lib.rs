@@ -28,4 +28,5 @@ pub mod proto;
 pub mod reactor;
 pub mod server;
 pub mod service;
+pub mod tls;
 pub mod udp;

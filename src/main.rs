@@ -127,7 +127,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
     );
     // The bound addresses on stdout, for scripts and tests that asked for port 0:
-    // TCP on the first line, then UDP and the Unix socket when on.
+    // TCP on the first line, then UDP, the Unix socket and TLS when on.
     let mut said = format!("frameloop listening on {addr}\n");
     if let Some(udp) = server.udp_addr() {
         log::info!("udp on {udp} (stateless ops)");
@@ -136,6 +136,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(path) = &config.unix {
         log::info!("unix socket {}", path.display());
         said.push_str(&format!("frameloop unix on {}\n", path.display()));
+    }
+    if let Some(tls) = server.tls_addr() {
+        log::info!("tls on {tls}");
+        said.push_str(&format!("frameloop tls on {tls}\n"));
     }
     // One write, and no panic if nobody reads stdout any more (println! would).
     let mut stdout = std::io::stdout().lock();

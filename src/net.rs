@@ -154,6 +154,8 @@ pub fn bind_unix(path: &Path) -> io::Result<Listener> {
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// TCP inside TLS (`--tls-listen`): reads and writes are plaintext.
+    Tls(Box<crate::tls::TlsStream>),
 }
 
 impl Stream {
@@ -163,22 +165,34 @@ impl Stream {
     pub fn read_interest(&self) -> Interest {
         match self {
             Stream::Tcp(_) => Interest::READABLE | Interest::PRIORITY,
-            Stream::Unix(_) => Interest::READABLE,
+            Stream::Unix(_) | Stream::Tls(_) => Interest::READABLE,
         }
+    }
+
+    /// Bytes are waiting for the socket that the connection's output does not
+    /// count (TLS records rustls holds): the loop must ask for WRITABLE too.
+    pub fn wants_write(&self) -> bool {
+        matches!(self, Stream::Tls(s) if s.wants_write())
     }
 
     /// Whether a short read shows the socket empty (see `Server::read`). Not
     /// on a Unix socket: a read stops after a message that carries descriptors,
-    /// with the rest already queued and no event to tell of it.
+    /// with the rest already queued and no event to tell of it. Not with TLS,
+    /// whose reads return a record's plaintext at a time.
     pub fn short_read_drains(&self) -> bool {
         matches!(self, Stream::Tcp(_))
     }
 
     /// Closes our sending side (FIN), keeping the receiving side open.
-    pub fn shutdown_write(&self) -> io::Result<()> {
+    /// With TLS, the session ends first (close_notify).
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown(Shutdown::Write),
             Stream::Unix(s) => s.shutdown(Shutdown::Write),
+            Stream::Tls(s) => {
+                s.close_notify();
+                s.sock.shutdown(Shutdown::Write)
+            }
         }
     }
 }
@@ -215,6 +229,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -224,6 +239,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
 
@@ -231,6 +247,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write_vectored(bufs),
             Stream::Unix(s) => s.write_vectored(bufs),
+            Stream::Tls(s) => s.write_vectored(bufs),
         }
     }
 
@@ -245,6 +262,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s,
             Stream::Unix(s) => s,
+            Stream::Tls(s) => &mut s.sock,
         }
     }
 }

@@ -83,6 +83,8 @@ impl Sink for Stream {
         let fd = match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
+            // sendfile cannot encrypt: the file passes through TLS in user space.
+            Stream::Tls(s) => return s.send_file(file, offset, len),
         };
         // SAFETY: both descriptors are open for the duration of the call and `off`
         // is a valid, exclusively borrowed off_t.

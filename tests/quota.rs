@@ -311,6 +311,7 @@ fn stored_data_is_private_even_under_umask_0() {
         child,
         addr,
         udp: None,
+        tls: None,
         dir: base,
     };
     let key = *Users::load(&data.join("users"))

@@ -83,7 +83,7 @@ fn run(s: &mut Services, data: &[u8]) {
         auth_timeout: Duration::from_secs(10),
         max_outbuf: 1 << 20,
     };
-    let mut conn = Conn::open(s, rules, 0, 0, true, now);
+    let mut conn = Conn::open(s, rules, 0, 0, true, None, now);
     let mut mem = Vec::new();
     write_out(s, &mut conn, &mut mem, now);
     let hello = read_frame(&mut &mem[..]).expect("hello");

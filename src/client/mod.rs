@@ -6,6 +6,7 @@ mod frame;
 mod requester;
 mod stream;
 pub mod text;
+pub mod tls;
 pub mod transfer;
 pub mod udp;
 
@@ -18,7 +19,7 @@ use requester::write_frame;
 use serde_json::{Map, Value, json};
 use std::collections::VecDeque;
 use std::io::{self, BufReader};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -129,6 +130,20 @@ impl Client {
         Client::over(Stream::Tcp(stream), creds)
     }
 
+    /// Like [`Client::connect`], inside TLS (contract section 11): the server's
+    /// certificate must verify, and the login is bound to it.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        creds: &Credentials,
+        tls: &tls::TlsOptions,
+    ) -> io::Result<Client> {
+        let stream = connect_any(addr)?;
+        stream.set_nodelay(true)?;
+        // The handshake is bounded like the rest of the greeting.
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Client::over(Stream::Tls(tls.connect(stream, addr)?), creds)
+    }
+
     /// Like [`Client::connect`], over the Unix socket at `path`.
     pub fn connect_unix(path: &Path, creds: &Credentials) -> io::Result<Client> {
         Client::over(Stream::Unix(UnixStream::connect(path)?), creds)
@@ -195,8 +210,23 @@ impl Client {
             .str("nonce")
             .and_then(auth::hex32)
             .ok_or_else(|| protocol_error("hello has no valid nonce"))?;
+        // Over TLS the MACs take in the server's certificate, and the hello must
+        // say it does the same (else a relay could pass the login on).
+        let cb = self.reader.get_ref().binding();
+        if cb.is_some() && self.hello.str("cb") != Some("tls-server-end-point") {
+            return Err(auth_error(
+                "refusing the server: over TLS its hello must bind the login to the \
+                 certificate (cb tls-server-end-point)",
+            ));
+        }
         let cnonce = auth::random32()?;
-        let mac = auth::client_mac(key, &nonce, &cnonce, user);
+        let login = auth::Login {
+            nonce: &nonce,
+            cnonce: &cnonce,
+            user,
+            cb: cb.as_ref(),
+        };
+        let mac = login.client_mac(key);
         let header = json!({"op": "auth", "user": user, "cnonce": hex::encode(cnonce), "mac": hex::encode(mac)});
         write_frame(&mut self.requester.stream, &header, &[])?;
         let reply = self.read_reply()?;
@@ -211,7 +241,7 @@ impl Client {
         let proved = reply
             .str("mac")
             .and_then(auth::hex32)
-            .is_some_and(|proof| auth::verify_server(key, &nonce, &cnonce, user, &proof));
+            .is_some_and(|proof| login.verify_server(key, &proof));
         if !proved {
             return Err(auth_error(
                 "server failed mutual authentication (it does not know our key)",
@@ -289,6 +319,7 @@ impl Client {
         match self.reader.into_inner() {
             Stream::Tcp(s) => Ok(s),
             Stream::Unix(_) => Err(protocol_error("not a TCP connection")),
+            Stream::Tls(_) => Err(protocol_error("a TLS connection cannot be taken over")),
         }
     }
 

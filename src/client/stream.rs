@@ -1,5 +1,5 @@
-//! The client's connection: a TCP or Unix stream behind one type, so the client
-//! speaks the same protocol over either.
+//! The client's connection: a TCP, Unix or TLS stream behind one type, so the
+//! client speaks the same protocol over each.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,6 +11,7 @@ use std::time::Duration;
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(super::tls::TlsStream),
 }
 
 /// The same call on either kind of socket.
@@ -19,6 +20,10 @@ macro_rules! either {
         match $stream {
             Stream::Tcp($s) => $call,
             Stream::Unix($s) => $call,
+            Stream::Tls(tls) => {
+                let $s = tls.socket();
+                $call
+            }
         }
     };
 }
@@ -28,6 +33,16 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.try_clone().map(Stream::Tcp),
             Stream::Unix(s) => s.try_clone().map(Stream::Unix),
+            // Both halves share one TLS session.
+            Stream::Tls(s) => Ok(Stream::Tls(s.clone())),
+        }
+    }
+
+    /// Over TLS, the channel binding the login's MACs take in (section 3).
+    pub fn binding(&self) -> Option<[u8; 32]> {
+        match self {
+            Stream::Tls(s) => Some(s.binding),
+            Stream::Tcp(_) | Stream::Unix(_) => None,
         }
     }
 
@@ -39,6 +54,7 @@ impl Stream {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
             Stream::Tcp(s) => s.local_addr(),
+            Stream::Tls(s) => s.socket().local_addr(),
             Stream::Unix(_) => Err(io::ErrorKind::Unsupported.into()),
         }
     }
@@ -50,13 +66,21 @@ impl Stream {
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        either!(self, s => s.read(buf))
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        either!(self, s => s.write(buf))
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {

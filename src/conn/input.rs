@@ -12,13 +12,15 @@ use std::time::Instant;
 impl Conn {
     /// A new connection: greeted (a hello, or with `--no-auth` straight to
     /// serving), or, when not `admitted` (over `--max-conns`), told 503 and closed.
-    /// `key` names it to the chat service; `label` in trace lines.
+    /// `key` names it to the chat service; `label` in trace lines; `binding` is
+    /// the TLS channel binding its login's MACs take in (contract section 3).
     pub fn open(
         services: &mut Services,
         rules: Rules,
         key: usize,
         label: usize,
         admitted: bool,
+        binding: Option<[u8; 32]>,
         now: Instant,
     ) -> Conn {
         let mut conn = Conn {
@@ -38,6 +40,7 @@ impl Conn {
             input_ended: false,
             label,
         };
+        conn.session.binding = binding;
         if !admitted {
             services.too_many_conns(&mut conn.out);
             conn.start_closing(services, "over max-conns", None, true);

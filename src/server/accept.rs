@@ -2,7 +2,7 @@
 //! `--max-conns`, and pausing when the process runs out of descriptors.
 
 use super::limits::Refusal;
-use super::{Server, Slot, Source};
+use super::{Server, Slot, Source, TLS};
 use crate::config::tuning;
 use crate::conn::Conn;
 use crate::net::{IoClass, Peer, Stream, classify, is_resource_exhaustion};
@@ -24,7 +24,19 @@ impl Server {
                         log::warn!("accepting connections again");
                         self.accept_starved = false;
                     }
-                    self.open(r, stream, peer);
+                    // On the TLS listener, TLS goes between the socket and the machine;
+                    // its login binds the MACs to the certificate (contract section 3).
+                    let (stream, binding) = match (stream, &self.tls) {
+                        (Stream::Tcp(sock), Some(tls)) if i == TLS => match tls.accept(sock) {
+                            Ok(s) => (Stream::Tls(Box::new(s)), Some(tls.binding)),
+                            Err(e) => {
+                                log::warn!("{}: cannot start TLS: {e}", peer.name);
+                                continue;
+                            }
+                        },
+                        (stream, _) => (stream, None),
+                    };
+                    self.open(r, stream, peer, binding);
                 }
                 Err(e) if classify(&e) == IoClass::WouldBlock => return,
                 Err(e) if classify(&e) == IoClass::Retry => continue,
@@ -57,7 +69,7 @@ impl Server {
         self.accept_timer = Some(r.add_timer(r.now() + tuning::ACCEPT_PAUSE, token));
     }
 
-    fn open(&mut self, r: &mut Reactor, mut stream: Stream, peer: Peer) {
+    fn open(&mut self, r: &mut Reactor, mut stream: Stream, peer: Peer, binding: Option<[u8; 32]>) {
         let admitted = match self.admit(r, &peer) {
             Ok(()) => true,
             Err(why) => {
@@ -92,6 +104,7 @@ impl Server {
             key,
             token.0,
             admitted,
+            binding,
             r.now(),
         );
         if admitted {

@@ -9,7 +9,7 @@ use crate::net::{self, ReadEnd, Step};
 use crate::reactor::{Reactor, TRACE};
 use mio::Interest;
 use mio::unix::SourceFd;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::RawFd;
 
 /// Corks a TCP connection while a file body is pending and uncorks it once the
@@ -68,7 +68,17 @@ impl Server {
                 log::trace!(target: TRACE, "  conn {}: read 0 B (peer closed its side)", Source::Conn(key).token().0);
                 slot.conn.peer_closed(&mut self.services, now);
             }
-            ReadEnd::Failed(_) => slot.conn.close(&mut self.services, "read error"),
+            ReadEnd::Failed(e) => {
+                // A failed TLS handshake (plain frames or garbage on the TLS port)
+                // or a bad record: counted apart from peers that just went away.
+                if crate::tls::TlsStream::is_tls_error(&e) {
+                    self.services.stats.tls_failed();
+                    log::debug!("{}: TLS: {e}", slot.peer);
+                    slot.conn.close(&mut self.services, "TLS error");
+                } else {
+                    slot.conn.close(&mut self.services, "read error");
+                }
+            }
             ReadEnd::WouldBlock | ReadEnd::Stopped => {}
         }
     }
@@ -210,6 +220,12 @@ impl Server {
                 }
                 Err(_) => return slot.conn.close(&mut self.services, "write error"),
             }
+        } else if slot.stream.wants_write() {
+            // TLS records with nothing behind them in the output (the handshake's,
+            // or what the connection's last write left in rustls).
+            if slot.stream.flush().is_err() {
+                return slot.conn.close(&mut self.services, "write error");
+            }
         }
         self.services.stats.wrote(n);
         self.services.stats.frames_out(slot.conn.out.take_frames());
@@ -232,8 +248,9 @@ impl Server {
             return self.free(r, key);
         }
         let token = Source::Conn(key).token();
-        // Interest follows from state: WRITABLE only while output is left over.
-        let want = if slot.conn.wants_write() {
+        // Interest follows from state: WRITABLE only while output is left over
+        // (the connection's, or TLS records waiting for the socket).
+        let want = if slot.conn.wants_write() || slot.stream.wants_write() {
             slot.stream.read_interest() | Interest::WRITABLE
         } else {
             slot.stream.read_interest()

@@ -15,6 +15,7 @@ use crate::conn::{Conn, Rules};
 use crate::net::{self, Listener, Stream};
 use crate::reactor::{Handler, Reactor, Readiness, TimerId};
 use crate::service::Services;
+use crate::tls::Tls;
 use crate::udp::Udp;
 use mio::net::TcpListener;
 use mio::{Interest, Token};
@@ -45,9 +46,12 @@ enum Source {
     Child(usize),
 }
 
-/// Tokens below this name the server's own sources; listeners take 0 and 1.
+/// Tokens below this name the server's own sources; listeners take 0 to 2.
 const FIRST_CONN: usize = 16;
-const LISTENERS: usize = 2;
+const LISTENERS: usize = 3;
+/// The listeners' places (and tokens): plain TCP, `--unix` at 1, `--tls-listen`.
+const TCP: usize = 0;
+const TLS: usize = 2;
 
 impl Source {
     fn token(self) -> Token {
@@ -113,8 +117,10 @@ struct Slot {
 pub struct Server {
     config: Config,
     rules: Rules,
-    /// TCP first, then Unix with `--unix`; `None` once closed by a shutdown.
+    /// At `TCP`, 1 (Unix) and `TLS`; `None` when not on, or once closed by a shutdown.
     listeners: Vec<Option<Listener>>,
+    /// What the TLS listener's connections are served with.
+    tls: Option<Tls>,
     udp: Option<Udp>,
     /// SIGINT and SIGTERM, when [`Server::catch_signals`] was called.
     signals: Option<Signals>,
@@ -152,14 +158,34 @@ impl Server {
         // mio sets SO_REUSEADDR, so a restart right after a stop binds at once.
         let tcp = TcpListener::bind(config.listen)
             .map_err(|e| context(e, format!("cannot listen on {}", config.listen)))?;
-        let mut listeners = vec![Some(Listener::Tcp(tcp))];
-        if let Some(path) = &config.unix {
-            let unix = net::bind_unix(path).map_err(|e| {
+        let unix = match &config.unix {
+            Some(path) => Some(net::bind_unix(path).map_err(|e| {
                 let what = format!("cannot listen on Unix socket {}", path.display());
                 context(e, what)
-            })?;
-            listeners.push(Some(unix));
-        }
+            })?),
+            None => None,
+        };
+        let (tls_listener, tls) = match config.tls_listen {
+            Some(addr) => {
+                let (tls, cert) = Tls::load(
+                    config.tls_cert.as_deref(),
+                    config.tls_key.as_deref(),
+                    &config.data_dir,
+                )
+                .map_err(std::io::Error::other)?;
+                log::info!(
+                    "TLS certificate {} (SHA-256 fingerprint {})",
+                    cert.display(),
+                    tls.fingerprint()
+                );
+                let l = TcpListener::bind(addr)
+                    .map_err(|e| context(e, format!("cannot listen on {addr} (--tls-listen)")))?;
+                (Some(Listener::Tcp(l)), Some(tls))
+            }
+            None => (None, None),
+        };
+        // At TCP, 1 and TLS.
+        let listeners = vec![Some(Listener::Tcp(tcp)), unix, tls_listener];
         let udp = match config.udp {
             None => None,
             Some(addr) => Some(Udp::bind(addr, services.open_limits()).map_err(|e| {
@@ -177,6 +203,7 @@ impl Server {
             },
             config,
             listeners,
+            tls,
             udp,
             signals: None,
             stopping: false,
@@ -195,9 +222,17 @@ impl Server {
 
     /// The TCP listener's address (the port, when port 0 was asked for).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        match self.listeners.first() {
+        match self.listeners.get(TCP) {
             Some(Some(Listener::Tcp(l))) => l.local_addr(),
             _ => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// The TLS listener's address, when TLS is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        match self.listeners.get(TLS) {
+            Some(Some(Listener::Tcp(l))) => l.local_addr().ok(),
+            _ => None,
         }
     }
 

@@ -38,8 +38,11 @@ impl Services {
                 w.field("proto", &1)
                     .field("server", server)
                     .field("auth", "hmac-sha256");
-                w.field("nonce", nonce)
-                    .field("max_header", &max_header)
+                w.field("nonce", nonce);
+                if session.binding.is_some() {
+                    w.field("cb", "tls-server-end-point");
+                }
+                w.field("max_header", &max_header)
                     .field("max_body", &max_body);
                 w.finish(0);
             });
@@ -68,13 +71,13 @@ impl Services {
             let mac = auth::hex32(&mac)?;
             // An unknown user costs the same HMAC as a known one, so timing does not tell them apart.
             let key = self.users.key(&user).copied();
-            let ok = auth::verify_client(
-                &key.unwrap_or_default(),
-                &session.nonce,
-                &cnonce,
-                &user,
-                &mac,
-            );
+            let login = auth::Login {
+                nonce: &session.nonce,
+                cnonce: &cnonce,
+                user: &user,
+                cb: session.binding.as_ref(),
+            };
+            let ok = login.verify_client(&key.unwrap_or_default(), &mac);
             (ok && key.is_some()).then(|| (user, cnonce, key.unwrap_or_default()))
         });
         let Some((user, cnonce, key)) = checked else {
@@ -85,7 +88,13 @@ impl Services {
             self.error(out, 503, id, "too many connections for this user");
             return Next::Close("over max-conns-per-user");
         }
-        let proof = auth::server_mac(&key, &session.nonce, &cnonce, &user);
+        let login = auth::Login {
+            nonce: &session.nonce,
+            cnonce: &cnonce,
+            user: &user,
+            cb: session.binding.as_ref(),
+        };
+        let proof = login.server_mac(&key);
         let mut hex = [0u8; 64];
         let _ = hex::encode_to_slice(proof, &mut hex);
         out.append(|buf| {

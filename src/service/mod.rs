@@ -59,6 +59,9 @@ pub struct Session {
     pub user: Option<String>,
     /// The nonce of our hello.
     nonce: Nonce,
+    /// Over TLS: the channel binding (`tls-server-end-point`, SHA-256 of the
+    /// server's certificate) both login MACs take in (contract section 3).
+    pub binding: Option<[u8; 32]>,
     /// The request whose body is arriving.
     body: Body,
     /// The file service's per-connection state (current directory).

@@ -20,6 +20,9 @@ pub struct Stats {
     bytes_in: u64,
     bytes_out: u64,
     auth_failures: u64,
+    /// TLS connections ended by a TLS error: a failed handshake (plain frames or
+    /// garbage on the TLS port), a bad record.
+    tls_failures: u64,
     protocol_errors: u64,
     udp_in: u64,
     udp_dropped: u64,
@@ -41,6 +44,7 @@ impl Stats {
             bytes_in: 0,
             bytes_out: 0,
             auth_failures: 0,
+            tls_failures: 0,
             protocol_errors: 0,
             udp_in: 0,
             udp_dropped: 0,
@@ -98,6 +102,10 @@ impl Stats {
 
     pub fn auth_failed(&mut self) {
         self.auth_failures += 1;
+    }
+
+    pub fn tls_failed(&mut self) {
+        self.tls_failures += 1;
     }
 
     /// A stream broke the framing rules (contract section 1).

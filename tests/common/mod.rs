@@ -21,6 +21,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The UDP address (an ephemeral port unless the test chose `--udp`).
     pub udp: Option<SocketAddr>,
+    /// The TLS address, with `--tls-listen`.
+    pub tls: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
 }
 
@@ -56,7 +58,8 @@ impl Server {
         let mut child = cmd.spawn().expect("start server");
         let stdout = child.stdout.take().expect("stdout");
         let mut stdout = BufReader::new(stdout);
-        // Line 1: TCP; line 2: UDP, when on. The server writes them in one go.
+        // Line 1: TCP; then UDP, the Unix socket and TLS, each when on. The
+        // server writes them in one go.
         let mut address = |what: &str| -> SocketAddr {
             let mut line = String::new();
             stdout.read_line(&mut line).expect("read address");
@@ -68,10 +71,23 @@ impl Server {
         };
         let addr = address("TCP");
         let udp = (!udp_off).then(|| address("UDP"));
+        if args.contains(&"--unix") {
+            stdout.read_line(&mut String::new()).expect("unix line");
+        }
+        let tls = args.contains(&"--tls-listen").then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("read TLS address");
+            line.trim()
+                .rsplit(' ')
+                .next()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no TLS address in {line:?}; log: {}", read_log(&dir)))
+        });
         Server {
             child,
             addr,
             udp,
+            tls,
             dir,
         }
     }

@@ -12,6 +12,7 @@ pub use commands::{COMMANDS, Command, Request, Show, Transfer, help, parse};
 pub use oneshot::one_shot;
 pub use shell::interactive;
 
+use super::tls::TlsOptions;
 use super::{Client, Credentials};
 use std::io;
 use std::net::SocketAddr;
@@ -45,6 +46,8 @@ impl std::fmt::Display for Target {
 /// Where the client connects and who it is.
 pub struct Options {
     pub target: Target,
+    /// Inside TLS (`--tls`; TCP only).
+    pub tls: Option<TlsOptions>,
     pub user: String,
     pub key: Option<String>,
     pub users: PathBuf,
@@ -59,7 +62,10 @@ impl Options {
         let creds =
             Credentials::from_flags(self.no_auth, &self.user, self.key.as_deref(), &self.users)?;
         let connected = match &self.target {
-            Target::Tcp(addr) => Client::connect(addr, &creds),
+            Target::Tcp(addr) => match &self.tls {
+                Some(tls) => Client::connect_tls(*addr, &creds, tls),
+                None => Client::connect(addr, &creds),
+            },
             Target::Unix(path) => Client::connect_unix(path, &creds),
             Target::Udp(_) => return Err("UDP has no connection".into()),
         };

@@ -66,7 +66,7 @@ fn a_flush_that_takes_too_long_closes_at_once() {
 #[test]
 fn over_max_conns_a_503_and_a_close() {
     let mut w = world(false);
-    let mut conn = Conn::open(&mut w.services, rules(MAX_OUT), 0, 0, false, w.t0);
+    let mut conn = Conn::open(&mut w.services, rules(MAX_OUT), 0, 0, false, None, w.t0);
     assert_eq!(conn.state(), State::Flushing { drain: true });
     let (frames, _) = write_all(&mut w.services, &mut conn, w.t0);
     assert_eq!(frames.len(), 1, "no hello");

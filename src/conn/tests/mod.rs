@@ -58,7 +58,7 @@ fn rules(max_outbuf: usize) -> Rules {
 }
 
 fn open(w: &mut World, key: usize) -> Conn {
-    Conn::open(&mut w.services, rules(MAX_OUT), key, key, true, w.t0)
+    Conn::open(&mut w.services, rules(MAX_OUT), key, key, true, None, w.t0)
 }
 
 /// Writes all of the output as the server would, and tells the machine.

@@ -1,0 +1,215 @@
+//! The client's side of TLS (contract section 11): the server verified against a
+//! CA file (by default the data dir's self-signed certificate) or the system's
+//! roots, and a blocking TLS stream that a reader thread and a writer share.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use sha2::{Digest, Sha256};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The CA file used when none is given: the default data dir's certificate.
+pub const DEFAULT_CA: &str = "./frameloop-data/tls/cert.pem";
+
+/// How the client checks the server's certificate.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// PEM certificates to trust (`--tls-ca`); `None`: `DEFAULT_CA` when it
+    /// exists, else the system's roots.
+    pub ca: Option<PathBuf>,
+}
+
+impl TlsOptions {
+    /// The trusted roots, or why there are none.
+    fn roots(&self) -> io::Result<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        let file = match &self.ca {
+            Some(path) => Some(path.clone()),
+            None => Some(PathBuf::from(DEFAULT_CA)).filter(|p| p.exists()),
+        };
+        match file {
+            Some(path) => {
+                for cert in read_certs(&path)? {
+                    roots.add(cert).map_err(|e| bad_ca(&path, e))?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(found.certs);
+            }
+        }
+        if roots.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no CA certificate to verify the server with (give --tls-ca FILE)",
+            ));
+        }
+        Ok(roots)
+    }
+
+    /// Connects TLS over `sock` to `addr` and completes the handshake.
+    pub fn connect(&self, mut sock: TcpStream, addr: SocketAddr) -> io::Result<TlsStream> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(io::Error::other)?
+            .with_root_certificates(self.roots()?)
+            .with_no_client_auth();
+        let name = ServerName::IpAddress(addr.ip().into());
+        let mut tls = ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
+        while tls.is_handshaking() {
+            tls.complete_io(&mut sock).map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData => io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("the server's certificate does not verify: {}", inner(&e)),
+                ),
+                _ => e,
+            })?;
+        }
+        let leaf = tls
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .ok_or_else(|| io::Error::other("the server sent no certificate"))?;
+        let binding = Sha256::digest(leaf.as_ref()).into();
+        Ok(TlsStream {
+            shared: Arc::new(Shared {
+                tls: Mutex::new(Session {
+                    tls,
+                    pending: Vec::new(),
+                }),
+                sock,
+            }),
+            binding,
+        })
+    }
+}
+
+fn read_certs(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
+    CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| bad_ca(path, e))
+}
+
+fn bad_ca(path: &Path, e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("cannot read CA certificates from {}: {e}", path.display()),
+    )
+}
+
+/// The rustls error inside an I/O error, as one line.
+fn inner(e: &io::Error) -> String {
+    e.get_ref().map_or_else(|| e.to_string(), |i| i.to_string())
+}
+
+/// A TLS connection both halves of the client use: the reader thread reads the
+/// socket without holding the lock (so a blocked read never stalls a write),
+/// then takes it to decrypt; the writer takes it to encrypt and send.
+#[derive(Debug, Clone)]
+pub struct TlsStream {
+    shared: Arc<Shared>,
+    /// `tls-server-end-point`: SHA-256 of the server's certificate (section 3).
+    pub binding: [u8; 32],
+}
+
+#[derive(Debug)]
+struct Shared {
+    tls: Mutex<Session>,
+    sock: TcpStream,
+}
+
+#[derive(Debug)]
+struct Session {
+    tls: ClientConnection,
+    /// Ciphertext read from the socket that rustls has not taken yet.
+    pending: Vec<u8>,
+}
+
+impl TlsStream {
+    pub fn socket(&self) -> &TcpStream {
+        &self.shared.sock
+    }
+
+    fn lock(&self) -> io::Result<MutexGuard<'_, Session>> {
+        self.shared
+            .tls
+            .lock()
+            .map_err(|_| io::Error::other("TLS state poisoned"))
+    }
+
+    /// Sends what rustls holds for the socket (blocking).
+    fn flush_locked(session: &mut Session, mut sock: &TcpStream) -> io::Result<()> {
+        while session.tls.wants_write() {
+            session.tls.write_tls(&mut sock)?;
+        }
+        Ok(())
+    }
+}
+
+impl Read for TlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            {
+                let mut session = self.lock()?;
+                loop {
+                    match session.tls.reader().read(buf) {
+                        Ok(n) => return Ok(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                        Err(e) => return Err(e),
+                    }
+                    if session.pending.is_empty() {
+                        break;
+                    }
+                    let Session { tls, pending } = &mut *session;
+                    let took = tls.read_tls(&mut pending.as_slice())?;
+                    pending.drain(..took);
+                    tls.process_new_packets()
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    Self::flush_locked(&mut session, &self.shared.sock)?;
+                }
+            }
+            // The socket, without the lock.
+            let mut raw = [0u8; 16 * 1024];
+            let n = (&self.shared.sock).read(&mut raw)?;
+            let mut session = self.lock()?;
+            if n == 0 {
+                // The end: rustls tells a close_notify from a cut.
+                session.tls.read_tls(&mut io::empty())?;
+                session
+                    .tls
+                    .process_new_packets()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                return match session.tls.reader().read(buf) {
+                    Ok(n) => Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                    Err(e) => Err(e),
+                };
+            }
+            session
+                .pending
+                .extend_from_slice(raw.get(..n).unwrap_or_default());
+        }
+    }
+}
+
+impl Write for TlsStream {
+    /// As much as rustls takes with its buffer emptied first (its limit bounds
+    /// what one write encrypts), sent before returning.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut session = self.lock()?;
+        Self::flush_locked(&mut session, &self.shared.sock)?;
+        let n = session.tls.writer().write(buf)?;
+        Self::flush_locked(&mut session, &self.shared.sock)?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let mut session = self.lock()?;
+        Self::flush_locked(&mut session, &self.shared.sock)
+    }
+}

@@ -1,0 +1,252 @@
+//! TLS for the server (contract section 11): its certificate (given, or
+//! self-signed once into `<data-dir>/tls/`), and a TLS stream: rustls's sans-IO
+//! `ServerConnection` between a non-blocking TCP socket and the connection
+//! machine, which sees plaintext as from any other stream.
+
+use crate::net::IoClass;
+use mio::net::TcpStream;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection};
+use sha2::{Digest, Sha256};
+use std::fs::OpenOptions;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Ciphertext and plaintext rustls holds for one connection before it refuses
+/// more: what is not taken stays in the connection's `OutBuf`, where the
+/// output limit counts it.
+const TLS_BUFFER: usize = 64 * 1024;
+/// A file body read for encryption at a time: one TLS record's worth.
+const FILE_READ: usize = 16 * 1024;
+
+/// What the TLS listener serves with.
+pub struct Tls {
+    pub config: Arc<ServerConfig>,
+    /// `tls-server-end-point` channel binding (contract section 3): SHA-256 of
+    /// the leaf certificate's DER bytes.
+    pub binding: [u8; 32],
+}
+
+impl Tls {
+    /// Loads `cert` (a PEM chain, leaf first) and `key`; without them, the data
+    /// dir's pair, made on first start (self-signed for localhost, 127.0.0.1 and ::1).
+    pub fn load(
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        data_dir: &Path,
+    ) -> Result<(Tls, PathBuf), String> {
+        let (cert, key) = match (cert, key) {
+            (Some(c), Some(k)) => (c.to_path_buf(), k.to_path_buf()),
+            (None, None) => self_signed(&data_dir.join("tls"))?,
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        };
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+            .and_then(|certs| certs.collect())
+            .map_err(|e| format!("cannot read certificates from {}: {e}", cert.display()))?;
+        let Some(leaf) = chain.first() else {
+            return Err(format!("no certificate in {}", cert.display()));
+        };
+        let binding: [u8; 32] = Sha256::digest(leaf.as_ref()).into();
+        let key = PrivateKeyDer::from_pem_file(&key)
+            .map_err(|e| format!("cannot read the key from {}: {e}", key.display()))?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        // TLS 1.3, and 1.2 with rustls's suites, all of them ECDHE (forward secret).
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| format!("certificate and key do not make a TLS setup: {e}"))?;
+        Ok((
+            Tls {
+                config: Arc::new(config),
+                binding,
+            },
+            cert,
+        ))
+    }
+
+    /// The certificate's SHA-256 fingerprint as people compare them (AB:CD:...).
+    pub fn fingerprint(&self) -> String {
+        let hex: Vec<String> = self.binding.iter().map(|b| format!("{b:02X}")).collect();
+        hex.join(":")
+    }
+
+    /// A server side for a connection just accepted.
+    pub fn accept(&self, sock: TcpStream) -> io::Result<TlsStream> {
+        let mut tls = ServerConnection::new(Arc::clone(&self.config)).map_err(io::Error::other)?;
+        tls.set_buffer_limit(Some(TLS_BUFFER));
+        Ok(TlsStream {
+            sock,
+            tls,
+            file_buf: Vec::new(),
+        })
+    }
+}
+
+/// `<dir>/cert.pem` and `<dir>/key.pem`, created when absent.
+fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    let made = rcgen::generate_simple_self_signed(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ])
+    .map_err(|e| format!("cannot make a certificate: {e}"))?;
+    let write = |path: &Path, text: &str, mode: u32| {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // The key first: a certificate without its key would be kept next start.
+    write(&key, &made.signing_key.serialize_pem(), 0o600)?;
+    write(&cert, &made.cert.pem(), 0o644)?;
+    log::info!("made a self-signed certificate: {}", cert.display());
+    Ok((cert, key))
+}
+
+/// A TLS connection: plaintext in and out through `Read` and `Write`, as the
+/// loop reads and writes any stream. Non-blocking like its socket: `WouldBlock`
+/// means what it means for the socket (see each method).
+pub struct TlsStream {
+    pub(crate) sock: TcpStream,
+    tls: ServerConnection,
+    /// File bodies pass through here on their way into TLS (`sendfile` cannot
+    /// encrypt); allocated at the first file sent.
+    file_buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsStream")
+            .field("sock", &self.sock)
+            .field("handshaking", &self.tls.is_handshaking())
+            .finish()
+    }
+}
+
+impl TlsStream {
+    /// Ciphertext is waiting for the socket (the loop must ask for WRITABLE
+    /// even when the connection has nothing more to say).
+    pub fn wants_write(&self) -> bool {
+        self.tls.wants_write()
+    }
+
+    /// Sends what rustls holds for the socket, until it is all out or the
+    /// socket is full (`Ok` either way; `wants_write` tells which).
+    pub fn flush_tls(&mut self) -> io::Result<()> {
+        while self.tls.wants_write() {
+            match self.tls.write_tls(&mut self.sock) {
+                Ok(_) => {}
+                Err(e) => match crate::net::classify(&e) {
+                    IoClass::WouldBlock => return Ok(()),
+                    IoClass::Retry => {}
+                    IoClass::Fatal => return Err(e),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the TLS session (close_notify) before the TCP write side closes.
+    pub fn close_notify(&mut self) {
+        self.tls.send_close_notify();
+        let _ = self.flush_tls();
+    }
+
+    /// The handshake failed or a record was bad: a TLS error, counted apart
+    /// (`tls_failures`) from a peer that just went away.
+    pub fn is_tls_error(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+    }
+}
+
+impl Read for TlsStream {
+    /// Plaintext, as much as is decrypted; `Ok(0)` at the end of the stream
+    /// (close_notify, or the peer's FIN without one); `WouldBlock` once the
+    /// socket is empty and rustls holds no plaintext, so reading until
+    /// `WouldBlock` still drains everything (edge-triggered readiness).
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The peer closed TCP without a close_notify: an end all the same
+                // (what came before it was authenticated; nothing more will come).
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            let got = self.tls.read_tls(&mut self.sock)?;
+            let state = self.tls.process_new_packets();
+            // Handshake messages, or the alert that tells the peer why we stop:
+            // sent now if the socket takes them, else when it is writable.
+            let flushed = self.flush_tls();
+            let state = state.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            flushed?;
+            if got == 0 && state.plaintext_bytes_to_read() == 0 {
+                return Ok(0);
+            }
+        }
+    }
+}
+
+impl Write for TlsStream {
+    /// Takes plaintext as far as rustls has room, after sending what it held.
+    /// `WouldBlock` when the socket is full and rustls's buffer too.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.flush_tls()?;
+        let n = self.tls.writer().write(buf)?;
+        self.flush_tls()?;
+        if n == 0 && !buf.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_tls()
+    }
+}
+
+impl crate::outbuf::Sink for TlsStream {
+    /// A file body goes through user space here: read, then encrypted by `write`.
+    fn send_file(&mut self, file: &std::fs::File, offset: u64, len: usize) -> io::Result<usize> {
+        self.flush_tls()?;
+        if self.tls.wants_write() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if self.file_buf.is_empty() {
+            self.file_buf = vec![0; FILE_READ];
+        }
+        let want = len.min(FILE_READ);
+        let n = file.read_at(self.file_buf.get_mut(..want).unwrap_or_default(), offset)?;
+        if n == 0 && len > 0 {
+            return Err(io::Error::other("file truncated while being sent"));
+        }
+        let n = self
+            .tls
+            .writer()
+            .write(self.file_buf.get(..n).unwrap_or_default())?;
+        self.flush_tls()?;
+        if n == 0 && len > 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+}
