@@ -36,7 +36,7 @@ measure() {
         --duration "$SECS" "$@"
     [[ -n "$LOAD_JSON" && "$(json_field "$LOAD_JSON" errors)" == 0 ]] || {
         echo "$system c=$conns p=$pipeline: the run failed or a reply was wrong: $LOAD_JSON" >&2; exit 1; }
-    echo "$system,$conns,$pipeline,$run,$(json_field "$LOAD_JSON" rps | awk '{printf "%d", $1}'),$(json_field "$LOAD_JSON" p99_us),$SERVER_US,$(json_field "$LOAD_JSON" client_cpu | awk '{printf "%.2f", $1}'),$(json_field "$LOAD_JSON" server_user_us_per_req | awk '{printf "%.3f", $1}')" >>"$CSV"
+    echo "$system,$conns,$pipeline,$run,$(json_field "$LOAD_JSON" rps | awk '{printf "%d", $1}'),$(json_field "$LOAD_JSON" p99_us),$SERVER_US,$(json_field "$LOAD_JSON" client_cpu | awk '{printf "%.2f", $1}'),$(json_field "$LOAD_JSON" server_user_us_per_req | awk 'NF { printf "%.3f", $1 }')" >>"$CSV"
     echo "  $system c=$conns p=$pipeline run $run: $SERVER_US us/req" >&2
 }
 
@@ -70,17 +70,19 @@ for s in systems:
         runs = [r for r in rows if r["system"] == s and (r["conns"], r["pipeline"]) == (c, p)]
         if runs:
             med[s, c, p] = {k: statistics.median(float(r[k]) for r in runs)
-                            for k in ("rps", "p99_us", "server_cpu_us_per_req", "server_user_us_per_req")} | {"runs": len(runs)}
+                            for k in ("rps", "p99_us", "server_cpu_us_per_req", "server_user_us_per_req")
+                            if all(r[k] not in ("", "None") for r in runs)} | {"runs": len(runs)}
 with open(sys.argv[2], "w") as f:
     f.write("system,conns,pipeline,runs,rps,p99_us,server_cpu_us_per_req,server_user_us_per_req\n")
     for (s, c, p), m in med.items():
         f.write(f"{s},{c},{p},{m['runs']},{m['rps']:.0f},{m['p99_us']:.0f},{m['server_cpu_us_per_req']:.3f},"
-                f"{m['server_user_us_per_req']:.3f}\n")
+                f"{m.get('server_user_us_per_req', float('nan')):.3f}\n")
 print("medians (server CPU per request: lower is better; its user-space part beside it)")
 print("%-10s %6s %4s %4s %10s %9s %14s %8s" % ("system", "conns", "pipe", "runs", "req/s", "p99 us", "server us/req", "user"))
 for (s, c, p), m in med.items():
     print("%-10s %6s %4s %4d %10.0f %9.0f %14.3f %8.3f" % (s, c, p, m["runs"], m["rps"], m["p99_us"],
-                                                        m["server_cpu_us_per_req"], m["server_user_us_per_req"]))
+                                                        m["server_cpu_us_per_req"],
+                                                        m.get("server_user_us_per_req", float("nan"))))
 print("\nframeloop against          CPU/req ratio   req/s ratio   p99 ratio")
 for c, p in shapes:
     f = med.get(("frameloop", c, p))

@@ -52,14 +52,17 @@ start_frameloop() {
 
 # pin_loop PID CPU: pins the server's loop thread alone to CPU, leaving its pool
 # threads free to run on any core (start the server with SERVER_CPUS covering
-# all of them). Waits for the pool threads first: they take the mask of the
-# thread that starts them.
+# all of them). Waits for all the pool's threads first (they take the mask of
+# the thread that starts them), and fails when they do not come.
+POOL_THREADS=4  # src/pool.rs THREADS
 pin_loop() {
-    local _
+    local _ n=0
     for _ in $(seq 100); do
-        grep -qs frameloop-pool /proc/"$1"/task/*/comm && break
+        n="$(cat /proc/"$1"/task/*/comm 2>/dev/null | grep -c frameloop-pool || true)"
+        ((n >= POOL_THREADS)) && break
         sleep 0.05
     done
+    ((n >= POOL_THREADS)) || { echo "pin_loop: $n of $POOL_THREADS pool threads after 5 s" >&2; return 1; }
     taskset -pc "$2" "$1" >/dev/null
 }
 
@@ -127,7 +130,9 @@ us_per_req() { awk -v d="$1" -v hz="$HZ" -v n="$2" 'BEGIN { printf "%.2f", (n > 
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 # json_field JSON NAME: one field of the load tool's --json line.
-json_field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+# json_field JSON KEY: the value, or nothing when the key is absent (an older
+# build's load tool may not report it).
+json_field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1]).get(sys.argv[2], ""))' "$1" "$2"; }
 
 # run_load [load flags...]: `frameloop load --json` pinned to CPU 1 against $ADDR (1 s warmup);
 # LOAD_BIN=path drives it with another build's load tool (ab-echo.sh keeps one client).

@@ -237,7 +237,11 @@ fn a_put_hashed_in_many_steps_is_verified_whole() {
     let mut wrong = data.clone();
     wrong[4 * 1024 * 1024 + 1] ^= 1;
     let r = put(&mut c, "/w", &data, json!({"sha256": sha_hex(&wrong)}));
-    assert_eq!(r.status(), 400, "{r:?}");
+    assert_eq!(
+        (r.status(), r.error()),
+        (400, Some("sha256 does not match the body")),
+        "{r:?}"
+    );
     assert!(!root(&server, "guest").join("w").exists());
     assert_eq!(tmp_entries(&server), 0);
     let r = put(&mut c, "/w", &data, json!({"sha256": sha_hex(&data)}));

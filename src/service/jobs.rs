@@ -80,6 +80,8 @@ impl Services {
                 }
             } else if let Some(recount) = self.recounts.remove(&ticket) {
                 self.recount_finished(recount, done);
+            } else if let files::Done::Hashing = done {
+                self.hash_steps = self.hash_steps.saturating_sub(1);
             }
             // A slot of the queue is free: those turned away try again (in order;
             // who finds it full again waits for the next result: a full queue
@@ -248,7 +250,7 @@ impl Services {
                 }
             }
             // Its result, when it comes, is dropped (an upload's temp file goes
-            // with the `Upload` here; the pool only holds a duplicate descriptor).
+            // with the `Upload` here; a hash task holding it stops at its next read).
             Some(Job::Pool {
                 ticket: Some(ticket),
                 ..

@@ -170,7 +170,13 @@ pub struct Services {
     /// Connections turned away by a full queue, in order: resumed when a result
     /// comes back (it frees a slot).
     queue_waiters: std::collections::VecDeque<usize>,
+    /// Uploads' hash steps queued or running on the pool (at most `HASH_STEPS`).
+    hash_steps: usize,
 }
+
+/// Uploads' hash steps in flight at most: fewer than the pool's threads, so
+/// `ls`, `sum`, flushes and logins always find a thread soon.
+const HASH_STEPS: usize = crate::pool::THREADS / 2;
 
 impl Services {
     /// Sets the services up for `config` (this prepares the data directory).
@@ -194,6 +200,7 @@ impl Services {
             ready: Vec::new(),
             recounts: HashMap::new(),
             queue_waiters: std::collections::VecDeque::new(),
+            hash_steps: 0,
         })
     }
 

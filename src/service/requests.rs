@@ -4,7 +4,7 @@
 use super::jobs::{Job, Then};
 use super::ops::{self, OpError, Reply};
 use super::stats::Stats;
-use super::{Body, Next, Op, Services, Session, Wait};
+use super::{Body, HASH_STEPS, Next, Op, Services, Session, Wait};
 use crate::bufpool;
 use crate::outbuf::OutBuf;
 use crate::proto::{HeadWriter, Header};
@@ -204,10 +204,15 @@ impl Services {
                 bytes.extend_from_slice(chunk)
             }
             Body::Upload { upload, .. } => {
-                if let Some(task) = upload.write(chunk)
-                    && self.pool.submit(task).is_err()
-                {
-                    upload.hash_refused();
+                // Hash steps in flight are capped, so uploads never fill the
+                // queue that requests wait on; an upload left out hashes more at
+                // its next step, or in its flush.
+                let may_hash = self.hash_steps < HASH_STEPS;
+                if let Some(task) = upload.write(chunk, may_hash) {
+                    match self.pool.submit(task) {
+                        Ok(_) => self.hash_steps += 1,
+                        Err(_) => upload.hash_refused(),
+                    }
                 }
             }
             Body::Drop => {}

@@ -81,32 +81,50 @@ impl Files {
 /// open), with its length. Runs on a pool thread.
 fn hash(file: &File) -> Result<(u64, [u8; 32]), OpError> {
     let mut hasher = Sha256::new();
-    let total = hash_range(file, &mut hasher, 0, u64::MAX, &AtomicBool::new(false))?;
+    let mut total = 0;
+    hash_range(
+        file,
+        &mut hasher,
+        &mut total,
+        u64::MAX,
+        &AtomicBool::new(false),
+    )?;
     Ok((total, hasher.finalize().into()))
 }
 
-/// Feeds the file's bytes from `from` to `to` (or its end, if nearer) into
-/// `hasher`; returns where it stopped. Stops early when `stop` is set. Runs on
-/// a pool thread (`sum`, and an upload's hashing).
+thread_local! {
+    /// A pool thread's read buffer for hashing, made once per thread.
+    static HASH_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Feeds the file's bytes from `*pos` to `to` (or its end, if nearer) into
+/// `hasher`, moving `*pos` past each piece taken, so that after an error it
+/// still says exactly what the hash holds. Stops early when `stop` is set.
+/// Runs on a pool thread (`sum`, and an upload's hashing).
 pub(super) fn hash_range(
     file: &File,
     hasher: &mut Sha256,
-    from: u64,
+    pos: &mut u64,
     to: u64,
     stop: &AtomicBool,
-) -> std::io::Result<u64> {
-    let mut buf = vec![0; SUM_READ];
-    let mut pos = from;
-    while pos < to && !stop.load(Ordering::Acquire) {
-        let want = usize::try_from(to - pos).map_or(SUM_READ, |left| left.min(SUM_READ));
-        let n = file.read_at(buf.get_mut(..want).unwrap_or_default(), pos)?;
-        if n == 0 {
-            break;
+) -> std::io::Result<()> {
+    HASH_BUF.with_borrow_mut(|buf| {
+        if buf.is_empty() {
+            buf.resize(SUM_READ, 0);
         }
-        hasher.update(buf.get(..n).unwrap_or_default());
-        pos += n as u64;
-    }
-    Ok(pos)
+        while *pos < to && !stop.load(Ordering::Acquire) {
+            let want = usize::try_from(to - *pos).map_or(SUM_READ, |left| left.min(SUM_READ));
+            let n = match file.read_at(buf.get_mut(..want).unwrap_or_default(), *pos) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(buf.get(..n).unwrap_or_default());
+            *pos += n as u64;
+        }
+        Ok(())
+    })
 }
 
 /// Writes the `{total, sha256}` reply of put and sum.

@@ -132,6 +132,7 @@ impl Files {
             failed: None,
             writeback_at: 0,
             hash_asked: 0,
+            hash_refused_at: 0,
             stored: false,
         })
     }
@@ -158,6 +159,8 @@ pub struct Upload {
     written: u64,
     /// What the last hash task was given (hashed up to here, or to be).
     hash_asked: u64,
+    /// `hash_asked` before the last task, restored if the pool refuses it.
+    hash_refused_at: u64,
     want_sha: Option<[u8; 32]>,
     overwrite: bool,
     /// Under `--quota`: what the upload adds held against the user's quota until it ends.
@@ -171,8 +174,10 @@ pub struct Upload {
 impl Upload {
     /// A piece of the body. Disk writes are bounded by the read chunk (64 KiB).
     /// Returns the hashing of what is written so far, as work for the pool,
-    /// every `HASH_STEP` bytes when no such task is queued (see [`Upload::hash_refused`]).
-    pub fn write(&mut self, chunk: &[u8]) -> Option<Task<Done>> {
+    /// every `HASH_STEP` bytes when no such task is queued and `may_hash` (the
+    /// server caps steps in flight; see [`Upload::hash_refused`]). Not for the
+    /// last piece: the flush task hashes the rest.
+    pub fn write(&mut self, chunk: &[u8], may_hash: bool) -> Option<Task<Done>> {
         if self.failed.is_some() {
             return None;
         }
@@ -191,15 +196,19 @@ impl Upload {
         }
         // One hash task at a time: while one runs, the writes go on and the next
         // task takes all they added.
-        if self.written - self.hash_asked < HASH_STEP
+        if !may_hash
+            || self.written - self.hash_asked < HASH_STEP
+            || self.written >= self.size
             || self.hashing.queued.swap(true, Ordering::AcqRel)
         {
             return None;
         }
+        self.hash_refused_at = self.hash_asked;
         self.hash_asked = self.written;
         let (hashing, upto) = (Arc::clone(&self.hashing), self.written);
         Some(Box::new(move || {
-            // An error is met again, and answered, by the flush's hashing.
+            // An error is met again, and answered, by the flush's hashing (which
+            // goes on from the last byte the hash took).
             let _ = hashing.hash_to(upto);
             hashing.queued.store(false, Ordering::Release);
             Done::Hashing
@@ -207,8 +216,9 @@ impl Upload {
     }
 
     /// The pool's queue was full: the task from [`Upload::write`] did not run;
-    /// a later piece asks again.
+    /// the next piece asks again.
     pub fn hash_refused(&mut self) {
+        self.hash_asked = self.hash_refused_at;
         self.hashing.queued.store(false, Ordering::Release);
     }
 
@@ -318,9 +328,7 @@ impl Hashing {
             .lock()
             .map_err(|_| OpError::new(500, "hashing failed"))?;
         let (hasher, hashed) = &mut *digest;
-        if *hashed < upto {
-            *hashed = hash_range(&self.file, hasher, *hashed, upto, &self.dropped)?;
-        }
+        hash_range(&self.file, hasher, hashed, upto, &self.dropped)?;
         if *hashed < upto {
             return Err(OpError::bad("body shorter than size"));
         }
@@ -339,6 +347,68 @@ impl Hashing {
         match want {
             Some(want) if want != digest => Err(OpError::bad("sha256 does not match the body")),
             _ => Ok(digest),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::files::FileSession;
+
+    fn lcg(s: &mut u64) -> u64 {
+        *s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *s >> 33
+    }
+
+    /// Hash steps run inline, late on another thread, after the flush, or not
+    /// at all (a full queue): the digest is the body's, whatever the order.
+    #[test]
+    fn steps_in_any_order_give_the_whole_digest() {
+        for seed in 0..40u64 {
+            let data_dir = tempfile::tempdir().unwrap();
+            let mut files = Files::open(data_dir.path(), None).unwrap();
+            let mut session = FileSession::default();
+            let _ = files.root_dir(&mut session, "u");
+            let mut s = seed + 1;
+            let size = (lcg(&mut s) % (5 << 20)) as usize;
+            let data: Vec<u8> = (0..size)
+                .map(|i| ((i as u64).wrapping_mul(2654435761) >> 24) as u8 ^ seed as u8)
+                .collect();
+            let json = format!("{{\"op\":\"put\",\"path\":\"/f{seed}\",\"size\":{size}}}");
+            let header = Header::parse_json(json.as_bytes()).unwrap();
+            let mut upload = files.start_put(&mut session, "u", &header).unwrap();
+            let (mut late, mut threads) = (Vec::new(), Vec::new());
+            let mut pos = 0;
+            while pos < size {
+                let n = ((lcg(&mut s) % 70_000) as usize + 1).min(size - pos);
+                if let Some(task) = upload.write(&data[pos..pos + n], true) {
+                    match lcg(&mut s) % 4 {
+                        0 => upload.hash_refused(),
+                        1 => threads.push(std::thread::spawn(move || {
+                            std::thread::sleep(std::time::Duration::from_micros(s % 3000));
+                            task();
+                        })),
+                        2 => late.push(task),
+                        _ => drop(task()),
+                    }
+                }
+                pos += n;
+            }
+            let flush = upload.verify().unwrap();
+            let flushed = std::thread::spawn(flush);
+            threads.extend(
+                late.into_iter()
+                    .map(|task| std::thread::spawn(move || drop(task()))),
+            );
+            let Done::Flushed(Ok(digest)) = flushed.join().unwrap() else {
+                panic!("seed {seed}: the flush failed")
+            };
+            threads.into_iter().for_each(|t| t.join().unwrap());
+            let want: [u8; 32] = Sha256::digest(&data).into();
+            assert_eq!(digest, want, "seed {seed}, size {size}");
         }
     }
 }
