@@ -323,6 +323,13 @@ pub struct LoadArgs {
     /// nothing (examples/floor.rs, the floor the comparisons quote); no login
     #[argh(switch)]
     raw: bool,
+    /// connect with TLS (to the server's --tls-listen address)
+    #[argh(switch)]
+    tls: bool,
+    /// CA certificates (PEM) to verify the server with (default
+    /// ./frameloop-data/tls/cert.pem when it exists, else the system's roots)
+    #[argh(option)]
+    tls_ca: Option<PathBuf>,
 }
 
 impl LoadArgs {
@@ -343,6 +350,14 @@ impl LoadArgs {
                 wire.ops().join(", ")
             ));
         }
+        let tls = match (self.tls, wire) {
+            (false, _) if self.tls_ca.is_some() => return Err("--tls-ca goes with --tls".into()),
+            (false, _) => None,
+            (true, Wire::Frames) => Some(TlsOptions {
+                ca: self.tls_ca.clone(),
+            }),
+            (true, _) => return Err(format!("--tls is for frameloop, not with {wire}")),
+        };
         // RESP and raw runs log in to nothing: no key is read.
         let creds = match wire {
             Wire::Frames => {
@@ -363,6 +378,7 @@ impl LoadArgs {
             warmup: self.warmup,
             progress: !self.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             server_pid: self.server_pid,
+            tls,
         })
     }
 }

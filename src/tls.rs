@@ -1,13 +1,14 @@
 //! TLS for the server (contract section 11): its certificate (given, or
 //! self-signed once into `<data-dir>/tls/`), and a TLS stream: rustls's sans-IO
-//! `ServerConnection` between a non-blocking TCP socket and the connection
-//! machine, which sees plaintext as from any other stream.
+//! connection between a non-blocking TCP socket and the connection machine,
+//! which sees plaintext as from any other stream (the load tool's client side
+//! uses the same stream).
 
 use crate::net::IoClass;
 use mio::net::TcpStream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection};
+use rustls::{Connection, ServerConfig, ServerConnection};
 use sha2::{Digest, Sha256};
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
@@ -77,13 +78,8 @@ impl Tls {
 
     /// A server side for a connection just accepted.
     pub fn accept(&self, sock: TcpStream) -> io::Result<TlsStream> {
-        let mut tls = ServerConnection::new(Arc::clone(&self.config)).map_err(io::Error::other)?;
-        tls.set_buffer_limit(Some(TLS_BUFFER));
-        Ok(TlsStream {
-            sock,
-            tls,
-            file_buf: Vec::new(),
-        })
+        let tls = ServerConnection::new(Arc::clone(&self.config)).map_err(io::Error::other)?;
+        Ok(TlsStream::new(sock, tls.into()))
     }
 }
 
@@ -126,7 +122,7 @@ fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
 /// means what it means for the socket (see each method).
 pub struct TlsStream {
     pub(crate) sock: TcpStream,
-    tls: ServerConnection,
+    tls: Connection,
     /// File bodies pass through here on their way into TLS (`sendfile` cannot
     /// encrypt); allocated at the first file sent.
     file_buf: Vec<u8>,
@@ -142,6 +138,17 @@ impl std::fmt::Debug for TlsStream {
 }
 
 impl TlsStream {
+    /// A TLS stream over a connected non-blocking socket (a server's side just
+    /// accepted, or a client's after its handshake).
+    pub fn new(sock: TcpStream, mut tls: Connection) -> TlsStream {
+        tls.set_buffer_limit(Some(TLS_BUFFER));
+        TlsStream {
+            sock,
+            tls,
+            file_buf: Vec::new(),
+        }
+    }
+
     /// Ciphertext is waiting for the socket (the loop must ask for WRITABLE
     /// even when the connection has nothing more to say).
     pub fn wants_write(&self) -> bool {

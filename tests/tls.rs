@@ -275,3 +275,76 @@ fn the_client_verifies_the_certificate_and_its_host() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("does not verify"), "{said}");
 }
+
+/// `frameloop load --tls` against the server, as JSON.
+fn load_tls(server: &Server, args: &[&str]) -> Value {
+    let ca = cert_path(server);
+    let out = Command::new(env!("CARGO_BIN_EXE_frameloop"))
+        .arg("load")
+        .args([
+            "--addr",
+            &server.tls.unwrap().to_string(),
+            "--tls",
+            "--tls-ca",
+        ])
+        .arg(&ca)
+        .arg("--users")
+        .arg(server.dir.path().join("users"))
+        .args(["--json", "--warmup", "0"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_thousand_tls_connections_are_served() {
+    let server = start(&["--max-conns", "1100"]);
+    let report = load_tls(&server, &["--conns", "1000", "--duration", "1"]);
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(report["requests"].as_u64().unwrap() >= 1000, "{report}");
+}
+
+#[test]
+fn twenty_thousand_pipelined_requests_under_backpressure() {
+    // 20,000 1 KiB echoes in flight on one connection: about 20 MiB of replies
+    // against a 64 KiB output limit, so the server stops reading and resumes
+    // many times, with TLS records held in rustls in between.
+    let server = start(&["--max-outbuf", "65536"]);
+    let report = load_tls(
+        &server,
+        &[
+            "--conns",
+            "1",
+            "--pipeline",
+            "20000",
+            "--size",
+            "1024",
+            "--duration",
+            "2",
+        ],
+    );
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(report["requests"].as_u64().unwrap() >= 20_000, "{report}");
+}
+
+#[test]
+fn a_shutdown_ends_tls_sessions_with_close_notify() {
+    let mut server = start(&[]);
+    let mut bw = ByteWise::connect(&server);
+    let hello = bw.recv();
+    let cb = bw.binding();
+    assert_eq!(bw.login(&server.key(), &hello, Some(&cb)).status(), 200);
+    // SIGTERM: the bye push, then close_notify (rustls reads that as a clean
+    // end, Ok(0); a bare FIN would be UnexpectedEof).
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let bye = bw.recv();
+    assert_eq!(bye.op(), Some("bye"), "{bye:?}");
+    let mut rest = Vec::new();
+    rustls::Stream::new(&mut bw.tls, &mut bw.sock)
+        .read_to_end(&mut rest)
+        .expect("a clean end (close_notify)");
+    assert!(rest.is_empty());
+    let _ = server.child.wait();
+}

@@ -323,6 +323,18 @@ impl Client {
         }
     }
 
+    /// Like [`Client::into_stream`], for a TLS connection: its socket and session.
+    pub fn into_tls(self) -> io::Result<(TcpStream, rustls::ClientConnection)> {
+        if !self.reader.buffer().is_empty() || !self.pushes.is_empty() {
+            return Err(protocol_error("unread frames after the handshake"));
+        }
+        drop(self.requester); // the other handle on the session
+        match self.reader.into_inner() {
+            Stream::Tls(tls) => tls.into_parts(),
+            Stream::Tcp(_) | Stream::Unix(_) => Err(protocol_error("not a TLS connection")),
+        }
+    }
+
     /// The sending half, for streamed uploads.
     pub fn requester(&mut self) -> &mut Requester {
         &mut self.requester

@@ -133,6 +133,22 @@ impl TlsStream {
         &self.shared.sock
     }
 
+    /// The socket and the TLS session, for a caller that takes the connection
+    /// over (the load tool). Fails while another handle shares them, or when
+    /// the server sent more than was read.
+    pub fn into_parts(self) -> io::Result<(TcpStream, ClientConnection)> {
+        let shared = Arc::try_unwrap(self.shared)
+            .map_err(|_| io::Error::other("the TLS session is still shared"))?;
+        let session = shared
+            .tls
+            .into_inner()
+            .map_err(|_| io::Error::other("TLS state poisoned"))?;
+        if !session.pending.is_empty() {
+            return Err(io::Error::other("unread TLS records after the handshake"));
+        }
+        Ok((shared.sock, session.tls))
+    }
+
     fn lock(&self) -> io::Result<MutexGuard<'_, Session>> {
         self.shared
             .tls

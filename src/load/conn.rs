@@ -2,6 +2,7 @@
 //! replies it reads and checks, and the tally of what was measured.
 
 use super::wire::{Expect, Wire, Workload, match_fixed};
+use crate::client::tls::TlsOptions;
 use crate::client::{Client, Credentials};
 use crate::proto::{Decoder, Event, Header, Limits};
 use hdrhistogram::Histogram;
@@ -12,8 +13,48 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// A load connection's socket: plain TCP, or TLS over it (`--tls`).
+enum Socket {
+    Tcp(TcpStream),
+    Tls(Box<crate::tls::TlsStream>),
+}
+
+impl Socket {
+    fn tcp(&mut self) -> &mut TcpStream {
+        match self {
+            Socket::Tcp(s) => s,
+            Socket::Tls(s) => &mut s.sock,
+        }
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.read(buf),
+            Socket::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write(buf),
+            Socket::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Socket::Tcp(_) => Ok(()),
+            Socket::Tls(s) => s.flush(),
+        }
+    }
+}
+
 pub(super) struct Conn {
-    stream: TcpStream,
+    stream: Socket,
     decoder: Decoder,
     out: Vec<u8>,
     out_pos: usize,
@@ -52,21 +93,32 @@ impl Conn {
         addr: SocketAddr,
         wire: Wire,
         creds: &Credentials,
+        tls: Option<&TlsOptions>,
         registry: &Registry,
         token: Token,
         start: Instant,
     ) -> io::Result<Conn> {
-        let std_stream = match wire {
-            Wire::Frames => Client::connect(addr, creds)?.into_stream()?,
-            Wire::Resp | Wire::Raw => {
+        let nonblocking = |s: std::net::TcpStream| -> io::Result<TcpStream> {
+            s.set_nonblocking(true)?;
+            Ok(TcpStream::from_std(s))
+        };
+        let mut stream = match (wire, tls) {
+            (Wire::Frames, Some(tls)) => {
+                let (sock, session) = Client::connect_tls(addr, creds, tls)?.into_tls()?;
+                sock.set_read_timeout(None)?;
+                let tls = crate::tls::TlsStream::new(nonblocking(sock)?, session.into());
+                Socket::Tls(Box::new(tls))
+            }
+            (Wire::Frames, None) => {
+                Socket::Tcp(nonblocking(Client::connect(addr, creds)?.into_stream()?)?)
+            }
+            (Wire::Resp | Wire::Raw, _) => {
                 let stream = std::net::TcpStream::connect(addr)?;
                 stream.set_nodelay(true)?;
-                stream
+                Socket::Tcp(nonblocking(stream)?)
             }
         };
-        std_stream.set_nonblocking(true)?;
-        let mut stream = TcpStream::from_std(std_stream);
-        registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        registry.register(stream.tcp(), token, Interest::READABLE | Interest::WRITABLE)?;
         let limits = Limits {
             max_header: 1 << 20,
             max_body: u64::MAX,
@@ -150,12 +202,14 @@ impl Conn {
                     }
                 }
             }
-            if n < scratch.len() && !closed {
+            if n < scratch.len() && !closed && matches!(self.stream, Socket::Tcp(_)) {
                 // A short read: the socket buffer was empty at that moment (epoll(7)), and
                 // later bytes raise a new edge. Unlike the server, the load tool skips the
                 // read that would say WouldBlock (a syscall per reply): the servers it
                 // measures send no urgent data. Not when the event reported a hang-up:
                 // a FIN that came with the data raises no later edge, so read on to it.
+                // Not with TLS: a read returns one record's plaintext, the socket
+                // may hold more.
                 return Ok(());
             }
         }
@@ -226,6 +280,10 @@ impl Conn {
         }
         self.out.clear();
         self.out_pos = 0;
-        Ok(())
+        // TLS records rustls still holds go out too (no-op on plain TCP).
+        match self.stream.flush() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            other => other,
+        }
     }
 }

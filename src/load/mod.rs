@@ -36,6 +36,8 @@ pub struct LoadConfig {
     pub progress: bool,
     /// A server process on this machine whose CPU time to measure over the window.
     pub server_pid: Option<u32>,
+    /// Inside TLS (`--tls`; frames only).
+    pub tls: Option<crate::client::tls::TlsOptions>,
 }
 
 /// Runs the load: a single-threaded mio client in the server's own style. It drives
@@ -62,6 +64,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
             cfg.addr,
             cfg.wire,
             &cfg.creds,
+            cfg.tls.as_ref(),
             poll.registry(),
             Token(i),
             start,
