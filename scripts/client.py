@@ -3,7 +3,8 @@
 as a reference for people coming from Python socket tutorials.
 
     python3 scripts/client.py [--addr HOST:PORT] [--user NAME]
-                              [--users FILE | --key HEX | --no-auth] OP [ARGS...]
+                              [--users FILE | --key HEX | --no-auth]
+                              [--tls [--tls-ca FILE]] OP [ARGS...]
     python3 scripts/client.py echo hello
     python3 scripts/client.py time %H:%M
 
@@ -12,8 +13,13 @@ else the environment variable FRAMELOOP_KEY, else the users file (a key on the
 command line is visible to every local user: prefer the other two). With a key,
 a server that does not prove it knows it (a hello without hmac-sha256, a reply
 without the right mac) is refused before anything is sent; --no-auth talks to a
---no-auth server instead. Exit status: 0 on status 200, 1 when the server
-answers with an error, 2 when connecting or authenticating fails.
+--no-auth server instead. With --tls it connects to the server's --tls-listen
+address, verifies its certificate against --tls-ca (default
+./frameloop-data/tls/cert.pem when it exists, else the system's roots) and binds
+the login to that certificate: both MACs take in the SHA-256 of its DER bytes
+(tls-server-end-point), so a login relayed through another TLS endpoint fails.
+Exit status: 0 on status 200, 1 when the server answers with an error, 2 when
+connecting, verifying or authenticating fails.
 """
 
 import argparse
@@ -22,6 +28,7 @@ import hmac
 import json
 import os
 import socket
+import ssl
 import struct
 import sys
 import unicodedata
@@ -79,7 +86,8 @@ def login(sock, user, key):
     """The handshake: prove we know `key`, and check that the server does too.
     With `key` None (--no-auth) only a server that asks for no login is accepted.
     Holding a key, anything but hmac-sha256 is refused before a byte is sent:
-    a server that skips the login could be anyone (no silent downgrade)."""
+    a server that skips the login could be anyone (no silent downgrade).
+    Over TLS both MACs end with the channel binding (contract section 3)."""
     hello, _ = recv_frame(sock)
     if not isinstance(hello, dict) or hello.get("op") != "hello":
         raise ProtocolError("expected a hello, got %s" % one_line(repr(hello)[:100]))
@@ -104,6 +112,13 @@ def login(sock, user, key):
     nonce = bytes.fromhex(nonce)
     cnonce = os.urandom(32)
     message = nonce + cnonce + user.encode()
+    if isinstance(sock, ssl.SSLSocket):
+        if hello.get("cb") != "tls-server-end-point":
+            raise ProtocolError(
+                "refusing the server: over TLS its hello must bind the login to the "
+                "certificate (cb tls-server-end-point)"
+            )
+        message += hashlib.sha256(sock.getpeercert(binary_form=True)).digest()
     mac = hmac.new(key, b"frameloop client" + message, hashlib.sha256).hexdigest()
     send_frame(sock, {"op": "auth", "user": user, "cnonce": cnonce.hex(), "mac": mac})
     reply, _ = recv_frame(sock)
@@ -150,6 +165,19 @@ def find_key(hex_key, users_file, user):
     return read_key(users_file, user)
 
 
+DEFAULT_CA = "frameloop-data/tls/cert.pem"
+
+
+def tls_context(ca):
+    """Verifies the server's certificate and host name (TLS 1.2 at least)."""
+    ctx = ssl.create_default_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ca = ca or (DEFAULT_CA if os.path.exists(DEFAULT_CA) else None)
+    if ca:
+        ctx.load_verify_locations(cafile=ca)
+    return ctx
+
+
 def main():
     p = argparse.ArgumentParser(description="frameloop client (Python reference)")
     p.add_argument("--addr", default="127.0.0.1:7878")
@@ -165,11 +193,15 @@ def main():
         action="store_true",
         help="talk to a --no-auth server, as anonymous (a server that asks for a key is refused)",
     )
+    p.add_argument("--tls", action="store_true", help="connect with TLS (to --tls-listen)")
+    p.add_argument("--tls-ca", help="CA certificates (PEM) to verify the server with")
     p.add_argument("op", choices=["ping", "echo", "upper", "stamp", "time", "stats"])
     p.add_argument("args", nargs="*")
     a = p.parse_args()
     if a.no_auth and a.key:
         p.error("give --key or --no-auth, not both")
+    if a.tls_ca and not a.tls:
+        p.error("--tls-ca goes with --tls")
 
     text = " ".join(a.args)
     fields, body = {}, b""
@@ -181,10 +213,13 @@ def main():
     host, port = a.addr.rsplit(":", 1)
     try:
         key = None if a.no_auth else find_key(a.key, a.users, a.user)
-        with socket.create_connection((host, int(port)), timeout=10) as sock:
+        with socket.create_connection((host, int(port)), timeout=10) as plain:
+            sock = plain
+            if a.tls:
+                sock = tls_context(a.tls_ca).wrap_socket(plain, server_hostname=host)
             login(sock, a.user, key)
             reply, reply_body = request(sock, a.op, fields, body)
-    except (OSError, ValueError, ProtocolError) as e:
+    except (OSError, ValueError, ProtocolError) as e:  # ssl.SSLError is an OSError
         print("client.py: %s" % e, file=sys.stderr)
         return 2
     if reply["status"] != 200:

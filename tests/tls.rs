@@ -348,3 +348,32 @@ fn a_shutdown_ends_tls_sessions_with_close_notify() {
     assert!(rest.is_empty());
     let _ = server.child.wait();
 }
+
+#[test]
+fn the_python_client_binds_its_login_to_the_certificate() {
+    let server = start(&[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/client.py");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        Command::new("python3")
+            .current_dir(elsewhere.path())
+            .arg(script)
+            .args([
+                "--addr",
+                &server.tls.unwrap().to_string(),
+                "--tls",
+                "--users",
+            ])
+            .arg(server.dir.path().join("users"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ca = cert_path(&server);
+    let ok = run(&["--tls-ca", ca.to_str().unwrap(), "echo", "hi"]);
+    assert!(ok.status.success(), "{ok:?}");
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "hi");
+    let unknown = run(&["echo", "hi"]);
+    assert_eq!(unknown.status.code(), Some(2), "{unknown:?}");
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("CERTIFICATE_VERIFY_FAILED"));
+}
