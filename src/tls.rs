@@ -76,8 +76,9 @@ impl Tls {
         hex.join(":")
     }
 
-    /// A server side for a connection just accepted.
-    pub fn accept(&self, sock: TcpStream) -> io::Result<TlsStream> {
+    /// A server side for a connection just accepted (a socket; in the fuzz
+    /// harness, memory standing in for one).
+    pub fn accept<S: Read + Write>(&self, sock: S) -> io::Result<TlsStream<S>> {
         let tls = ServerConnection::new(Arc::clone(&self.config)).map_err(io::Error::other)?;
         Ok(TlsStream::new(sock, tls.into()))
     }
@@ -120,15 +121,15 @@ fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
 /// A TLS connection: plaintext in and out through `Read` and `Write`, as the
 /// loop reads and writes any stream. Non-blocking like its socket: `WouldBlock`
 /// means what it means for the socket (see each method).
-pub struct TlsStream {
-    pub(crate) sock: TcpStream,
+pub struct TlsStream<S = TcpStream> {
+    pub(crate) sock: S,
     tls: Connection,
     /// File bodies pass through here on their way into TLS (`sendfile` cannot
     /// encrypt); allocated at the first file sent.
     file_buf: Vec<u8>,
 }
 
-impl std::fmt::Debug for TlsStream {
+impl<S: std::fmt::Debug> std::fmt::Debug for TlsStream<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsStream")
             .field("sock", &self.sock)
@@ -137,10 +138,10 @@ impl std::fmt::Debug for TlsStream {
     }
 }
 
-impl TlsStream {
+impl<S: Read + Write> TlsStream<S> {
     /// A TLS stream over a connected non-blocking socket (a server's side just
     /// accepted, or a client's after its handshake).
-    pub fn new(sock: TcpStream, mut tls: Connection) -> TlsStream {
+    pub fn new(sock: S, mut tls: Connection) -> TlsStream<S> {
         tls.set_buffer_limit(Some(TLS_BUFFER));
         TlsStream {
             sock,
@@ -177,14 +178,19 @@ impl TlsStream {
         let _ = self.flush_tls();
     }
 
-    /// The handshake failed or a record was bad: a TLS error, counted apart
-    /// (`tls_failures`) from a peer that just went away.
-    pub fn is_tls_error(e: &io::Error) -> bool {
-        e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+    /// The socket (or what stands in for it).
+    pub fn socket_mut(&mut self) -> &mut S {
+        &mut self.sock
     }
 }
 
-impl Read for TlsStream {
+/// The handshake failed or a record was bad: a TLS error, counted apart
+/// (`tls_failures`) from a peer that just went away.
+pub fn is_tls_error(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+}
+
+impl<S: Read + Write> Read for TlsStream<S> {
     /// Plaintext, as much as is decrypted; `Ok(0)` at the end of the stream
     /// (close_notify, or the peer's FIN without one); `WouldBlock` once the
     /// socket is empty and rustls holds no plaintext, so reading until
@@ -213,7 +219,7 @@ impl Read for TlsStream {
     }
 }
 
-impl Write for TlsStream {
+impl<S: Read + Write> Write for TlsStream<S> {
     /// Takes plaintext as far as rustls has room, after sending what it held.
     /// `WouldBlock` when the socket is full and rustls's buffer too.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -231,7 +237,7 @@ impl Write for TlsStream {
     }
 }
 
-impl crate::outbuf::Sink for TlsStream {
+impl<S: Read + Write> crate::outbuf::Sink for TlsStream<S> {
     /// A file body goes through user space here: read, then encrypted by `write`.
     fn send_file(&mut self, file: &std::fs::File, offset: u64, len: usize) -> io::Result<usize> {
         self.flush_tls()?;

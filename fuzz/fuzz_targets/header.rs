@@ -11,7 +11,11 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let parsed = Header::parse(data);
-    assert_eq!(parsed, Header::parse_json(data), "the scanner and serde_json differ");
+    assert_eq!(
+        parsed,
+        Header::parse_json(data),
+        "the scanner and serde_json differ"
+    );
     let Ok(h) = parsed else {
         return;
     };

@@ -71,7 +71,7 @@ impl Server {
             ReadEnd::Failed(e) => {
                 // A failed TLS handshake (plain frames or garbage on the TLS port)
                 // or a bad record: counted apart from peers that just went away.
-                if crate::tls::TlsStream::is_tls_error(&e) {
+                if crate::tls::is_tls_error(&e) {
                     self.services.stats.tls_failed();
                     log::debug!("{}: TLS: {e}", slot.peer);
                     slot.conn.close(&mut self.services, "TLS error");
