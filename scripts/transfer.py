@@ -7,6 +7,9 @@ reader loop for every server so only the server differs.
   transfer.py frameloop-sum ADDR USERS PATH   one `sum` (the server hashes the file)
   transfer.py http-get HOST:PORT URLPATH      one HTTP/1.1 GET, body read and dropped
 
+With TLS_CA=FILE in the environment every connection is TLS, verified
+against FILE (frameloop's --tls-listen; HTTPS for http-get).
+
 Prints one JSON line: bytes, seconds, MiB/s.
 """
 
@@ -18,7 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from client import login, read_key, recv_frame, send_frame  # noqa: E402
+from client import login, read_key, recv_exactly, recv_frame, send_frame, tls_context  # noqa: E402
 
 # Read size. 64 KiB keeps the destination buffer in the CPU cache, as curl's does:
 # with 1 MiB reads this reader was about 15% slower than `curl -o /dev/null`.
@@ -40,6 +43,8 @@ def connect(addr):
     host, port = addr.rsplit(":", 1)
     sock = socket.create_connection((host, int(port)))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if os.environ.get("TLS_CA"):
+        sock = tls_context(os.environ["TLS_CA"]).wrap_socket(sock, server_hostname=host)
     return sock
 
 
@@ -49,8 +54,8 @@ def frameloop_get(addr, users, path):
     start = time.perf_counter()
     head = json.dumps({"op": "get", "path": path, "id": 1}).encode()
     sock.sendall(struct.pack("!I", len(head)) + head)
-    (n,) = struct.unpack("!I", sock.recv(4, socket.MSG_WAITALL))
-    header = json.loads(sock.recv(n, socket.MSG_WAITALL))
+    (n,) = struct.unpack("!I", recv_exactly(sock, 4))
+    header = json.loads(recv_exactly(sock, n))
     if header.get("status") != 200:
         raise SystemExit("get failed: %r" % header)
     drain(sock, header["size"])
