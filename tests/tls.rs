@@ -377,3 +377,20 @@ fn the_python_client_binds_its_login_to_the_certificate() {
     assert_eq!(unknown.status.code(), Some(2), "{unknown:?}");
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("CERTIFICATE_VERIFY_FAILED"));
 }
+
+#[test]
+fn the_handshake_and_the_login_count_against_the_auth_timeout() {
+    let server = start(&["--auth-timeout", "0.5"]);
+    // Silent after connecting: no handshake ever starts.
+    let mut silent = TcpStream::connect(server.tls.unwrap()).unwrap();
+    silent.set_read_timeout(Some(TIMEOUT)).unwrap();
+    // Handshaken, greeted, but never logging in: the bye push, then the end.
+    let mut idle = ByteWise::connect(&server);
+    assert_eq!(idle.recv().op(), Some("hello"));
+    let started = Instant::now();
+    let bye = idle.recv();
+    assert_eq!(bye.op(), Some("bye"), "{bye:?}");
+    let mut rest = Vec::new();
+    let _ = silent.read_to_end(&mut rest);
+    assert!(started.elapsed() < TIMEOUT, "the silent one was not closed");
+}
