@@ -403,9 +403,10 @@ mod tests {
 
     /// Flags whose "(default ...)" in the help describes what leaving them out
     /// means rather than a value the flag takes.
-    const DESCRIBED: [(&str, &str); 7] = [
+    const DESCRIBED: [(&str, &str); 8] = [
         ("client", "--addr"),
         ("client", "--tls-ca"),
+        ("load", "--tls-ca"),
         ("serve", "--users"),
         ("serve", "--allow-exec"),
         ("serve", "--quota"),
