@@ -175,6 +175,40 @@ impl Stream {
         matches!(self, Stream::Tls(s) if s.wants_write())
     }
 
+    /// Output below the connection's own is not all out (TLS: records, the
+    /// handshake, a close_notify): the connection is not done writing.
+    pub fn holds_output(&self) -> bool {
+        matches!(self, Stream::Tls(s) if s.holds_output())
+    }
+
+    /// A last close_notify before a TLS connection is dropped (best effort).
+    pub fn close_notify(&mut self) {
+        if let Stream::Tls(s) = self {
+            s.close_notify();
+        }
+    }
+
+    /// A TLS handshake still under way.
+    pub fn is_handshaking(&self) -> bool {
+        matches!(self, Stream::Tls(s) if s.is_handshaking())
+    }
+
+    /// Moves a TLS handshake on (see `TlsStream::handshake_step`).
+    pub fn handshake_step(&mut self) -> io::Result<bool> {
+        match self {
+            Stream::Tls(s) => s.handshake_step(),
+            Stream::Tcp(_) | Stream::Unix(_) => Ok(false),
+        }
+    }
+
+    /// Memory the transport holds for the connection (TLS state), roughly.
+    pub fn held(&self) -> usize {
+        match self {
+            Stream::Tls(s) => s.held(),
+            Stream::Tcp(_) | Stream::Unix(_) => 0,
+        }
+    }
+
     /// Whether a short read shows the socket empty (see `Server::read`). Not
     /// on a Unix socket: a read stops after a message that carries descriptors,
     /// with the rest already queued and no event to tell of it. Not with TLS,
@@ -189,10 +223,8 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.shutdown(Shutdown::Write),
             Stream::Unix(s) => s.shutdown(Shutdown::Write),
-            Stream::Tls(s) => {
-                s.close_notify();
-                s.sock.shutdown(Shutdown::Write)
-            }
+            // close_notify, and the FIN once it (and all before it) is out.
+            Stream::Tls(s) => s.close(),
         }
     }
 }
@@ -251,8 +283,12 @@ impl Write for Stream {
         }
     }
 
+    /// TLS records rustls holds go to the socket (nothing to do for the others).
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Stream::Tls(s) => s.flush_tls(),
+            Stream::Tcp(_) | Stream::Unix(_) => Ok(()),
+        }
     }
 }
 

@@ -78,7 +78,7 @@ impl Tls {
 
     /// A server side for a connection just accepted (a socket; in the fuzz
     /// harness, memory standing in for one).
-    pub fn accept<S: Read + Write>(&self, sock: S) -> io::Result<TlsStream<S>> {
+    pub fn accept<S: Read + Write + ShutdownWrite>(&self, sock: S) -> io::Result<TlsStream<S>> {
         let tls = ServerConnection::new(Arc::clone(&self.config)).map_err(io::Error::other)?;
         Ok(TlsStream::new(sock, tls.into()))
     }
@@ -97,10 +97,16 @@ fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
     ])
     .map_err(|e| format!("cannot make a certificate: {e}"))?;
     let write = |path: &Path, text: &str, mode: u32| {
+        // A fresh file, so the mode holds (an old one keeps whatever it had).
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(format!("cannot replace {}: {e}", path.display()));
+            }
+            _ => {}
+        }
         OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(path)
             .and_then(|mut f| f.write_all(text.as_bytes()))
@@ -118,6 +124,17 @@ fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
     Ok((cert, key))
 }
 
+/// What TLS needs of its socket besides reading and writing: closing our side.
+pub trait ShutdownWrite {
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+impl ShutdownWrite for TcpStream {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
 /// A TLS connection: plaintext in and out through `Read` and `Write`, as the
 /// loop reads and writes any stream. Non-blocking like its socket: `WouldBlock`
 /// means what it means for the socket (see each method).
@@ -125,8 +142,11 @@ pub struct TlsStream<S = TcpStream> {
     pub(crate) sock: S,
     tls: Connection,
     /// File bodies pass through here on their way into TLS (`sendfile` cannot
-    /// encrypt); allocated at the first file sent.
+    /// encrypt); allocated at the first file sent, freed when its body is out.
     file_buf: Vec<u8>,
+    /// The connection asked to end our side: TCP's FIN goes once close_notify
+    /// and every record before it are out.
+    fin_pending: bool,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for TlsStream<S> {
@@ -138,7 +158,7 @@ impl<S: std::fmt::Debug> std::fmt::Debug for TlsStream<S> {
     }
 }
 
-impl<S: Read + Write> TlsStream<S> {
+impl<S: Read + Write + ShutdownWrite> TlsStream<S> {
     /// A TLS stream over a connected non-blocking socket (a server's side just
     /// accepted, or a client's after its handshake).
     pub fn new(sock: S, mut tls: Connection) -> TlsStream<S> {
@@ -147,7 +167,49 @@ impl<S: Read + Write> TlsStream<S> {
             sock,
             tls,
             file_buf: Vec::new(),
+            fin_pending: false,
         }
+    }
+
+    /// Output rustls still holds: records the socket did not take, or, during
+    /// the handshake, plaintext that goes out once it completes. The
+    /// connection's own output is not done until this is false.
+    pub fn holds_output(&self) -> bool {
+        self.tls.wants_write() || self.tls.is_handshaking() || self.fin_pending
+    }
+
+    pub fn is_handshaking(&self) -> bool {
+        self.tls.is_handshaking()
+    }
+
+    /// Moves the handshake on with what the socket holds, whatever the
+    /// connection's state (a connection refused with 503, or flushing, reads
+    /// no requests, but its reply waits for the handshake): `Ok(true)` while
+    /// the socket may hold more, `Ok(false)` at `WouldBlock`.
+    pub fn handshake_step(&mut self) -> io::Result<bool> {
+        let got = match self.tls.read_tls(&mut self.sock) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        let state = self.tls.process_new_packets();
+        let flushed = self.flush_tls();
+        state.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        flushed?;
+        Ok(got > 0)
+    }
+
+    /// Bytes of memory its TLS state holds, roughly (what `--max-memory`
+    /// adds for it): rustls's receive buffer, the records waiting for the
+    /// socket (bounded), the file buffer.
+    pub fn held(&self) -> usize {
+        let sending = if self.tls.wants_write() {
+            TLS_BUFFER
+        } else {
+            0
+        };
+        FILE_READ + sending + self.file_buf.capacity()
     }
 
     /// Ciphertext is waiting for the socket (the loop must ask for WRITABLE
@@ -157,7 +219,8 @@ impl<S: Read + Write> TlsStream<S> {
     }
 
     /// Sends what rustls holds for the socket, until it is all out or the
-    /// socket is full (`Ok` either way; `wants_write` tells which).
+    /// socket is full (`Ok` either way; `wants_write` tells which); then the
+    /// FIN, if one is due.
     pub fn flush_tls(&mut self) -> io::Result<()> {
         while self.tls.wants_write() {
             match self.tls.write_tls(&mut self.sock) {
@@ -169,12 +232,26 @@ impl<S: Read + Write> TlsStream<S> {
                 },
             }
         }
+        if self.fin_pending {
+            self.fin_pending = false;
+            self.sock.shutdown_write()?;
+        }
         Ok(())
     }
 
-    /// Ends the TLS session (close_notify) before the TCP write side closes.
-    pub fn close_notify(&mut self) {
+    /// Ends our side: close_notify after what is queued, then (from
+    /// `flush_tls`, once all of it is out) TCP's FIN.
+    pub fn close(&mut self) -> io::Result<()> {
         self.tls.send_close_notify();
+        self.fin_pending = true;
+        self.flush_tls()
+    }
+
+    /// A last close_notify for a connection being dropped, if the socket takes it.
+    pub fn close_notify(&mut self) {
+        if !self.fin_pending {
+            self.tls.send_close_notify();
+        }
         let _ = self.flush_tls();
     }
 
@@ -190,7 +267,7 @@ pub fn is_tls_error(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
 }
 
-impl<S: Read + Write> Read for TlsStream<S> {
+impl<S: Read + Write + ShutdownWrite> Read for TlsStream<S> {
     /// Plaintext, as much as is decrypted; `Ok(0)` at the end of the stream
     /// (close_notify, or the peer's FIN without one); `WouldBlock` once the
     /// socket is empty and rustls holds no plaintext, so reading until
@@ -219,7 +296,7 @@ impl<S: Read + Write> Read for TlsStream<S> {
     }
 }
 
-impl<S: Read + Write> Write for TlsStream<S> {
+impl<S: Read + Write + ShutdownWrite> Write for TlsStream<S> {
     /// Takes plaintext as far as rustls has room, after sending what it held.
     /// `WouldBlock` when the socket is full and rustls's buffer too.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -237,7 +314,7 @@ impl<S: Read + Write> Write for TlsStream<S> {
     }
 }
 
-impl<S: Read + Write> crate::outbuf::Sink for TlsStream<S> {
+impl<S: Read + Write + ShutdownWrite> crate::outbuf::Sink for TlsStream<S> {
     /// A file body goes through user space here: read, then encrypted by `write`.
     fn send_file(&mut self, file: &std::fs::File, offset: u64, len: usize) -> io::Result<usize> {
         self.flush_tls()?;
@@ -249,6 +326,21 @@ impl<S: Read + Write> crate::outbuf::Sink for TlsStream<S> {
         }
         let want = len.min(FILE_READ);
         let n = file.read_at(self.file_buf.get_mut(..want).unwrap_or_default(), offset)?;
+        if n == len {
+            // The body's last piece: the buffer is not kept for the connection's life.
+            let piece = std::mem::take(&mut self.file_buf);
+            let n = self
+                .tls
+                .writer()
+                .write(piece.get(..n).unwrap_or_default())?;
+            self.flush_tls()?;
+            return if n == 0 && len > 0 {
+                self.file_buf = piece;
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            };
+        }
         if n == 0 && len > 0 {
             return Err(io::Error::other("file truncated while being sent"));
         }

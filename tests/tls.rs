@@ -253,6 +253,25 @@ fn the_client_verifies_the_certificate_and_its_host() {
     let said = String::from_utf8_lossy(&unknown.stderr);
     assert_eq!(said.lines().count(), 1, "{said}");
     assert!(said.contains("does not verify"), "{said}");
+    // The plain port is no TLS port, and the client says that, not "certificate".
+    let users = server.dir.path().join("users");
+    let plain = Command::new(env!("CARGO_BIN_EXE_frameloop"))
+        .args([
+            "client",
+            "--tls",
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--addr",
+        ])
+        .arg(server.addr.to_string())
+        .arg("--users")
+        .arg(&users)
+        .arg("ping")
+        .output()
+        .unwrap();
+    assert_eq!(plain.status.code(), Some(2), "{plain:?}");
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert!(said.contains("TLS handshake failed"), "{said}");
 
     // A certificate for another host: made for the test, served by a second server.
     let other = rcgen::generate_simple_self_signed(vec!["example.org".to_string()]).unwrap();
@@ -393,4 +412,102 @@ fn the_handshake_and_the_login_count_against_the_auth_timeout() {
     let mut rest = Vec::new();
     let _ = silent.read_to_end(&mut rest);
     assert!(started.elapsed() < TIMEOUT, "the silent one was not closed");
+}
+
+// What rustls holds for the socket is output too: the tests below leave the
+// end of a reply in rustls (the socket full, the connection's own output
+// empty) and check it still goes out, before a close, a FIN or a shutdown.
+
+/// A logged-in TLS connection taken over as a plain rustls stream.
+fn owned(server: &Server) -> rustls::StreamOwned<ClientConnection, TcpStream> {
+    let c = tls_client(server);
+    let (sock, tls) = c.into_tls().expect("into_tls");
+    sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+    rustls::StreamOwned::new(tls, sock)
+}
+
+fn echo_frame(id: u64, size: usize) -> Vec<u8> {
+    encode_frame(
+        json!({"op":"echo","id":id,"size":size})
+            .to_string()
+            .as_bytes(),
+        &vec![b'x'; size],
+    )
+}
+
+/// How many bytes of a reply nobody reads the server gets out (kernel buffers
+/// and rustls's): replies a little smaller end with their tail in rustls.
+fn taken_unread(server: &Server) -> usize {
+    let mut probe = owned(server);
+    let before = server.stats()["bytes_out"].as_u64().unwrap();
+    probe.write_all(&echo_frame(1, 12 << 20)).unwrap();
+    probe.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let taken = server.stats()["bytes_out"].as_u64().unwrap() - before;
+    drop(probe);
+    taken as usize
+}
+
+/// Reads until `want` body bytes of one reply came, or the end.
+fn read_reply_body(s: &mut impl Read) -> Result<usize, String> {
+    read_frame(s)
+        .map(|f| f.body.len())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_end_of_a_reply_left_in_rustls_goes_out() {
+    let server = start(&[]);
+    let taken = taken_unread(&server);
+    for less in [8, 40, 100] {
+        let size = taken - less * 1024;
+        let mut s = owned(&server);
+        s.write_all(&echo_frame(2, size)).unwrap();
+        s.flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        assert_eq!(read_reply_body(&mut s), Ok(size), "{size} B");
+    }
+}
+
+#[test]
+fn a_half_close_waits_for_what_rustls_holds() {
+    let server = start(&[]);
+    let size = taken_unread(&server) - 24 * 1024;
+    let mut s = owned(&server);
+    s.write_all(&echo_frame(2, size)).unwrap();
+    s.flush().unwrap();
+    s.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert_eq!(read_reply_body(&mut s), Ok(size));
+    // Then a clean end: close_notify before the FIN.
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("close_notify");
+}
+
+#[test]
+fn a_shutdown_mid_reply_sends_the_rest_then_bye_then_close_notify() {
+    let mut server = start(&[]);
+    let size = taken_unread(&server) + 100 * 1024;
+    let mut s = owned(&server);
+    s.write_all(&echo_frame(2, size)).unwrap();
+    s.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(read_reply_body(&mut s), Ok(size));
+    assert_eq!(read_frame(&mut s).unwrap().op(), Some("bye"));
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("close_notify");
+    let _ = server.child.wait();
+}
+
+#[test]
+fn over_max_conns_the_tls_port_answers_503_after_the_handshake() {
+    let server = start(&["--max-conns", "1"]);
+    let _first = owned(&server);
+    let mut second = ByteWise::connect(&server);
+    let refused = second.recv();
+    assert_eq!(
+        (refused.status(), refused.error()),
+        (503, Some("too many connections"))
+    );
 }

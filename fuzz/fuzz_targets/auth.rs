@@ -41,7 +41,7 @@ fn write_out(s: &mut Services, conn: &mut Conn, mem: &mut Vec<u8>, now: Instant)
         .out
         .write_to(mem, usize::MAX)
         .expect("memory never fails");
-    conn.written(s, done.bytes, now);
+    conn.written(s, done.bytes, false, now);
     let _ = conn.take_shutdown();
 }
 

@@ -113,7 +113,7 @@ fn serve(
         }
     }
     let done = conn.out.write_to(server, usize::MAX)?;
-    conn.written(s, done.bytes, now);
+    conn.written(s, done.bytes, false, now);
     Ok(())
 }
 

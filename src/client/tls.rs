@@ -61,12 +61,22 @@ impl TlsOptions {
         let name = ServerName::IpAddress(addr.ip().into());
         let mut tls = ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
         while tls.is_handshaking() {
-            tls.complete_io(&mut sock).map_err(|e| match e.kind() {
-                io::ErrorKind::InvalidData => io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!("the server's certificate does not verify: {}", inner(&e)),
-                ),
-                _ => e,
+            tls.complete_io(&mut sock).map_err(|e| {
+                let tls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+                match tls_error {
+                    Some(rustls::Error::InvalidCertificate(_)) => io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!("the server's certificate does not verify: {}", inner(&e)),
+                    ),
+                    Some(_) => io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "the TLS handshake failed (is this a TLS port?): {}",
+                            inner(&e)
+                        ),
+                    ),
+                    None => e,
+                }
             })?;
         }
         let leaf = tls

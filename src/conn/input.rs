@@ -208,10 +208,12 @@ impl Conn {
         }
     }
 
-    /// The server wrote `n` bytes of the output (maybe 0). Once everything owed
-    /// is sent while flushing, it asks for the write side to be shut down
+    /// The server wrote `n` bytes of the output (maybe 0); `held_below`: the
+    /// transport still holds some of it (TLS records the socket has not taken,
+    /// a handshake still under way), so it is not all sent yet. Once everything
+    /// owed is sent while flushing, it asks for the write side to be shut down
     /// ([`Conn::take_shutdown`]) and drains, or closes if the peer is gone.
-    pub fn written(&mut self, services: &mut Services, n: usize, now: Instant) {
+    pub fn written(&mut self, services: &mut Services, n: usize, held_below: bool, now: Instant) {
         self.now = now;
         if n > 0 {
             self.last_active = now;
@@ -224,7 +226,7 @@ impl Conn {
                 self.set_state(State::Serving);
                 self.revisit = true;
             }
-            State::Flushing { drain } if self.out.is_empty() => {
+            State::Flushing { drain } if self.out.is_empty() && !held_below => {
                 if drain {
                     self.set_state(State::Draining);
                     self.shutdown = true;

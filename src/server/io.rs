@@ -42,6 +42,9 @@ impl Server {
     pub(super) fn read(&mut self, r: &mut Reactor, key: usize, short_read_ends: bool) {
         self.visit_pushes = 0;
         self.touch(key);
+        if !self.handshake(r, key) {
+            return;
+        }
         let serves = |s: &Slot| s.conn.has_stash() && s.conn.reading() == Reading::Requests;
         if self.conns.get(key).is_some_and(serves) {
             self.feed(r, key, None);
@@ -68,18 +71,52 @@ impl Server {
                 log::trace!(target: TRACE, "  conn {}: read 0 B (peer closed its side)", Source::Conn(key).token().0);
                 slot.conn.peer_closed(&mut self.services, now);
             }
-            ReadEnd::Failed(e) => {
-                // A failed TLS handshake (plain frames or garbage on the TLS port)
-                // or a bad record: counted apart from peers that just went away.
-                if crate::tls::is_tls_error(&e) {
-                    self.services.stats.tls_failed();
-                    log::debug!("{}: TLS: {e}", slot.peer);
-                    slot.conn.close(&mut self.services, "TLS error");
-                } else {
-                    slot.conn.close(&mut self.services, "read error");
+            ReadEnd::Failed(e) => self.read_failed(now, key, e),
+            ReadEnd::WouldBlock | ReadEnd::Stopped => {}
+        }
+    }
+
+    /// A TLS handshake moves on whatever the machine's state: a connection that
+    /// reads no requests (refused with 503, flushing) still owes its output,
+    /// which waits for the handshake. False when there is nothing more to read
+    /// now (the handshake waits for the peer, or the connection ended).
+    fn handshake(&mut self, r: &mut Reactor, key: usize) -> bool {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return false;
+        };
+        for _ in 0..tuning::READS_PER_TURN {
+            if !slot.stream.is_handshaking() {
+                return true;
+            }
+            match slot.stream.handshake_step() {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(e) => {
+                    self.read_failed(r.now(), key, e);
+                    return false;
                 }
             }
-            ReadEnd::WouldBlock | ReadEnd::Stopped => {}
+        }
+        r.revisit(Source::Conn(key).token());
+        false
+    }
+
+    /// A read ended in an error: the peer's FIN (`UnexpectedEof`), a TLS error
+    /// (counted), or a broken socket.
+    fn read_failed(&mut self, now: std::time::Instant, key: usize, e: io::Error) {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            slot.conn.peer_closed(&mut self.services, now);
+        } else if crate::tls::is_tls_error(&e) {
+            // A failed TLS handshake (plain frames or garbage on the TLS port)
+            // or a bad record: counted apart from peers that just went away.
+            self.services.stats.tls_failed();
+            log::debug!("{}: TLS: {e}", slot.peer);
+            slot.conn.close(&mut self.services, "TLS error");
+        } else {
+            slot.conn.close(&mut self.services, "read error");
         }
     }
 
@@ -229,7 +266,9 @@ impl Server {
         }
         self.services.stats.wrote(n);
         self.services.stats.frames_out(slot.conn.out.take_frames());
-        slot.conn.written(&mut self.services, n, r.now());
+        let held_below = slot.stream.holds_output();
+        slot.conn
+            .written(&mut self.services, n, held_below, r.now());
         if slot.conn.take_shutdown() && slot.stream.shutdown_write().is_err() {
             slot.conn.close(&mut self.services, "shutdown failed");
         }

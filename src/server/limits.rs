@@ -121,7 +121,7 @@ impl Server {
             slot.unauth = false;
             tally.unauth_open = tally.unauth_open.saturating_sub(1);
         }
-        let held = slot.conn.held();
+        let held = slot.conn.held().saturating_add(slot.stream.held());
         tally.held = tally
             .held
             .saturating_sub(slot.held as u64)

@@ -92,6 +92,9 @@ impl Server {
                 .or_else(|_| r.register(&mut fd, orphans, Interest::READABLE))
                 .is_ok()
         });
+        // A TLS session ends with close_notify when the socket takes it (a peer
+        // that half-closed has all its replies by now).
+        slot.stream.close_notify();
         let _ = r.deregister(&mut slot.stream);
         self.count_out(&slot);
         if slot.counted {

@@ -66,7 +66,7 @@ fn open(w: &mut World, key: usize) -> Conn {
 fn write_all(services: &mut Services, conn: &mut Conn, now: Instant) -> (Vec<Frame>, bool) {
     let mut mem = Vec::new();
     let done = conn.out.write_to(&mut mem, usize::MAX).unwrap();
-    conn.written(services, done.bytes, now);
+    conn.written(services, done.bytes, false, now);
     let shut = conn.take_shutdown();
     let mut frames = Vec::new();
     let mut rest = mem.as_slice();
