@@ -169,43 +169,19 @@ impl Stream {
         }
     }
 
-    /// Bytes are waiting for the socket that the connection's output does not
-    /// count (TLS records rustls holds): the loop must ask for WRITABLE too.
-    pub fn wants_write(&self) -> bool {
-        matches!(self, Stream::Tls(s) if s.wants_write())
-    }
-
-    /// Output below the connection's own is not all out (TLS: records, the
-    /// handshake, a close_notify): the connection is not done writing.
-    pub fn holds_output(&self) -> bool {
-        matches!(self, Stream::Tls(s) if s.holds_output())
-    }
-
-    /// A last close_notify before a TLS connection is dropped (best effort).
-    pub fn close_notify(&mut self) {
-        if let Stream::Tls(s) = self {
-            s.close_notify();
+    /// The TLS layer of a TLS stream: what it holds below the connection's
+    /// own output (records, the handshake, close_notify) and its memory.
+    pub fn tls(&self) -> Option<&crate::tls::TlsStream> {
+        match self {
+            Stream::Tls(s) => Some(s),
+            Stream::Tcp(_) | Stream::Unix(_) => None,
         }
     }
 
-    /// A TLS handshake still under way.
-    pub fn is_handshaking(&self) -> bool {
-        matches!(self, Stream::Tls(s) if s.is_handshaking())
-    }
-
-    /// Moves a TLS handshake on (see `TlsStream::handshake_step`).
-    pub fn handshake_step(&mut self) -> io::Result<bool> {
+    pub fn tls_mut(&mut self) -> Option<&mut crate::tls::TlsStream> {
         match self {
-            Stream::Tls(s) => s.handshake_step(),
-            Stream::Tcp(_) | Stream::Unix(_) => Ok(false),
-        }
-    }
-
-    /// Memory the transport holds for the connection (TLS state), roughly.
-    pub fn held(&self) -> usize {
-        match self {
-            Stream::Tls(s) => s.held(),
-            Stream::Tcp(_) | Stream::Unix(_) => 0,
+            Stream::Tls(s) => Some(s),
+            Stream::Tcp(_) | Stream::Unix(_) => None,
         }
     }
 

@@ -7,6 +7,7 @@ use crate::config::tuning;
 use crate::conn::Reading;
 use crate::net::{self, ReadEnd, Step};
 use crate::reactor::{Reactor, TRACE};
+use crate::tls::TlsStream;
 use mio::Interest;
 use mio::unix::SourceFd;
 use std::io::{self, Read, Write};
@@ -84,11 +85,14 @@ impl Server {
         let Some(slot) = self.conns.get_mut(key) else {
             return false;
         };
+        let Some(tls) = slot.stream.tls_mut() else {
+            return true;
+        };
         for _ in 0..tuning::READS_PER_TURN {
-            if !slot.stream.is_handshaking() {
+            if !tls.is_handshaking() {
                 return true;
             }
-            match slot.stream.handshake_step() {
+            match tls.handshake_step() {
                 Ok(true) => {}
                 Ok(false) => return false,
                 Err(e) => {
@@ -257,7 +261,7 @@ impl Server {
                 }
                 Err(_) => return slot.conn.close(&mut self.services, "write error"),
             }
-        } else if slot.stream.wants_write() {
+        } else if slot.stream.tls().is_some_and(TlsStream::wants_write) {
             // TLS records with nothing behind them in the output (the handshake's,
             // or what the connection's last write left in rustls).
             if slot.stream.flush().is_err() {
@@ -266,7 +270,7 @@ impl Server {
         }
         self.services.stats.wrote(n);
         self.services.stats.frames_out(slot.conn.out.take_frames());
-        let held_below = slot.stream.holds_output();
+        let held_below = slot.stream.tls().is_some_and(TlsStream::holds_output);
         slot.conn
             .written(&mut self.services, n, held_below, r.now());
         if slot.conn.take_shutdown() && slot.stream.shutdown_write().is_err() {
@@ -289,7 +293,8 @@ impl Server {
         let token = Source::Conn(key).token();
         // Interest follows from state: WRITABLE only while output is left over
         // (the connection's, or TLS records waiting for the socket).
-        let want = if slot.conn.wants_write() || slot.stream.wants_write() {
+        let tls_pending = slot.stream.tls().is_some_and(TlsStream::wants_write);
+        let want = if slot.conn.wants_write() || tls_pending {
             slot.stream.read_interest() | Interest::WRITABLE
         } else {
             slot.stream.read_interest()

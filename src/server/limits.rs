@@ -121,7 +121,8 @@ impl Server {
             slot.unauth = false;
             tally.unauth_open = tally.unauth_open.saturating_sub(1);
         }
-        let held = slot.conn.held().saturating_add(slot.stream.held());
+        let tls = slot.stream.tls().map_or(0, crate::tls::TlsStream::held);
+        let held = slot.conn.held().saturating_add(tls);
         tally.held = tally
             .held
             .saturating_sub(slot.held as u64)

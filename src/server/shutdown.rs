@@ -94,7 +94,9 @@ impl Server {
         });
         // A TLS session ends with close_notify when the socket takes it (a peer
         // that half-closed has all its replies by now).
-        slot.stream.close_notify();
+        if let Some(tls) = slot.stream.tls_mut() {
+            tls.close_notify();
+        }
         let _ = r.deregister(&mut slot.stream);
         self.count_out(&slot);
         if slot.counted {
