@@ -8,11 +8,6 @@
 source "$(dirname "$0")/lib.sh"
 
 RUNS="${RUNS:-5}" SIZE_MIB="${SIZE_MIB:-1024}"
-if ! command -v nginx >/dev/null; then
-    echo "installing nginx ..." >&2
-    apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx >&2
-    service nginx stop >/dev/null 2>&1 || true
-fi
 build
 
 SERVER_CPUS=0,1 start_frameloop
@@ -23,30 +18,9 @@ FILE="$DATA/files/guest/big.bin"
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$FILE"
 cat "$FILE" >/dev/null  # into the page cache
 
-# nginx serving the same directory, sendfile on, one worker on CPU 0.
-NGINX_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<CONF
-user root;  # the bench data dir is private to root (mktemp -d)
-worker_processes 1;
-worker_cpu_affinity 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 64; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        root $DATA/files/guest;
-    }
-}
-CONF
-nginx -c "$WORK/nginx/nginx.conf" &
-STARTED+=("$!")
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && break; sleep 0.05; done
+# nginx serving the same directory (same settings: lib.sh).
+start_nginx "$DATA/files/guest"
+NGINX_PORT="${NGINX_URL##*:}"
 echo "nginx $(nginx -v 2>&1 | awk -F/ '{print $2}'), file $SIZE_MIB MiB" >&2
 
 field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }

@@ -13,12 +13,7 @@
 source "$(dirname "$0")/lib.sh"
 
 RUNS="${RUNS:-5}" SECS="${SECS:-5}" SIZE_MIB="${SIZE_MIB:-1024}"
-command -v nginx >/dev/null || {
-    apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx >&2
-    service nginx stop >/dev/null 2>&1 || true
-}
 build
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 TLS_PORT="$(free_port)"
 start_frameloop --tls-listen "127.0.0.1:$TLS_PORT"
 DATA="$WORK/frameloop" CA="$WORK/frameloop/tls/cert.pem" KEY="$WORK/frameloop/tls/key.pem"
@@ -41,34 +36,9 @@ p="$(m "${plain[@]}")" t="$(m "${tls[@]}")"
 echo "echo 50x16 (median of $RUNS): plain $p us/req, TLS $t us/req, TLS/plain $(awk -v a="$t" -v b="$p" 'BEGIN { printf "%.2f", a / b }')"
 
 # nginx on the same certificate: HTTPS for the handshakes and the file.
-NGINX_PORT="$(free_port)"
-mkdir -p "$WORK/nginx" "$DATA/files/guest"
-cat >"$WORK/nginx/nginx.conf" <<CONF
-user root;
-worker_processes 1;
-worker_cpu_affinity 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    sendfile on;
-    ssl_session_cache off;
-    ssl_session_tickets off;
-    server {
-        listen 127.0.0.1:$NGINX_PORT ssl;
-        ssl_certificate $CA;
-        ssl_certificate_key $KEY;
-        root $DATA/files/guest;
-    }
-}
-CONF
-nginx -c "$WORK/nginx/nginx.conf" &
-STARTED+=("$!")
-for _ in $(seq 100); do curl -s -o /dev/null --cacert "$CA" "https://127.0.0.1:$NGINX_PORT/" && break; sleep 0.05; done
-NGINX_PID="$(cat "$WORK/nginx/nginx.pid")"
-NGINX_WORKER="$(pgrep -P "$NGINX_PID" | head -1)"
+mkdir -p "$DATA/files/guest"
+start_nginx "$DATA/files/guest" "$CA" "$KEY"
+NGINX_PORT="${NGINX_URL##*:}"
 
 echo "== 2. full handshakes (openssl s_time -new, $SECS s each)" >&2
 # s_time: "N connections in T real seconds"; server CPU over the same window.

@@ -66,6 +66,55 @@ pin_loop() {
     taskset -pc "$2" "$1" >/dev/null
 }
 
+# free_port: a TCP port nobody listens on now.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# start_nginx ROOT [CERT KEY]: nginx (from apt when missing) serving the files in ROOT,
+# one worker on CPU 0, sendfile and tcp_nopush on; with CERT and KEY over HTTPS, no
+# session resumption (every handshake a full one). Sets NGINX_URL and NGINX_WORKER.
+start_nginx() {
+    command -v nginx >/dev/null || {
+        echo "installing nginx ..." >&2
+        apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx >&2
+        service nginx stop >/dev/null 2>&1 || true
+    }
+    local port listen scheme=http tls=""
+    port="$(free_port)"
+    listen="127.0.0.1:$port"
+    if (($# == 3)); then
+        scheme=https listen="$listen ssl"
+        tls="ssl_certificate $2; ssl_certificate_key $3; ssl_session_cache off; ssl_session_tickets off;"
+    fi
+    mkdir -p "$WORK/nginx"
+    cat >"$WORK/nginx/nginx.conf" <<CONF
+user root;  # the bench data dir is private to root (mktemp -d)
+worker_processes 1;
+worker_cpu_affinity 1;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    server {
+        listen $listen;
+        $tls
+        root $1;
+    }
+}
+CONF
+    nginx -c "$WORK/nginx/nginx.conf" &
+    STARTED+=("$!")
+    NGINX_URL="$scheme://$listen"
+    NGINX_URL="${NGINX_URL% ssl}"
+    local ca=()
+    (($# == 3)) && ca=(--cacert "$2")
+    for _ in $(seq 100); do curl -s -o /dev/null "${ca[@]}" "$NGINX_URL/" && break; sleep 0.05; done
+    NGINX_WORKER="$(pgrep -P "$(cat "$WORK/nginx/nginx.pid")" | head -1)"
+}
+
 # start_threaded: scripts/threaded_server.py, a thread per client. Sets SERVER_PID, ADDR, USERS.
 start_threaded() {
     local dir="$WORK/threaded"
@@ -85,7 +134,7 @@ start_redis() {
         apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server redis-tools >&2
         service redis-server stop >/dev/null 2>&1 || true
     fi
-    REDIS_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    REDIS_PORT="$(free_port)"
     # 10,000 clients need descriptors: redis lowers maxclients to fit its limit.
     (ulimit -n "$(ulimit -Hn)"; exec taskset -c 0 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' \
         --appendonly no --maxclients 20000 --daemonize no) >"$WORK/redis.log" 2>&1 &

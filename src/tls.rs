@@ -195,7 +195,7 @@ impl<S: Read + Write + ShutdownWrite> TlsStream<S> {
         };
         let state = self.tls.process_new_packets();
         let flushed = self.flush_tls();
-        state.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        state.map_err(tls_failure)?;
         flushed?;
         Ok(got > 0)
     }
@@ -267,6 +267,25 @@ pub fn is_tls_error(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
 }
 
+/// A rustls error as the I/O error a stream reports (see [`is_tls_error`]).
+pub fn tls_failure(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// What a read of rustls's plaintext means for a stream (server and client
+/// alike): `Some` answers the reader (bytes; or the end, at close_notify or
+/// at the peer's FIN without one, since what came before it was
+/// authenticated and nothing more will come), `None` that rustls holds no
+/// plaintext now.
+pub fn plaintext(read: io::Result<usize>) -> Option<io::Result<usize>> {
+    match read {
+        Ok(n) => Some(Ok(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Some(Ok(0)),
+        Err(e) => Some(Err(e)),
+    }
+}
+
 impl<S: Read + Write + ShutdownWrite> Read for TlsStream<S> {
     /// Plaintext, as much as is decrypted; `Ok(0)` at the end of the stream
     /// (close_notify, or the peer's FIN without one); `WouldBlock` once the
@@ -274,20 +293,15 @@ impl<S: Read + Write + ShutdownWrite> Read for TlsStream<S> {
     /// `WouldBlock` still drains everything (edge-triggered readiness).
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match self.tls.reader().read(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // The peer closed TCP without a close_notify: an end all the same
-                // (what came before it was authenticated; nothing more will come).
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(e),
+            if let Some(answer) = plaintext(self.tls.reader().read(buf)) {
+                return answer;
             }
             let got = self.tls.read_tls(&mut self.sock)?;
             let state = self.tls.process_new_packets();
             // Handshake messages, or the alert that tells the peer why we stop:
             // sent now if the socket takes them, else when it is writable.
             let flushed = self.flush_tls();
-            let state = state.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let state = state.map_err(tls_failure)?;
             flushed?;
             if got == 0 && state.plaintext_bytes_to_read() == 0 {
                 return Ok(0);
@@ -301,8 +315,12 @@ impl<S: Read + Write + ShutdownWrite> Write for TlsStream<S> {
     /// `WouldBlock` when the socket is full and rustls's buffer too.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.flush_tls()?;
+        // A full socket is not tried twice in one write.
+        let socket_full = self.tls.wants_write();
         let n = self.tls.writer().write(buf)?;
-        self.flush_tls()?;
+        if !socket_full {
+            self.flush_tls()?;
+        }
         if n == 0 && !buf.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
@@ -326,21 +344,6 @@ impl<S: Read + Write + ShutdownWrite> crate::outbuf::Sink for TlsStream<S> {
         }
         let want = len.min(FILE_READ);
         let n = file.read_at(self.file_buf.get_mut(..want).unwrap_or_default(), offset)?;
-        if n == len {
-            // The body's last piece: the buffer is not kept for the connection's life.
-            let piece = std::mem::take(&mut self.file_buf);
-            let n = self
-                .tls
-                .writer()
-                .write(piece.get(..n).unwrap_or_default())?;
-            self.flush_tls()?;
-            return if n == 0 && len > 0 {
-                self.file_buf = piece;
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(n)
-            };
-        }
         if n == 0 && len > 0 {
             return Err(io::Error::other("file truncated while being sent"));
         }
@@ -351,6 +354,10 @@ impl<S: Read + Write + ShutdownWrite> crate::outbuf::Sink for TlsStream<S> {
         self.flush_tls()?;
         if n == 0 && len > 0 {
             return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if n == len {
+            // The body is out: the buffer is not kept for the connection's life.
+            self.file_buf = Vec::new();
         }
         Ok(n)
     }

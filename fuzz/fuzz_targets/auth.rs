@@ -5,9 +5,8 @@
 //! with a contract status.
 #![no_main]
 
-use frameloop::auth::{self, Users};
+use frameloop::auth;
 use frameloop::client::read_frame;
-use frameloop::config::Config;
 use frameloop::conn::{Conn, Rules, State};
 use frameloop::proto::encode_frame;
 use frameloop::service::Services;
@@ -15,23 +14,15 @@ use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-const KEY: [u8; 32] = [7; 32];
+mod common;
+use common::KEY;
 
 thread_local! {
     static SERVICES: RefCell<Option<Services>> = const { RefCell::new(None) };
 }
 
 fn services() -> Services {
-    let dir = std::env::temp_dir().join(format!("frameloop-fuzz-auth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("data dir");
-    let config = Config {
-        data_dir: dir.clone(),
-        users_file: dir.join("users"),
-        quota: Some(1 << 20),
-        ..Config::default()
-    };
-    let users = Users::parse(&format!("guest {}\n", hex::encode(KEY))).expect("users");
-    Services::new(users, &config, Instant::now()).expect("services")
+    common::services("auth", Some(1 << 20)).0
 }
 
 /// Writes the connection's output to `mem` (standing in for the socket), as the

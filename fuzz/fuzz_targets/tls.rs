@@ -5,12 +5,12 @@
 //! replies are well-formed frames; a flipped byte ends in a TLS error.
 #![no_main]
 
-use frameloop::auth::Users;
+mod common;
+
 use frameloop::client::read_frame;
-use frameloop::config::Config;
 use frameloop::conn::{Conn, Rules};
 use frameloop::service::Services;
-use frameloop::tls::{Tls, TlsStream, is_tls_error};
+use frameloop::tls::{ShutdownWrite, Tls, TlsStream, is_tls_error};
 use libfuzzer_sys::fuzz_target;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -38,6 +38,12 @@ impl Read for Wire {
     }
 }
 
+impl ShutdownWrite for Wire {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Write for Wire {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.outbox.extend_from_slice(buf);
@@ -60,15 +66,7 @@ thread_local! {
 }
 
 fn world() -> World {
-    let dir = std::env::temp_dir().join(format!("frameloop-fuzz-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("data dir");
-    let config = Config {
-        data_dir: dir.clone(),
-        users_file: dir.join("users"),
-        ..Config::default()
-    };
-    let users = Users::parse(&format!("guest {}\n", "07".repeat(32))).expect("users");
-    let services = Services::new(users, &config, Instant::now()).expect("services");
+    let (services, dir) = common::services("tls", None);
     let (tls, cert) = Tls::load(None, None, &dir).expect("certificate");
     let mut roots = RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(&cert).expect("pem") {

@@ -2,6 +2,7 @@
 //! CA file (by default the data dir's self-signed certificate) or the system's
 //! roots, and a blocking TLS stream that a reader thread and a writer share.
 
+use crate::tls::{plaintext, tls_failure};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
@@ -181,11 +182,8 @@ impl Read for TlsStream {
             {
                 let mut session = self.lock()?;
                 loop {
-                    match session.tls.reader().read(buf) {
-                        Ok(n) => return Ok(n),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                        Err(e) => return Err(e),
+                    if let Some(answer) = plaintext(session.tls.reader().read(buf)) {
+                        return answer;
                     }
                     if session.pending.is_empty() {
                         break;
@@ -193,8 +191,7 @@ impl Read for TlsStream {
                     let Session { tls, pending } = &mut *session;
                     let took = tls.read_tls(&mut pending.as_slice())?;
                     pending.drain(..took);
-                    tls.process_new_packets()
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    tls.process_new_packets().map_err(tls_failure)?;
                     Self::flush_locked(&mut session, &self.shared.sock)?;
                 }
             }
@@ -205,16 +202,8 @@ impl Read for TlsStream {
             if n == 0 {
                 // The end: rustls tells a close_notify from a cut.
                 session.tls.read_tls(&mut io::empty())?;
-                session
-                    .tls
-                    .process_new_packets()
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                return match session.tls.reader().read(buf) {
-                    Ok(n) => Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-                    Err(e) => Err(e),
-                };
+                session.tls.process_new_packets().map_err(tls_failure)?;
+                return plaintext(session.tls.reader().read(buf)).unwrap_or(Ok(0));
             }
             session
                 .pending

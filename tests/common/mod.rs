@@ -59,30 +59,27 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut stdout = BufReader::new(stdout);
         // Line 1: TCP; then UDP, the Unix socket and TLS, each when on. The
-        // server writes them in one go.
-        let mut address = |what: &str| -> SocketAddr {
+        // server writes them in one go; each ends with its address.
+        let mut next_line = || {
             let mut line = String::new();
             stdout.read_line(&mut line).expect("read address");
+            line
+        };
+        let address = |what: &str, line: String| -> SocketAddr {
             line.trim()
                 .rsplit(' ')
                 .next()
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_else(|| panic!("no {what} address in {line:?}; log: {}", read_log(&dir)))
         };
-        let addr = address("TCP");
-        let udp = (!udp_off).then(|| address("UDP"));
+        let addr = address("TCP", next_line());
+        let udp = (!udp_off).then(|| address("UDP", next_line()));
         if args.contains(&"--unix") {
-            stdout.read_line(&mut String::new()).expect("unix line");
+            next_line();
         }
-        let tls = args.contains(&"--tls-listen").then(|| {
-            let mut line = String::new();
-            stdout.read_line(&mut line).expect("read TLS address");
-            line.trim()
-                .rsplit(' ')
-                .next()
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| panic!("no TLS address in {line:?}; log: {}", read_log(&dir)))
-        });
+        let tls = args
+            .contains(&"--tls-listen")
+            .then(|| address("TLS", next_line()));
         Server {
             child,
             addr,
