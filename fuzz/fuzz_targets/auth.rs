@@ -7,12 +7,12 @@
 
 use frameloop::auth;
 use frameloop::client::read_frame;
-use frameloop::conn::{Conn, Rules, State};
+use frameloop::conn::{Conn, State};
 use frameloop::proto::encode_frame;
 use frameloop::service::Services;
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod common;
 use common::KEY;
@@ -69,12 +69,7 @@ fn run(s: &mut Services, data: &[u8]) {
         return;
     };
     let now = Instant::now();
-    let rules = Rules {
-        idle_timeout: Duration::from_secs(10),
-        auth_timeout: Duration::from_secs(10),
-        max_outbuf: 1 << 20,
-    };
-    let mut conn = Conn::open(s, rules, 0, 0, true, None, now);
+    let mut conn = Conn::open(s, common::RULES, 0, 0, true, None, now);
     let mut mem = Vec::new();
     write_out(s, &mut conn, &mut mem, now);
     let hello = read_frame(&mut &mem[..]).expect("hello");

@@ -8,7 +8,7 @@
 mod common;
 
 use frameloop::client::read_frame;
-use frameloop::conn::{Conn, Rules};
+use frameloop::conn::Conn;
 use frameloop::service::Services;
 use frameloop::tls::{ShutdownWrite, Tls, TlsStream, is_tls_error};
 use libfuzzer_sys::fuzz_target;
@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Memory standing in for the server's socket: what the client sent, and what
 /// the server wrote.
@@ -120,13 +120,8 @@ fn run(w: &mut World, data: &[u8]) {
         return;
     };
     let now = Instant::now();
-    let rules = Rules {
-        idle_timeout: Duration::from_secs(10),
-        auth_timeout: Duration::from_secs(10),
-        max_outbuf: 1 << 20,
-    };
     let s = &mut w.services;
-    let mut conn = Conn::open(s, rules, 0, 0, true, Some(w.tls.binding), now);
+    let mut conn = Conn::open(s, common::RULES, 0, 0, true, Some(w.tls.binding), now);
     let mut server = w.tls.accept(Wire::default()).expect("server side");
     let name = ServerName::try_from("localhost").expect("name");
     let mut client = ClientConnection::new(Arc::clone(&w.client), name).expect("client side");

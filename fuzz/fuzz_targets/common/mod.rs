@@ -2,9 +2,10 @@
 
 use frameloop::auth::Users;
 use frameloop::config::Config;
+use frameloop::conn::Rules;
 use frameloop::service::Services;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// guest's key.
 pub const KEY: [u8; 32] = [7; 32];
@@ -24,3 +25,10 @@ pub fn services(name: &str, quota: Option<u64>) -> (Services, PathBuf) {
     let services = Services::new(users, &config, Instant::now()).expect("services");
     (services, dir)
 }
+
+/// The connection rules the targets drive `Conn` with.
+pub const RULES: Rules = Rules {
+    idle_timeout: Duration::from_secs(10),
+    auth_timeout: Duration::from_secs(10),
+    max_outbuf: 1 << 20,
+};
