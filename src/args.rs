@@ -124,6 +124,10 @@ pub struct ServeArgs {
     /// also serve TLS on this address (same protocol inside TLS)
     #[argh(option)]
     tls_listen: Option<SocketAddr>,
+    /// every stream connection begins with a PROXY protocol header (v1 or v2, as
+    /// HAProxy's send-proxy-v2): its client address is the one logged and limited
+    #[argh(switch)]
+    proxy_protocol: bool,
     /// PEM certificate chain for TLS (default <data-dir>/tls/cert.pem, self-signed on first start)
     #[argh(option)]
     tls_cert: Option<PathBuf>,
@@ -228,6 +232,7 @@ impl ServeArgs {
             tls_listen: self.tls_listen,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
+            proxy_protocol: self.proxy_protocol,
             users_file: self.users.unwrap_or_else(|| self.data_dir.join("users")),
             data_dir: self.data_dir,
             no_auth: self.no_auth,

@@ -34,6 +34,9 @@ pub struct Config {
     /// data dir's, self-signed on first start.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Stream connections begin with a PROXY header (`--proxy-protocol`,
+    /// contract section 12): its address counts, not the proxy's.
+    pub proxy_protocol: bool,
     pub data_dir: PathBuf,
     /// Users file; `<data-dir>/users` unless given.
     pub users_file: PathBuf,
@@ -75,6 +78,7 @@ impl Default for Config {
             udp: Some(default_addr()),
             unix: None,
             tls_listen: None,
+            proxy_protocol: false,
             tls_cert: None,
             tls_key: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),

@@ -280,6 +280,17 @@ impl Stream {
 }
 
 source_via_socket!(Stream);
+
+impl std::os::fd::AsRawFd for Stream {
+    /// The socket's descriptor (below TLS, for a TLS stream).
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.sock.as_raw_fd(),
+        }
+    }
+}
 /// The three classes of socket error (DESIGN principle 10).
 #[derive(Debug, PartialEq, Eq)]
 pub enum IoClass {

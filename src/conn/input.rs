@@ -3,9 +3,11 @@
 
 use super::{Conn, Pause, Pushed, Rules, State};
 use crate::outbuf::OutBuf;
+use crate::proto::proxy::{self, Parsed};
 use crate::proto::{Decoder, Event, Header};
 use crate::reactor::TRACE;
 use crate::service::{Next, Services, Session, Wait};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -23,10 +25,27 @@ impl Conn {
         binding: Option<[u8; 32]>,
         now: Instant,
     ) -> Conn {
-        let mut conn = Conn {
-            state: State::Greeting,
+        let mut conn = Conn::await_proxy(services, rules, key, label, binding, now);
+        conn.greet(services, admitted);
+        conn
+    }
+
+    /// A new connection behind a proxy (`--proxy-protocol`): it says nothing
+    /// until the server has read its PROXY header and admitted the address in it.
+    pub fn await_proxy(
+        services: &mut Services,
+        rules: Rules,
+        key: usize,
+        label: usize,
+        binding: Option<[u8; 32]>,
+        now: Instant,
+    ) -> Conn {
+        let mut session = Session::new(key);
+        session.binding = binding;
+        Conn {
+            state: State::Proxy,
             decoder: Decoder::new(services.first_limits()),
-            session: Session::new(key),
+            session,
             out: OutBuf::default(),
             stash: Vec::new(),
             rules,
@@ -39,18 +58,42 @@ impl Conn {
             shutdown: false,
             input_ended: false,
             label,
-        };
-        conn.session.binding = binding;
-        if !admitted {
-            services.too_many_conns(&mut conn.out);
-            conn.start_closing(services, "over max-conns", None, true);
-        } else if let Err(e) = services.greet(&mut conn.session, &mut conn.out) {
-            log::error!("greeting conn {label}: {e}");
-            conn.close(services, "server fault");
-        } else if conn.session.user.is_some() {
-            conn.set_state(State::Serving); // --no-auth
         }
-        conn
+    }
+
+    /// The first bytes of the input, peeked (at most [`proxy::MAX_LEN`]): the
+    /// header's length and the client's address once they hold a whole PROXY
+    /// header (the server then takes exactly those bytes from the socket);
+    /// `None` while more are needed, or when they are not a header (it is closed).
+    pub fn proxy_header(
+        &mut self,
+        services: &mut Services,
+        peeked: &[u8],
+        now: Instant,
+    ) -> Option<(usize, Option<SocketAddr>)> {
+        self.now = now;
+        match proxy::parse(peeked) {
+            Parsed::Incomplete => None,
+            Parsed::Invalid => {
+                self.close(services, "bad PROXY header");
+                None
+            }
+            Parsed::Header { len, source } => Some((len, source)),
+        }
+    }
+
+    /// Greets it, as [`Conn::open`] says (after the PROXY header, if one came).
+    pub fn greet(&mut self, services: &mut Services, admitted: bool) {
+        self.set_state(State::Greeting);
+        if !admitted {
+            services.too_many_conns(&mut self.out);
+            self.start_closing(services, "over max-conns", None, true);
+        } else if let Err(e) = services.greet(&mut self.session, &mut self.out) {
+            log::error!("greeting conn {}: {e}", self.label);
+            self.close(services, "server fault");
+        } else if self.session.user.is_some() {
+            self.set_state(State::Serving); // --no-auth
+        }
     }
 
     /// Serves `input` (or, with `None`, the stash first). Returns the bytes of
@@ -189,6 +232,7 @@ impl Conn {
             return;
         }
         match self.state {
+            State::Proxy => self.close(services, "no PROXY header in time"),
             State::Greeting => {
                 self.start_closing(services, "auth timeout", Some("auth timeout"), true)
             }
@@ -249,8 +293,10 @@ impl Conn {
     /// keep a child running.
     pub fn peer_closed(&mut self, services: &mut Services, now: Instant) {
         self.now = now;
-        if self.state == State::Draining {
-            return self.close(services, self.close_reason);
+        match self.state {
+            State::Draining => return self.close(services, self.close_reason),
+            State::Proxy => return self.close(services, "peer closed"),
+            _ => {}
         }
         if matches!(self.state, State::Working(_)) && !self.session.runs_child() {
             self.input_ended = true;
@@ -312,6 +358,9 @@ impl Conn {
         bye: Option<&str>,
         drain: bool,
     ) {
+        if self.state == State::Proxy {
+            return self.close(services, reason); // it was never greeted: nothing owed
+        }
         if !self.is_open() {
             return;
         }

@@ -35,9 +35,16 @@ use std::time::{Duration, Instant};
 ///              v                                              v
 ///            Closed <-----------------------------------------+
 ///   (also at once from any state on a read or write error)
+///
+///   with --proxy-protocol: open --> Proxy --(header read)--> Greeting
+///                                     (a bad header, none in time) --> Closed
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// Behind a proxy (`--proxy-protocol`): nothing sent yet; the server reads
+    /// the PROXY header ([`Conn::proxy_header`]), admits the client's address
+    /// and then greets it ([`Conn::greet`]). No header in time, or a bad one: closed.
+    Proxy,
     /// Hello sent; only `auth` is accepted.
     Greeting,
     /// Authenticated (or `--no-auth`): requests are read and served.
@@ -80,6 +87,8 @@ pub enum Reading {
     Discard,
     /// Leave the input in the kernel.
     Not,
+    /// Peek at the input for the PROXY header; take only the header's bytes.
+    Proxy,
 }
 
 /// The limits a connection runs by (from the config).
@@ -171,6 +180,7 @@ impl Conn {
                 room => Reading::Ahead(room),
             },
             State::Draining => Reading::Discard,
+            State::Proxy => Reading::Proxy,
             State::Paused(_) | State::Flushing { .. } | State::Closed => Reading::Not,
         }
     }
@@ -212,7 +222,7 @@ impl Conn {
     pub fn deadline(&self) -> Option<Instant> {
         let idle = self.last_active + self.rules.idle_timeout;
         match self.state {
-            State::Greeting => Some(self.since + self.rules.auth_timeout),
+            State::Proxy | State::Greeting => Some(self.since + self.rules.auth_timeout),
             State::Working(_) => Some(self.session.job_deadline().unwrap_or(idle)),
             State::Serving | State::Paused(_) => Some(idle),
             State::Flushing { .. } => Some(self.since + tuning::FLUSH_LIMIT),

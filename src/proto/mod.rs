@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod header;
+pub mod proxy;
 pub mod reply;
 mod scan;
 

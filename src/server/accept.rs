@@ -8,6 +8,7 @@ use crate::conn::Conn;
 use crate::net::{IoClass, Peer, Stream, classify, is_resource_exhaustion};
 use crate::reactor::{Reactor, TRACE};
 use std::io;
+use std::time::Instant;
 
 impl Server {
     pub(super) fn accept(&mut self, r: &mut Reactor, i: usize) {
@@ -70,20 +71,13 @@ impl Server {
     }
 
     fn open(&mut self, r: &mut Reactor, mut stream: Stream, peer: Peer, binding: Option<[u8; 32]>) {
-        let admitted = match self.admit(r, &peer) {
-            Ok(()) => true,
-            Err(why) => {
-                let why = match why {
-                    Refusal::TooMany => "over max-conns",
-                    Refusal::FromThisAddress => "over max-conns-per-ip",
-                    Refusal::Unauthenticated => "over max-unauth",
-                };
-                log::debug!("{}: refused, {why}", peer.name);
-                false
-            }
-        };
-        // A refused connection still gets its 503 politely, up to a bound.
-        if !admitted
+        // Behind a proxy, the client's address comes in the PROXY header: the
+        // connection is admitted once it is read (`proxy.rs`).
+        let proxied = self.config.proxy_protocol;
+        let admitted = proxied || self.admission(r, &peer);
+        // A refused connection still gets its 503 politely, up to a bound; one
+        // waiting for its header takes a slot within the same bound.
+        if (!admitted || proxied)
             && self.conns.len() >= self.config.max_conns.saturating_add(tuning::OVERFLOW_CONNS)
         {
             self.services.stats.refused();
@@ -98,25 +92,12 @@ impl Server {
             log::warn!("register {}: {e}", peer.name);
             return;
         }
-        let conn = Conn::open(
-            &mut self.services,
-            self.rules,
-            key,
-            token.0,
-            admitted,
-            binding,
-            r.now(),
-        );
-        if admitted {
-            self.services.stats.opened();
-            log::info!(
-                "open {} ({} open)",
-                peer.name,
-                self.services.stats.conns_open()
-            );
+        let (services, rules, now) = (&mut self.services, self.rules, r.now());
+        let conn = if proxied {
+            Conn::await_proxy(services, rules, key, token.0, binding, now)
         } else {
-            self.services.stats.refused();
-        }
+            Conn::open(services, rules, key, token.0, admitted, binding, now)
+        };
         entry.insert(Slot {
             stream,
             conn,
@@ -125,13 +106,47 @@ impl Server {
             timer: None,
             corked: false,
             dirty: false,
-            counted: admitted,
+            counted: false,
             ip: peer.ip,
             serial: 0,
             unauth: false,
             held: 0,
         });
-        self.count_in(key, r.now());
+        if !proxied {
+            self.opened(key, admitted, None, now);
+        }
         self.touch(key);
+    }
+
+    /// Whether a connection from `peer` is served (`admit`), logged when not.
+    pub(super) fn admission(&mut self, r: &mut Reactor, peer: &Peer) -> bool {
+        let Err(why) = self.admit(r, peer) else {
+            return true;
+        };
+        let why = match why {
+            Refusal::TooMany => "over max-conns",
+            Refusal::FromThisAddress => "over max-conns-per-ip",
+            Refusal::Unauthenticated => "over max-unauth",
+        };
+        log::debug!("{}: refused, {why}", peer.name);
+        false
+    }
+
+    /// A greeted connection is counted: open (with the proxy it came `via`,
+    /// if any) or refused.
+    pub(super) fn opened(&mut self, key: usize, admitted: bool, via: Option<&str>, now: Instant) {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        slot.counted = admitted;
+        if admitted {
+            self.services.stats.opened();
+            let via = via.map(|v| format!(" via {v}")).unwrap_or_default();
+            let open = self.services.stats.conns_open();
+            log::info!("open {}{via} ({open} open)", slot.peer);
+        } else {
+            self.services.stats.refused();
+        }
+        self.count_in(key, now);
     }
 }

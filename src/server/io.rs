@@ -43,7 +43,8 @@ impl Server {
     pub(super) fn read(&mut self, r: &mut Reactor, key: usize, short_read_ends: bool) {
         self.visit_pushes = 0;
         self.touch(key);
-        if !self.handshake(r, key) {
+        // Behind a proxy the PROXY header comes first, below TLS too.
+        if !self.proxy_header(r, key) || !self.handshake(r, key) {
             return;
         }
         let serves = |s: &Slot| s.conn.has_stash() && s.conn.reading() == Reading::Requests;
@@ -137,7 +138,7 @@ impl Server {
         };
         let reading = slot.conn.reading();
         let buf = match reading {
-            Reading::Not => return Ok(Step::Stop),
+            Reading::Not | Reading::Proxy => return Ok(Step::Stop),
             Reading::Requests | Reading::Discard => scratch,
             Reading::Ahead(room) => {
                 let room = room.min(scratch.len());
@@ -165,7 +166,7 @@ impl Server {
                 }
             }
             Reading::Ahead(_) => slot.conn.keep_input(input),
-            Reading::Discard | Reading::Not => {}
+            Reading::Discard | Reading::Not | Reading::Proxy => {}
         }
         Ok(if drains && n < room {
             Step::Drained

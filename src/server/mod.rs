@@ -7,6 +7,7 @@
 mod accept;
 mod io;
 mod limits;
+mod proxy;
 mod push;
 mod shutdown;
 mod source;

@@ -6,6 +6,7 @@ mod chat;
 mod closing;
 mod flow;
 mod login;
+mod proxy;
 
 use super::*;
 use crate::auth::{self, Users};
