@@ -124,6 +124,9 @@ pub struct ServeArgs {
     /// also serve TLS on this address (same protocol inside TLS)
     #[argh(option)]
     tls_listen: Option<SocketAddr>,
+    /// event loops to run, one thread each, all on the same addresses (default 1)
+    #[argh(option, default = "Config::default().workers")]
+    workers: usize,
     /// every stream connection begins with a PROXY protocol header (v1 or v2, as
     /// HAProxy's send-proxy-v2): its client address is the one logged and limited
     #[argh(switch)]
@@ -219,6 +222,12 @@ impl ServeArgs {
         if self.max_header == 0 || self.max_conns == 0 || self.max_unauth == 0 {
             return Err("--max-header, --max-conns and --max-unauth must be at least 1".into());
         }
+        if !(1..=frameloop::hub::MAX_WORKERS).contains(&self.workers) {
+            return Err(format!(
+                "--workers must be 1 to {}",
+                frameloop::hub::MAX_WORKERS
+            ));
+        }
         let allow_exec: Vec<String> = self.allow_exec.split(',').map(String::from).collect();
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
         let allow_exec = Allowlist::resolve(&allow_exec, &path)?;
@@ -233,6 +242,7 @@ impl ServeArgs {
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             proxy_protocol: self.proxy_protocol,
+            workers: self.workers,
             users_file: self.users.unwrap_or_else(|| self.data_dir.join("users")),
             data_dir: self.data_dir,
             no_auth: self.no_auth,
@@ -461,7 +471,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 28, "every stated default was found and checked");
+        assert_eq!(checked, 29, "every stated default was found and checked");
     }
 
     /// `serve`'s description names the default address and data directory.

@@ -37,6 +37,8 @@ pub struct Config {
     /// Stream connections begin with a PROXY header (`--proxy-protocol`,
     /// contract section 12): its address counts, not the proxy's.
     pub proxy_protocol: bool,
+    /// Event loops, one thread each (`--workers`, contract section 12).
+    pub workers: usize,
     pub data_dir: PathBuf,
     /// Users file; `<data-dir>/users` unless given.
     pub users_file: PathBuf,
@@ -79,6 +81,7 @@ impl Default for Config {
             unix: None,
             tls_listen: None,
             proxy_protocol: false,
+            workers: 1,
             tls_cert: None,
             tls_key: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),

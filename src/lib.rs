@@ -20,6 +20,7 @@ pub mod bufpool;
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod hub;
 pub mod load;
 pub mod net;
 pub mod outbuf;

@@ -7,10 +7,12 @@ use args::{Cli, ClientArgs, Command, LoadArgs, ServeArgs};
 use frameloop::auth::{self, Users};
 use frameloop::config::Config;
 use frameloop::reactor::TRACE;
-use frameloop::server::Server;
+use frameloop::server::{Server, Team};
 use frameloop::service::Services;
+use frameloop::service::stats::Stats;
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 fn main() -> ExitCode {
@@ -107,19 +109,14 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         Ok(_) => {}
         Err(e) => log::warn!("cannot raise the descriptor limit: {e}"),
     }
-    let services = Services::new(users, &config, Instant::now()).map_err(|e| {
-        format!(
-            "cannot prepare data directory {}: {e}",
-            config.data_dir.display()
-        )
-    })?;
-    let mut server = Server::bind(config.clone(), services).map_err(|e| e.to_string())?;
-    server
-        .catch_signals()
-        .map_err(|e| format!("cannot catch signals: {e}"))?;
+    let (server, others) = start_workers(&config, users)?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
+    let workers = match config.workers {
+        1 => String::new(),
+        n => format!(", {n} workers"),
+    };
     log::info!(
-        "listening on {addr} (auth: {})",
+        "listening on {addr} (auth: {}{workers})",
         if config.no_auth {
             "none"
         } else {
@@ -147,7 +144,72 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .write_all(said.as_bytes())
         .and_then(|_| stdout.flush());
     drop(stdout);
-    server.run().map_err(|e| format!("event loop failed: {e}"))
+    let mut result = server.run().map_err(|e| format!("event loop failed: {e}"));
+    for handle in others {
+        let ended = handle
+            .join()
+            .unwrap_or_else(|_| Err("a worker panicked".to_string()));
+        result = result.and(ended);
+    }
+    result
+}
+
+type Worker = std::thread::JoinHandle<Result<(), String>>;
+
+/// Binds the sockets and builds every worker (`--workers`): the first here,
+/// the others each on its own thread (a server is not `Send`), which it runs
+/// as soon as it is built. Returns once all are ready (signals caught).
+fn start_workers(config: &Config, users: Users) -> Result<(Server, Vec<Worker>), String> {
+    let started = Instant::now();
+    // The first worker's services prepare the data directory, before any serves.
+    let services = Services::new(users.clone(), config, started).map_err(|e| {
+        format!(
+            "cannot prepare data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let mut sockets =
+        frameloop::server::bind(config, services.open_limits()).map_err(|e| e.to_string())?;
+    // The workers meet at one hub (contract section 12), each counting its own stats.
+    let stats = std::iter::once(Arc::clone(&services.stats))
+        .chain((1..config.workers).map(|_| Arc::new(Stats::new(started))))
+        .collect();
+    let team = Team::new(stats);
+    let (ready, readies) = std::sync::mpsc::channel();
+    let mut others = Vec::new();
+    for (i, sockets) in sockets.drain(1..).enumerate() {
+        let (config, users, team) = (config.clone(), users.clone(), team.clone());
+        let ready = ready.clone();
+        let worker = move || -> Result<(), String> {
+            let built = Services::for_worker(users, &config, started)
+                .map_err(|e| format!("cannot prepare a worker: {e}"))
+                .and_then(|services| {
+                    let mut server = Server::new(config, services, sockets, team, i + 1);
+                    server.catch_signals().map_err(cannot_catch)?;
+                    Ok(server)
+                });
+            let _ = ready.send(built.as_ref().map(|_| ()).map_err(String::clone));
+            built?.run().map_err(|e| format!("event loop failed: {e}"))
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("worker-{}", i + 1))
+            .spawn(worker)
+            .map_err(|e| format!("cannot start a worker: {e}"))?;
+        others.push(handle);
+    }
+    let sockets = sockets.pop().ok_or("no sockets bound")?;
+    let mut server = Server::new(config.clone(), services, sockets, team, 0);
+    server.catch_signals().map_err(cannot_catch)?;
+    for _ in 0..others.len() {
+        readies
+            .recv()
+            .map_err(|_| "a worker ended before it was ready".to_string())??;
+    }
+    Ok((server, others))
+}
+
+fn cannot_catch(e: std::io::Error) -> String {
+    format!("cannot catch signals: {e}")
 }
 
 fn load_or_create_users(config: &Config) -> Result<Users, String> {

@@ -43,7 +43,8 @@ macro_rules! source_via_socket {
 #[derive(Debug)]
 pub enum Listener {
     Tcp(TcpListener),
-    Unix(UnixListener, UnixPath),
+    /// The path's file goes when the last worker's listener is dropped.
+    Unix(UnixListener, std::sync::Arc<UnixPath>),
 }
 
 /// Who connected: a name for log lines, and the address `--max-conns-per-ip`
@@ -143,10 +144,8 @@ pub fn bind_unix(path: &Path) -> io::Result<Listener> {
         Err(e) => return Err(e),
     };
     let meta = std::fs::symlink_metadata(path)?;
-    Ok(Listener::Unix(
-        listener,
-        UnixPath(path.to_path_buf(), (meta.dev(), meta.ino())),
-    ))
+    let path = UnixPath(path.to_path_buf(), (meta.dev(), meta.ino()));
+    Ok(Listener::Unix(listener, std::sync::Arc::new(path)))
 }
 
 /// An accepted, non-blocking stream connection.

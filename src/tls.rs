@@ -24,6 +24,7 @@ const TLS_BUFFER: usize = 64 * 1024;
 const FILE_READ: usize = 16 * 1024;
 
 /// What the TLS listener serves with.
+#[derive(Clone)]
 pub struct Tls {
     pub config: Arc<ServerConfig>,
     /// `tls-server-end-point` channel binding (contract section 3): SHA-256 of

@@ -12,6 +12,7 @@ use crate::service::{Op, ops};
 use mio::net::UdpSocket;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Largest datagram payload (IPv6 without jumbograms): a receive buffer this
 /// big never truncates one, so a datagram's length is always its true length.
@@ -40,17 +41,22 @@ enum Outcome {
 
 impl Udp {
     pub fn bind(addr: SocketAddr, limits: Limits) -> io::Result<Udp> {
-        Ok(Udp {
-            socket: UdpSocket::bind(addr)?,
+        Ok(Udp::new(UdpSocket::bind(addr)?, limits))
+    }
+
+    /// Serves on a socket already bound (one of several workers' on one address).
+    pub fn new(socket: UdpSocket, limits: Limits) -> Udp {
+        Udp {
+            socket,
             limits,
             recv: vec![0; MAX_DATAGRAM],
             reply: Vec::new(),
-        })
+        }
     }
 
     /// Serves datagrams within the per-turn budget. True when the budget ran
     /// out and the socket must be revisited next turn.
-    pub fn serve(&mut self, stats: &mut Stats) -> bool {
+    pub fn serve(&mut self, stats: &Arc<Stats>) -> bool {
         let end = net::read_within(tuning::DATAGRAMS_PER_TURN, || {
             match self.socket.recv_from(&mut self.recv) {
                 Ok((n, peer)) => self.answer_one(n, peer, stats),
@@ -66,7 +72,7 @@ impl Udp {
         matches!(end, ReadEnd::Budget)
     }
 
-    fn answer_one(&mut self, n: usize, peer: SocketAddr, stats: &mut Stats) -> io::Result<Step> {
+    fn answer_one(&mut self, n: usize, peer: SocketAddr, stats: &Arc<Stats>) -> io::Result<Step> {
         stats.datagram_in();
         stats.read(n);
         let datagram = self.recv.get(..n).unwrap_or_default();
@@ -96,7 +102,7 @@ impl Udp {
 }
 
 /// Decodes one datagram with the stream codec and writes its reply to `out`.
-fn answer(datagram: &[u8], limits: Limits, out: &mut Vec<u8>, stats: &mut Stats) -> Outcome {
+fn answer(datagram: &[u8], limits: Limits, out: &mut Vec<u8>, stats: &Arc<Stats>) -> Outcome {
     // The whole frame is in hand, so the decoder parses the header straight out
     // of `datagram` and allocates nothing.
     let mut decoder = Decoder::new(limits);
@@ -134,7 +140,7 @@ fn answer(datagram: &[u8], limits: Limits, out: &mut Vec<u8>, stats: &mut Stats)
         owned.extend_from_slice(body);
         ops::run_with_body(op, owned)
     } else {
-        ops::run(op, &header, stats)
+        ops::run(op, &header, std::slice::from_ref(stats))
     };
     match result {
         Ok(reply) => {
@@ -169,9 +175,9 @@ mod tests {
     }
 
     fn run(datagram: &[u8]) -> Option<crate::client::Frame> {
-        let mut stats = Stats::new(Instant::now());
+        let stats = Arc::new(Stats::new(Instant::now()));
         let mut out = Vec::new();
-        match answer(datagram, limits(), &mut out, &mut stats) {
+        match answer(datagram, limits(), &mut out, &stats) {
             Outcome::Malformed => None,
             Outcome::Reply => {
                 let mut slice = out.as_slice();
@@ -215,9 +221,9 @@ mod tests {
             (br#"{"op":"ping","id":-1}"#, 400),
         ] {
             let datagram = encode_frame(req, b"");
-            let mut stats = Stats::new(Instant::now());
+            let stats = Arc::new(Stats::new(Instant::now()));
             let mut out = Vec::new();
-            answer(&datagram, limits(), &mut out, &mut stats);
+            answer(&datagram, limits(), &mut out, &stats);
             assert!(out.len() <= 3 * datagram.len(), "{out:?}");
             let f = read_frame(&mut out.as_slice()).unwrap();
             assert_eq!(f.status(), status);

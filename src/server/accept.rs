@@ -1,14 +1,13 @@
 //! Accepting stream connections (TCP and Unix alike): a budget per turn,
 //! `--max-conns`, and pausing when the process runs out of descriptors.
 
-use super::limits::Refusal;
+use super::limits::{Place, Refusal};
 use super::{Server, Slot, Source, TLS};
 use crate::config::tuning;
 use crate::conn::Conn;
 use crate::net::{IoClass, Peer, Stream, classify, is_resource_exhaustion};
 use crate::reactor::{Reactor, TRACE};
 use std::io;
-use std::time::Instant;
 
 impl Server {
     pub(super) fn accept(&mut self, r: &mut Reactor, i: usize) {
@@ -71,20 +70,26 @@ impl Server {
     }
 
     fn open(&mut self, r: &mut Reactor, mut stream: Stream, peer: Peer, binding: Option<[u8; 32]>) {
+        let key = self.conns.vacant_key();
+        self.serials += 1;
+        let serial = self.serials;
         // Behind a proxy, the client's address comes in the PROXY header: the
         // connection is admitted once it is read (`proxy.rs`).
         let proxied = self.config.proxy_protocol;
-        let admitted = proxied || self.admission(r, &peer);
+        let admitted = if proxied {
+            Some(None)
+        } else {
+            self.admission(r, key, serial, &peer)
+        };
         // A refused connection still gets its 503 politely, up to a bound; one
         // waiting for its header takes a slot within the same bound.
-        if (!admitted || proxied)
+        if (admitted.is_none() || proxied)
             && self.conns.len() >= self.config.max_conns.saturating_add(tuning::OVERFLOW_CONNS)
         {
             self.services.stats.refused();
             return; // dropping the stream closes it
         }
         let entry = self.conns.vacant_entry();
-        let key = entry.key();
         let token = Source::Conn(key).token();
         log::trace!(target: TRACE, "  accept {} as conn {}", peer.name, token.0);
         let interest = stream.read_interest();
@@ -96,7 +101,15 @@ impl Server {
         let conn = if proxied {
             Conn::await_proxy(services, rules, key, token.0, binding, now)
         } else {
-            Conn::open(services, rules, key, token.0, admitted, binding, now)
+            Conn::open(
+                services,
+                rules,
+                key,
+                token.0,
+                admitted.is_some(),
+                binding,
+                now,
+            )
         };
         entry.insert(Slot {
             stream,
@@ -108,45 +121,61 @@ impl Server {
             dirty: false,
             counted: false,
             ip: peer.ip,
-            serial: 0,
-            unauth: false,
+            serial,
+            unauth: None,
             held: 0,
         });
         if !proxied {
-            self.opened(key, admitted, None, now);
+            self.opened(key, admitted, None);
         }
         self.touch(key);
     }
 
-    /// Whether a connection from `peer` is served (`admit`), logged when not.
-    pub(super) fn admission(&mut self, r: &mut Reactor, peer: &Peer) -> bool {
-        let Err(why) = self.admit(r, peer) else {
-            return true;
-        };
-        let why = match why {
-            Refusal::TooMany => "over max-conns",
-            Refusal::FromThisAddress => "over max-conns-per-ip",
-            Refusal::Unauthenticated => "over max-unauth",
+    /// Whether a connection from `peer` (in slot `key`, numbered `serial`) is
+    /// served (`admit`): `Some`, with its place in line for login if it has
+    /// one; `None`, logged, when refused.
+    pub(super) fn admission(
+        &mut self,
+        r: &mut Reactor,
+        key: usize,
+        serial: u64,
+        peer: &Peer,
+    ) -> Option<Option<Place>> {
+        let why = match self.admit(r, key, serial, peer) {
+            Ok(place) => return Some(place),
+            Err(Refusal::TooMany) => "over max-conns",
+            Err(Refusal::FromThisAddress) => "over max-conns-per-ip",
+            Err(Refusal::Unauthenticated) => "over max-unauth",
         };
         log::debug!("{}: refused, {why}", peer.name);
-        false
+        None
     }
 
-    /// A greeted connection is counted: open (with the proxy it came `via`,
-    /// if any) or refused.
-    pub(super) fn opened(&mut self, key: usize, admitted: bool, via: Option<&str>, now: Instant) {
+    /// A greeted connection is counted: served (its place in line kept), with
+    /// the proxy it came `via` if any, or refused.
+    pub(super) fn opened(
+        &mut self,
+        key: usize,
+        admitted: Option<Option<Place>>,
+        via: Option<&str>,
+    ) {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        slot.counted = admitted;
-        if admitted {
-            self.services.stats.opened();
-            let via = via.map(|v| format!(" via {v}")).unwrap_or_default();
-            let open = self.services.stats.conns_open();
-            log::info!("open {}{via} ({open} open)", slot.peer);
-        } else {
+        let Some(place) = admitted else {
             self.services.stats.refused();
-        }
-        self.count_in(key, now);
+            return;
+        };
+        slot.counted = true;
+        slot.unauth = place;
+        self.services.stats.opened();
+        let via = via.map(|v| format!(" via {v}")).unwrap_or_default();
+        let worker = if self.team.hub.workers() > 1 {
+            format!(" on worker {}", self.me)
+        } else {
+            String::new()
+        };
+        let open = self.services.stats.conns_open();
+        log::info!("open {}{via}{worker} ({open} open)", slot.peer);
     }
 }

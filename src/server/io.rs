@@ -287,7 +287,7 @@ impl Server {
             return;
         };
         slot.dirty = false;
-        Self::recount(&mut self.tally, slot);
+        Self::recount(&self.team.counts, slot);
         if slot.conn.is_closed() {
             return self.free(r, key);
         }

@@ -1,32 +1,43 @@
-//! The limits of contract section 9 that span connections: `--max-unauth` (the
-//! oldest waiting connection gives way), `--max-conns-per-ip`, and
-//! `--max-memory` (a running sum of what connections hold; over it the biggest
-//! holders are evicted, as Redis's `maxmemory-clients` does).
+//! The limits of contract section 9 that span connections: `--max-conns`,
+//! `--max-unauth` (the oldest waiting connection gives way),
+//! `--max-conns-per-ip`, and `--max-memory` (a running sum of what connections
+//! hold; over it the biggest holders are evicted, as Redis's
+//! `maxmemory-clients` does). With several workers each limit is the whole
+//! server's (section 12): the counts live in [`Counts`], which all share, and
+//! a place is reserved in one step (an atomic add, or under a lock) so two
+//! workers never both take the last.
 
 use super::{Server, Slot};
 use crate::config::tuning;
 use crate::conn::State;
+use crate::hub::Mail;
 use crate::net::Peer;
 use crate::reactor::Reactor;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-/// What the server counts across connections.
+/// Where an unauthenticated connection stands in line: when it came, its
+/// worker and its number there. Ordered: the first is the oldest.
+pub(super) type Place = (Instant, usize, u64);
+
+/// What the workers count together.
 #[derive(Debug, Default)]
-pub(super) struct Tally {
-    /// Served connections per peer address.
-    per_ip: HashMap<IpAddr, usize>,
-    /// Unauthenticated connections in the order they came, as (slot, serial,
-    /// opened). Entries for ones that logged in or closed are skipped lazily.
-    unauth: VecDeque<(usize, u64, Instant)>,
-    /// Connections still greeting (the slots with `unauth` set).
-    unauth_open: usize,
-    /// Bytes all connections held when last settled.
-    held: u64,
-    /// Numbers each accepted connection, so a reused slot is not mistaken for
-    /// the connection an old entry names.
-    serials: u64,
+pub struct Counts {
+    /// Connections being served (`--max-conns`).
+    open: AtomicUsize,
+    /// Served connections per peer address (only with `--max-conns-per-ip`).
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Connections still greeting, oldest first, each with its slot.
+    unauth: Mutex<BTreeMap<Place, usize>>,
+    /// Bytes all connections held when last settled (`--max-memory`).
+    held: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Why a new connection is not served.
@@ -37,121 +48,145 @@ pub(super) enum Refusal {
 }
 
 impl Server {
-    /// Whether a new connection from `peer` may be served (making room by
-    /// evicting the oldest waiting unauthenticated connection if it must).
-    pub(super) fn admit(&mut self, r: &mut Reactor, peer: &Peer) -> Result<(), Refusal> {
-        if self.services.stats.conns_open() as usize >= self.config.max_conns {
+    /// Whether a new connection from `peer`, in slot `key` with number `serial`,
+    /// is served: its places are then taken (counted open, under its address,
+    /// in line for login), making room by evicting the oldest waiting
+    /// unauthenticated connection if it must.
+    pub(super) fn admit(
+        &mut self,
+        r: &mut Reactor,
+        key: usize,
+        serial: u64,
+        peer: &Peer,
+    ) -> Result<Option<Place>, Refusal> {
+        let counts = &self.team.counts;
+        if counts.open.fetch_add(1, Ordering::Relaxed) >= self.config.max_conns {
+            counts.open.fetch_sub(1, Ordering::Relaxed);
             return Err(Refusal::TooMany);
         }
-        let max_ip = self.config.max_conns_per_ip;
-        if let Some(ip) = peer.ip
-            && max_ip > 0
-            && self.tally.per_ip.get(&ip).is_some_and(|n| *n >= max_ip)
-        {
-            return Err(Refusal::FromThisAddress);
+        let ip = peer.ip.filter(|_| self.config.max_conns_per_ip > 0);
+        if let Some(ip) = ip {
+            let mut per_ip = lock(&counts.per_ip);
+            let n = per_ip.entry(ip).or_default();
+            if *n >= self.config.max_conns_per_ip {
+                drop(per_ip);
+                self.release(Some(ip));
+                return Err(Refusal::FromThisAddress);
+            }
+            *n += 1;
         }
-        if self.config.no_auth || self.tally.unauth_open < self.config.max_unauth {
-            return Ok(());
+        if self.config.no_auth {
+            return Ok(None);
         }
-        // Over --max-unauth: the oldest that has waited long enough gives way;
-        // logged-in connections are never touched.
         let now = r.now();
-        while let Some(&(key, serial, opened)) = self.tally.unauth.front() {
-            // Still greeting now: a login served earlier in this turn is not
-            // settled yet, and a logged-in connection is never touched.
-            let live = self.conns.get(key).is_some_and(|s| {
-                s.serial == serial && s.unauth && s.conn.state() == State::Greeting
-            });
-            if !live {
-                self.tally.unauth.pop_front();
-                continue;
+        let place = (now, self.me, serial);
+        let mut line = lock(&counts.unauth);
+        if line.len() >= self.config.max_unauth {
+            // Over --max-unauth: the oldest that has waited long enough gives
+            // way; logged-in connections are never in line.
+            let oldest = line
+                .first_key_value()
+                .filter(|((opened, _, _), _)| now.duration_since(*opened) >= tuning::UNAUTH_GRACE)
+                .map(|(place, key)| (*place, *key));
+            let Some((old, old_key)) = oldest else {
+                drop(line);
+                self.release(ip);
+                return Err(Refusal::Unauthenticated);
+            };
+            line.remove(&old);
+            line.insert(place, key);
+            drop(line);
+            let (_, worker, old_serial) = old;
+            if worker == self.me {
+                self.give_way(r, old_key, old_serial);
+            } else {
+                let mail = Mail::GiveWay {
+                    key: old_key,
+                    serial: old_serial,
+                };
+                self.team.hub.post(worker, mail);
             }
-            if now.duration_since(opened) < tuning::UNAUTH_GRACE {
-                break;
-            }
-            self.tally.unauth.pop_front();
-            if let Some(slot) = self.conns.get_mut(key) {
-                let why = "too many unauthenticated connections";
-                slot.conn
-                    .close_politely(&mut self.services, why, Some(why), now);
-                slot.unauth = false;
-                self.tally.unauth_open = self.tally.unauth_open.saturating_sub(1);
-            }
-            self.touch(key);
-            return Ok(());
+            return Ok(Some(place));
         }
-        Err(Refusal::Unauthenticated)
+        line.insert(place, key);
+        Ok(Some(place))
     }
 
-    /// Counts a new slot: its address, and its wait for login.
-    pub(super) fn count_in(&mut self, key: usize, now: Instant) {
-        self.tally.serials += 1;
-        let serial = self.tally.serials;
+    /// Gives back what a refused admission had taken.
+    fn release(&self, ip: Option<IpAddr>) {
+        let counts = &self.team.counts;
+        counts.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = ip {
+            let mut per_ip = lock(&counts.per_ip);
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// The unauthenticated connection in slot `key` gives way to a newer one,
+    /// if it is still the one numbered `serial` and still greeting (one that
+    /// logged in meanwhile stays).
+    pub(super) fn give_way(&mut self, r: &mut Reactor, key: usize, serial: u64) {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        slot.serial = serial;
-        if !slot.counted {
+        if slot.serial != serial || slot.conn.state() != State::Greeting {
             return;
         }
-        if let Some(ip) = slot.ip {
-            *self.tally.per_ip.entry(ip).or_default() += 1;
-        }
-        if slot.conn.state() == State::Greeting {
-            slot.unauth = true;
-            self.tally.unauth_open += 1;
-            self.tally.unauth.push_back((key, serial, now));
-            // Entries of connections that logged in pile up behind a long
-            // waiter: sweep them when they outnumber the live ones.
-            if self.tally.unauth.len() > 2 * self.tally.unauth_open + 1024 {
-                let conns = &self.conns;
-                self.tally.unauth.retain(|(k, serial, _)| {
-                    conns
-                        .get(*k)
-                        .is_some_and(|s| s.serial == *serial && s.unauth)
-                });
-            }
-        }
+        let why = "too many unauthenticated connections";
+        slot.conn
+            .close_politely(&mut self.services, why, Some(why), r.now());
+        slot.unauth = None; // its place in line went to the newcomer
+        self.touch(key);
     }
 
-    /// Brings the tally up to date for a settled slot: logged in since, and
-    /// the bytes it holds now.
-    pub(super) fn recount(tally: &mut Tally, slot: &mut Slot) {
-        if slot.unauth && slot.conn.state() != State::Greeting {
-            slot.unauth = false;
-            tally.unauth_open = tally.unauth_open.saturating_sub(1);
+    /// Brings the counts up to date for a settled slot: logged in since (out
+    /// of the line), and the bytes it holds now.
+    pub(super) fn recount(counts: &Counts, slot: &mut Slot) {
+        if let Some(place) = slot.unauth
+            && slot.conn.state() != State::Greeting
+        {
+            slot.unauth = None;
+            lock(&counts.unauth).remove(&place);
         }
         let tls = slot.stream.tls().map_or(0, crate::tls::TlsStream::held);
         let held = slot.conn.held().saturating_add(tls);
-        tally.held = tally
-            .held
-            .saturating_sub(slot.held as u64)
-            .saturating_add(held as u64);
-        slot.held = held;
-    }
-
-    /// Takes a freed slot out of the tally.
-    pub(super) fn count_out(&mut self, slot: &Slot) {
-        if slot.unauth {
-            self.tally.unauth_open = self.tally.unauth_open.saturating_sub(1);
-        }
-        self.tally.held = self.tally.held.saturating_sub(slot.held as u64);
-        if let (true, Some(ip)) = (slot.counted, slot.ip)
-            && let Some(n) = self.tally.per_ip.get_mut(&ip)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.tally.per_ip.remove(&ip);
+        if held != slot.held {
+            let (was, now) = (slot.held as u64, held as u64);
+            if now > was {
+                counts.held.fetch_add(now - was, Ordering::Relaxed);
+            } else {
+                counts.held.fetch_sub(was - now, Ordering::Relaxed);
             }
+            slot.held = held;
         }
     }
 
-    /// Over `--max-memory`: evicts the connections holding the most, biggest
-    /// first, until the rest fit. A scan, but only when over the limit; the
-    /// total itself is a running sum. Returns whether any was evicted.
+    /// Takes a freed slot out of the counts.
+    pub(super) fn count_out(&mut self, slot: &Slot) {
+        let counts = &self.team.counts;
+        if let Some(place) = slot.unauth {
+            lock(&counts.unauth).remove(&place);
+        }
+        counts.held.fetch_sub(slot.held as u64, Ordering::Relaxed);
+        if slot.counted {
+            let ip = slot.ip.filter(|_| self.config.max_conns_per_ip > 0);
+            self.release(ip);
+        }
+    }
+
+    /// Over `--max-memory` (all workers together): evicts this worker's
+    /// connections holding the most, biggest first, until the total fits. A
+    /// scan, but only when over the limit; the total itself is a running sum.
+    /// Returns whether any was evicted.
     pub(super) fn evict_over_memory(&mut self, r: &mut Reactor) -> bool {
         let max = self.config.max_memory;
-        if self.tally.held <= max {
+        let mut total = self.team.counts.held.load(Ordering::Relaxed);
+        if total <= max {
             return false;
         }
         let mut holders: Vec<(usize, usize)> = self
@@ -162,7 +197,6 @@ impl Server {
             .map(|(key, s)| (s.held, key))
             .collect();
         holders.sort_unstable_by(|a, b| b.cmp(a));
-        let mut total = self.tally.held;
         let mut evicted = false;
         for (held, key) in holders {
             if total <= max {

@@ -10,22 +10,27 @@ mod limits;
 mod proxy;
 mod push;
 mod shutdown;
+mod sockets;
 mod source;
+
+pub use limits::Counts;
+pub use sockets::{Sockets, bind};
 
 use crate::config::{Config, tuning};
 use crate::conn::{Conn, Rules};
-use crate::net::{self, Listener, Stream};
+use crate::hub::{Hub, Mail};
+use crate::net::{Listener, Stream};
 use crate::reactor::{Handler, Reactor, Readiness, TimerId};
 use crate::service::Services;
 use crate::tls::Tls;
 use crate::udp::Udp;
-use mio::net::TcpListener;
 use mio::{Interest, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use source::{Source, TCP, TLS};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A connection's slot: its socket and what the loop keeps for it; the
@@ -48,16 +53,38 @@ struct Slot {
     counted: bool,
     /// The peer's address (`--max-conns-per-ip`; none for a Unix socket).
     ip: Option<std::net::IpAddr>,
-    /// Numbers the connection among all accepted (see `limits::Tally`).
+    /// Numbers the connection among all this worker accepted, so a reused
+    /// slot is not mistaken for the connection an old entry names.
     serial: u64,
-    /// Counted as not yet authenticated (`--max-unauth`).
-    unauth: bool,
+    /// Its place in line as not yet authenticated (`--max-unauth`).
+    unauth: Option<limits::Place>,
     /// Bytes it held when last settled (`--max-memory`).
     held: usize,
 }
 
+/// What the workers of one server share: the hub they meet at (chat, mail,
+/// counters) and the section 9 counts. One worker has its own.
+#[derive(Debug, Clone)]
+pub struct Team {
+    pub hub: Arc<Hub>,
+    pub counts: Arc<Counts>,
+}
+
+impl Team {
+    /// The team of workers whose counters are `stats`.
+    pub fn new(stats: Vec<Arc<crate::service::stats::Stats>>) -> Team {
+        Team {
+            hub: Arc::new(Hub::new(stats)),
+            counts: Arc::default(),
+        }
+    }
+}
+
 pub struct Server {
     config: Config,
+    /// Which worker this is (0 with one), and what it shares with the others.
+    me: usize,
+    team: Team,
     rules: Rules,
     /// At `TCP`, 1 (Unix) and `TLS`; `None` when not on, or once closed by a shutdown.
     listeners: Vec<Option<Listener>>,
@@ -84,8 +111,10 @@ pub struct Server {
     accept_timer: Option<TimerId>,
     /// Whether the current out-of-descriptors episode was logged.
     accept_starved: bool,
-    /// Counts that span connections (section 9 limits).
-    tally: limits::Tally,
+    /// Connections accepted so far (numbers them: `Slot::serial`).
+    serials: u64,
+    /// Mail from other workers, taken when woken (reused).
+    mail: Vec<Mail>,
 }
 
 /// An error that says which socket it is about.
@@ -94,59 +123,39 @@ fn context(e: std::io::Error, what: String) -> std::io::Error {
 }
 
 impl Server {
-    /// Binds the listeners and the UDP socket. The server starts serving in
-    /// [`Server::run`]. Errors say which address failed.
+    /// A lone server (one worker): binds its sockets. The server starts
+    /// serving in [`Server::run`]. Errors say which address failed.
     pub fn bind(config: Config, services: Services) -> std::io::Result<Server> {
-        // mio sets SO_REUSEADDR, so a restart right after a stop binds at once.
-        let tcp = TcpListener::bind(config.listen)
-            .map_err(|e| context(e, format!("cannot listen on {}", config.listen)))?;
-        let unix = match &config.unix {
-            Some(path) => Some(net::bind_unix(path).map_err(|e| {
-                let what = format!("cannot listen on Unix socket {}", path.display());
-                context(e, what)
-            })?),
-            None => None,
-        };
-        let (tls_listener, tls) = match config.tls_listen {
-            Some(addr) => {
-                let (tls, cert) = Tls::load(
-                    config.tls_cert.as_deref(),
-                    config.tls_key.as_deref(),
-                    &config.data_dir,
-                )
-                .map_err(std::io::Error::other)?;
-                log::info!(
-                    "TLS certificate {} (SHA-256 fingerprint {})",
-                    cert.display(),
-                    tls.fingerprint()
-                );
-                let l = TcpListener::bind(addr)
-                    .map_err(|e| context(e, format!("cannot listen on {addr} (--tls-listen)")))?;
-                (Some(Listener::Tcp(l)), Some(tls))
-            }
-            None => (None, None),
-        };
-        // At TCP, 1 and TLS.
-        let listeners = vec![Some(Listener::Tcp(tcp)), unix, tls_listener];
-        let udp = match config.udp {
-            None => None,
-            Some(addr) => Some(Udp::bind(addr, services.open_limits()).map_err(|e| {
-                context(
-                    e,
-                    format!("cannot bind UDP {addr} (--udp ADDR, or --udp off)"),
-                )
-            })?),
-        };
-        Ok(Server {
+        let mut config = config;
+        config.workers = 1;
+        let sockets = bind(&config, services.open_limits())?
+            .pop()
+            .ok_or(std::io::ErrorKind::InvalidInput)?;
+        let team = Team::new(vec![Arc::clone(&services.stats)]);
+        Ok(Server::new(config, services, sockets, team, 0))
+    }
+
+    /// Worker `me` of `team`, on `sockets` (see [`bind`]).
+    pub fn new(
+        config: Config,
+        mut services: Services,
+        sockets: Sockets,
+        team: Team,
+        me: usize,
+    ) -> Server {
+        services.join(Arc::clone(&team.hub), me);
+        Server {
             rules: Rules {
                 idle_timeout: config.idle_timeout,
                 auth_timeout: config.auth_timeout,
                 max_outbuf: config.max_outbuf,
             },
             config,
-            listeners,
-            tls,
-            udp,
+            me,
+            team,
+            listeners: sockets.listeners,
+            tls: sockets.tls,
+            udp: sockets.udp,
             signals: None,
             stopping: false,
             abort: false,
@@ -158,8 +167,9 @@ impl Server {
             visit_pushes: 0,
             accept_timer: None,
             accept_starved: false,
-            tally: limits::Tally::default(),
-        })
+            serials: 0,
+            mail: Vec::new(),
+        }
     }
 
     /// The TCP listener's address (the port, when port 0 was asked for).
@@ -207,9 +217,11 @@ impl Server {
         if let Some(signals) = &mut self.signals {
             reactor.register(signals, Source::Signals.token(), Interest::READABLE)?;
         }
-        // Blocking file work runs on a few threads; each result wakes the loop.
-        let waker = reactor.waker(Source::Pool.token())?;
-        self.services.start_pool(std::sync::Arc::new(move || {
+        // Blocking file work runs on a few threads, and other workers post
+        // mail: either wakes the loop through its one waker.
+        let waker = Arc::new(reactor.waker(Source::Woken.token())?);
+        self.team.hub.set_waker(self.me, Arc::clone(&waker));
+        self.services.start_pool(Arc::new(move || {
             let _ = waker.wake();
         }))?;
         reactor.run(&mut self)?;
@@ -251,12 +263,27 @@ impl Server {
         }
     }
 
+    /// What other workers posted: chat pushes for members here, and
+    /// unauthenticated connections that give way to newer ones elsewhere.
+    fn read_mail(&mut self, r: &mut Reactor) {
+        let mut mail = std::mem::take(&mut self.mail);
+        self.team.hub.take(self.me, &mut mail);
+        for m in mail.drain(..) {
+            match m {
+                Mail::GiveWay { key, serial } => self.give_way(r, key, serial),
+                chat => self.services.deliver(chat),
+            }
+        }
+        self.mail = mail;
+        self.pushes_now(r);
+    }
+
     fn serve_udp(&mut self, r: &mut Reactor) {
         let Some(udp) = &mut self.udp else {
             return; // closed by a shutdown
         };
         // Budget spent with datagrams perhaps left: no new edge will come for them.
-        if udp.serve(&mut self.services.stats) {
+        if udp.serve(&self.services.stats) {
             r.revisit(Source::Udp.token());
         }
     }
@@ -269,7 +296,10 @@ impl Handler for Server {
             Some(Source::Udp) => self.serve_udp(r),
             Some(Source::Signals) => self.signalled(r),
             Some(Source::Orphans) => self.services.reap_orphans(),
-            Some(Source::Pool) => self.pool_ready(r),
+            Some(Source::Woken) => {
+                self.pool_ready(r);
+                self.read_mail(r);
+            }
             Some(Source::Conn(key)) => {
                 if readiness.readable {
                     self.read(r, key, !readiness.read_all);

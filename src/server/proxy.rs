@@ -87,11 +87,12 @@ impl Server {
             name: slot.peer.clone(),
             ip: slot.ip,
         };
-        let admitted = self.admission(r, &peer);
+        let serial = slot.serial;
+        let admitted = self.admission(r, key, serial, &peer);
         if let Some(slot) = self.conns.get_mut(key) {
-            slot.conn.greet(&mut self.services, admitted);
+            slot.conn.greet(&mut self.services, admitted.is_some());
         }
-        self.opened(key, admitted, Some(&via), now);
+        self.opened(key, admitted, Some(&via));
         true
     }
 }

@@ -1,5 +1,5 @@
 //! What each poll token names: the server's own sources (listeners, UDP,
-//! signals, orphans, the pool's waker) and each connection's two tokens.
+//! signals, orphans, the waker) and each connection's two tokens.
 
 use mio::Token;
 
@@ -16,8 +16,9 @@ pub(super) enum Source {
     Signals,
     /// Pidfds of killed children whose connection is gone (reaped when they exit).
     Orphans,
-    /// The blocking-work pool's waker: some work is done.
-    Pool,
+    /// The loop's waker: the blocking-work pool has results, or another
+    /// worker posted mail (mio allows one waker per poller).
+    Woken,
     /// A connection's socket (and its one timer).
     Conn(usize),
     /// A connection's exec child.
@@ -38,7 +39,7 @@ impl Source {
             Source::Udp => LISTENERS,
             Source::Signals => LISTENERS + 1,
             Source::Orphans => LISTENERS + 2,
-            Source::Pool => LISTENERS + 3,
+            Source::Woken => LISTENERS + 3,
             Source::Conn(key) => FIRST_CONN + 2 * key,
             Source::Child(key) => FIRST_CONN + 2 * key + 1,
         })
@@ -50,7 +51,7 @@ impl Source {
             i if i == LISTENERS => Source::Udp,
             i if i == LISTENERS + 1 => Source::Signals,
             i if i == LISTENERS + 2 => Source::Orphans,
-            i if i == LISTENERS + 3 => Source::Pool,
+            i if i == LISTENERS + 3 => Source::Woken,
             i if i >= FIRST_CONN => {
                 let n = i - FIRST_CONN;
                 if n.is_multiple_of(2) {

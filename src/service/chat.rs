@@ -1,15 +1,19 @@
 //! The chat service (contract section 7): rooms, who is online, and the pushes
 //! `join`, `leave`, `say` and `dm` cause. Sans-IO: connections are named by their
 //! slab key, and its pushes wait in a queue the server carries out (`Chat::take_pushes`).
+//! With several workers, pushes for members on other workers go through the
+//! [`Hub`] (contract section 12), and theirs come back in as [`Mail`].
 
 use super::ops::OpError;
 use crate::auth::valid_name;
 use crate::bufpool;
+use crate::hub::{Hub, Mail};
 use crate::proto::header::{Raw, req_str};
 use crate::proto::{HeadWriter, Header};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// Longest room (and user) name.
 pub const MAX_NAME: usize = 64;
@@ -33,12 +37,16 @@ pub struct Push {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recipients {
     Conn(usize),
-    /// Every member of the room but `except` (the sender, joiner or leaver).
+    /// Every member of the room but `except` (the sender, joiner or leaver;
+    /// [`NOBODY`] for a push from another worker).
     Room {
         room: Rc<str>,
         except: usize,
     },
 }
+
+/// The `except` of a push that comes from another worker.
+pub const NOBODY: usize = usize::MAX;
 
 /// Where a `say` or `dm` goes, checked when its header arrives.
 #[derive(Debug)]
@@ -67,6 +75,8 @@ pub struct Chat {
     users: HashMap<String, Vec<usize>>,
     /// Pushes queued for the server to carry out.
     pushes: Vec<Push>,
+    /// With several workers: the hub, and this worker's number.
+    link: Option<(Arc<Hub>, usize)>,
 }
 
 /// A required room or user name field: a string of a valid name, or a 400.
@@ -123,20 +133,30 @@ fn message(room: Option<&str>, from: &str, body: &[u8]) -> Rc<[u8]> {
 }
 
 impl Chat {
-    /// The connection authenticated as `user`: it can now receive `dm`s.
-    pub fn online(&mut self, member: &mut Member, user: &str) {
-        if !member.online {
+    /// This worker is worker `me` of several, which meet at `hub`.
+    pub fn link(&mut self, hub: Arc<Hub>, me: usize) {
+        self.link = Some((hub, me));
+    }
+
+    /// The connection authenticated as `user`: it can now receive `dm`s. False
+    /// (and not counted) when the user already has `max` connections logged in
+    /// (`--max-conns-per-user`, 0: no limit), on every worker together.
+    pub fn online(&mut self, member: &mut Member, user: &str, max: usize) -> bool {
+        if member.online {
+            return true;
+        }
+        let admitted = match &self.link {
+            Some((hub, me)) => hub.login(*me, user, max),
+            None => max == 0 || self.users.get(user).map_or(0, Vec::len) < max,
+        };
+        if admitted {
             member.online = true;
             self.users
                 .entry(user.to_string())
                 .or_default()
                 .push(member.key);
         }
-    }
-
-    /// How many open connections `user` has logged in (`--max-conns-per-user`).
-    pub fn connections_of(&self, user: &str) -> usize {
-        self.users.get(user).map_or(0, Vec::len)
+        admitted
     }
 
     /// `join`: idempotent (joining a room again is a 200 with no push).
@@ -160,7 +180,10 @@ impl Chat {
         let members = self.rooms.entry(Rc::clone(&name)).or_default();
         let others = !members.is_empty();
         members.push(member.key);
-        if others {
+        if let (false, Some((hub, me))) = (others, &self.link) {
+            hub.subscribe(*me, &name); // its first member here
+        }
+        if others || self.link.is_some() {
             self.push_room(&name, member.key, membership("joined", &name, user));
         }
         member.rooms.push(name);
@@ -191,13 +214,23 @@ impl Chat {
         members.retain(|&k| k != key);
         if members.is_empty() {
             self.rooms.remove(room);
-            return;
+            let Some((hub, me)) = &self.link else {
+                return;
+            };
+            hub.unsubscribe(*me, room);
         }
         self.push_room(room, key, membership("left", room, user));
     }
 
-    /// Queues `frame` for every member of `room` but `except`.
+    /// Queues `frame` for every member of `room` but `except`, here and (posted
+    /// once to each) on the other workers with members in it.
     fn push_room(&mut self, room: &Rc<str>, except: usize, frame: Rc<[u8]>) {
+        if let Some((hub, me)) = &self.link {
+            hub.publish_room(*me, room, &frame);
+        }
+        if !self.rooms.contains_key(room) {
+            return; // no member left here
+        }
         self.pushes.push(Push {
             to: Recipients::Room {
                 room: Rc::clone(room),
@@ -225,9 +258,14 @@ impl Chat {
     }
 
     fn check_online(&self, to: &str) -> Result<(), OpError> {
-        match self.users.get(to) {
-            Some(conns) if !conns.is_empty() => Ok(()),
-            _ => Err(refused(404, format!("{to} has no open connection"))),
+        let online = match &self.link {
+            Some((hub, _)) => hub.is_online(to),
+            None => self.users.get(to).is_some_and(|conns| !conns.is_empty()),
+        };
+        if online {
+            Ok(())
+        } else {
+            Err(refused(404, format!("{to} has no open connection")))
         }
     }
 
@@ -254,18 +292,22 @@ impl Chat {
                 )
             }
         };
-        if to.iter().all(|&k| k == member.key) {
+        if to.iter().all(|&k| k == member.key) && self.link.is_none() {
             return Ok(()); // alone in the room: nobody to copy the body for
         }
         let push = message(room, from, body);
         match target {
             Target::Room(room) => self.push_room(room, member.key, push),
-            Target::User(_) => self
-                .pushes
-                .extend(to.iter().filter(|&&k| k != member.key).map(|&to| Push {
-                    to: Recipients::Conn(to),
-                    frame: Rc::clone(&push),
-                })),
+            Target::User(user) => {
+                if let Some((hub, me)) = &self.link {
+                    hub.publish_user(*me, user, &push);
+                }
+                self.pushes
+                    .extend(to.iter().filter(|&&k| k != member.key).map(|&to| Push {
+                        to: Recipients::Conn(to),
+                        frame: Rc::clone(&push),
+                    }))
+            }
         }
         Ok(())
     }
@@ -289,13 +331,51 @@ impl Chat {
         for room in std::mem::take(&mut member.rooms) {
             self.part(member.key, &room, user);
         }
-        if std::mem::take(&mut member.online)
-            && let Some(conns) = self.users.get_mut(user)
-        {
+        if !std::mem::take(&mut member.online) {
+            return;
+        }
+        if let Some((hub, me)) = &self.link {
+            hub.logout(*me, user);
+        }
+        if let Some(conns) = self.users.get_mut(user) {
             conns.retain(|&k| k != member.key);
             if conns.is_empty() {
                 self.users.remove(user);
             }
+        }
+    }
+
+    /// A push another worker posted: queued for this worker's members of its
+    /// room, or connections of its user, all sharing one copy of the frame.
+    pub fn deliver(&mut self, mail: Mail) {
+        match mail {
+            Mail::Room { room, frame } => {
+                if let Some(room) = self.rooms.get_key_value(&*room).map(|(r, _)| Rc::clone(r)) {
+                    self.pushes.push(Push {
+                        to: Recipients::Room {
+                            room,
+                            except: NOBODY,
+                        },
+                        frame: Rc::from(&*frame),
+                    });
+                }
+            }
+            Mail::User { user, frame } => {
+                let to = self
+                    .users
+                    .get(&*user)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                if to.is_empty() {
+                    return;
+                }
+                let frame: Rc<[u8]> = Rc::from(&*frame);
+                self.pushes.extend(to.iter().map(|&to| Push {
+                    to: Recipients::Conn(to),
+                    frame: Rc::clone(&frame),
+                }));
+            }
+            Mail::GiveWay { .. } => {}
         }
     }
 
@@ -472,8 +552,8 @@ mod tests {
     fn hang_up_leaves_rooms_and_goes_offline() {
         let mut chat = Chat::default();
         let (mut a, mut b) = (member(1), member(2));
-        chat.online(&mut a, "alice");
-        chat.online(&mut b, "bob");
+        chat.online(&mut a, "alice", 0);
+        chat.online(&mut b, "bob", 0);
         for r in ["x", "y"] {
             let room = header_owned(r);
             chat.join(&mut a, "alice", &Header::parse(room.as_bytes()).unwrap())

@@ -17,7 +17,7 @@ impl Services {
         let (max_header, max_body) = (self.open_limits.max_header, self.open_limits.max_body);
         if self.no_auth {
             session.user = Some("anonymous".to_string());
-            self.chat.online(&mut session.chat, "anonymous");
+            self.chat.online(&mut session.chat, "anonymous", 0);
             out.append(|buf| {
                 let mut w = HeadWriter::push(buf, "hello");
                 w.field("proto", &1)
@@ -83,8 +83,11 @@ impl Services {
         let Some((user, cnonce, key)) = checked else {
             return self.refuse_login(out, id, "authentication failed");
         };
-        let max = self.max_conns_per_user;
-        if max > 0 && self.chat.connections_of(&user) >= max {
+        // Counted now (across workers too), so two logins cannot both take the last.
+        if !self
+            .chat
+            .online(&mut session.chat, &user, self.max_conns_per_user)
+        {
             self.error(out, 503, id, "too many connections for this user");
             return Next::Close("over max-conns-per-user");
         }
@@ -103,7 +106,6 @@ impl Services {
                 .field("mac", std::str::from_utf8(&hex).unwrap_or_default());
             w.finish(0);
         });
-        self.chat.online(&mut session.chat, &user);
         // Under --quota, the first login of a user walks their tree (on the pool):
         // their requests wait for it, so they are judged from an exact count.
         let walk = if self.files.needs_walk(&user) {

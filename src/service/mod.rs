@@ -24,6 +24,7 @@ pub use op::Op;
 use stats::Stats;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What the connection should do after the services handled a frame event.
@@ -145,7 +146,10 @@ enum Body {
 }
 
 pub struct Services {
-    pub stats: Stats,
+    /// This worker's counters (only this worker writes them).
+    pub stats: Arc<Stats>,
+    /// Every worker's counters, which `stats` reports summed.
+    board: Arc<[Arc<Stats>]>,
     users: Users,
     no_auth: bool,
     /// Decoder limits after authentication.
@@ -181,8 +185,28 @@ const HASH_STEPS: usize = crate::pool::THREADS / 2;
 impl Services {
     /// Sets the services up for `config` (this prepares the data directory).
     pub fn new(users: Users, config: &Config, started: Instant) -> std::io::Result<Services> {
+        Services::build(users, config, started, true)
+    }
+
+    /// The services of one more worker: the first prepared the data directory.
+    pub fn for_worker(
+        users: Users,
+        config: &Config,
+        started: Instant,
+    ) -> std::io::Result<Services> {
+        Services::build(users, config, started, false)
+    }
+
+    fn build(
+        users: Users,
+        config: &Config,
+        started: Instant,
+        first: bool,
+    ) -> std::io::Result<Services> {
+        let stats = Arc::new(Stats::new(started));
         Ok(Services {
-            stats: Stats::new(started),
+            board: Arc::new([Arc::clone(&stats)]),
+            stats,
             users,
             no_auth: config.no_auth,
             open_limits: Limits {
@@ -191,7 +215,7 @@ impl Services {
                 body_allowed: true,
             },
             max_conns_per_user: config.max_conns_per_user,
-            files: files::Files::open(&config.data_dir, config.quota)?,
+            files: files::Files::open(&config.data_dir, config.quota, first)?,
             exec: exec::Runner::new(config),
             chat: chat::Chat::default(),
             pool: Pool::default(),
@@ -238,6 +262,23 @@ impl Services {
     /// The connections a push goes to now (see [`chat::Recipients`]).
     pub fn recipients(&self, to: &chat::Recipients, into: &mut Vec<usize>) {
         self.chat.recipients(to, into);
+    }
+
+    /// This is worker `me` of those meeting at `hub`: `stats` reports them all,
+    /// and with more than one, chat spans them (contract section 12).
+    pub fn join(&mut self, hub: Arc<crate::hub::Hub>, me: usize) {
+        if let Some(mine) = hub.stats.get(me) {
+            self.stats = Arc::clone(mine); // nothing was counted before
+        }
+        self.board = Arc::clone(&hub.stats);
+        if hub.workers() > 1 {
+            self.chat.link(hub, me);
+        }
+    }
+
+    /// Chat pushes another worker posted, for members here.
+    pub fn deliver(&mut self, mail: crate::hub::Mail) {
+        self.chat.deliver(mail);
     }
 
     /// The connection stops serving (closing, by either side): it leaves its chat

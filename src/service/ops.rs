@@ -5,7 +5,7 @@
 
 use super::Op;
 use super::files::path::PathError;
-use super::stats::Stats;
+use super::stats::{self, Stats};
 use crate::outbuf::FrameOut;
 use crate::proto::header::{FieldError, opt_str};
 use crate::proto::{HeadWriter, Header};
@@ -13,6 +13,7 @@ use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, Local};
 use std::fmt::Write as _;
 use std::io;
+use std::sync::Arc;
 
 /// A successful reply's body.
 #[derive(Debug)]
@@ -117,7 +118,8 @@ pub const DEFAULT_TIME_FORMAT: &str = "%Y-%m-%d %X";
 const STAMP_FORMAT: &str = "%a %b %e %H:%M:%S %Y";
 
 /// Runs an op that takes no body (any body sent is dropped by the caller).
-pub fn run(op: Op, header: &Header, stats: &Stats) -> Result<Reply, OpError> {
+/// `stats` reports every worker's counters (`all`).
+pub fn run(op: Op, header: &Header, all: &[Arc<Stats>]) -> Result<Reply, OpError> {
     match op {
         Op::Ping => Ok(Reply::Empty),
         Op::Time => {
@@ -125,7 +127,7 @@ pub fn run(op: Op, header: &Header, stats: &Stats) -> Result<Reply, OpError> {
             let format = format.as_deref().unwrap_or(DEFAULT_TIME_FORMAT);
             time(format, Local::now()).map(|t| Reply::Bytes(t.into_bytes()))
         }
-        Op::Stats => Ok(Reply::Bytes(stats.to_json())),
+        Op::Stats => Ok(Reply::Bytes(stats::report(all))),
         // Only stateless ops without a body come here; answer sanely if another does.
         _ => Err(OpError::bad("op not valid here")),
     }

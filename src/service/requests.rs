@@ -20,7 +20,7 @@ pub enum Wording {
 /// The first step of serving a request header, on every transport: it is
 /// counted, and its op and id are read. `Err`: the 400 text for a bad id.
 pub fn open_request(
-    stats: &mut Stats,
+    stats: &Stats,
     header: &Header,
     wording: Wording,
 ) -> Result<(Option<Op>, Option<u64>), String> {
@@ -58,7 +58,7 @@ impl Services {
         out: &mut OutBuf,
     ) -> Next {
         session.body = Body::Drop;
-        let (op, id) = match open_request(&mut self.stats, header, Wording::Full) {
+        let (op, id) = match open_request(&self.stats, header, Wording::Full) {
             Ok(request) => request,
             Err(message) => {
                 self.error(out, 400, None, &message);
@@ -102,7 +102,7 @@ impl Services {
                 }
             }
             Some(op) if op.is_stateless() => {
-                let result = ops::run(op, header, &self.stats);
+                let result = ops::run(op, header, &self.board);
                 self.finish(out, id, result);
             }
             Some(Op::Exec) => return self.exec(session, header, id, out),

@@ -80,12 +80,14 @@ impl Files {
     /// Prepares `<data-dir>/files` and `<data-dir>/tmp` (created 0700, the data dir
     /// too when missing), removing uploads a previous run left behind (a crash
     /// mid-put: the destination never saw them).
-    pub fn open(data_dir: &Path, quota: Option<u64>) -> io::Result<Files> {
+    /// The file service over `data_dir`; `clean`: remove unfinished uploads
+    /// a previous run left (see `TempDir::open`).
+    pub fn open(data_dir: &Path, quota: Option<u64>, clean: bool) -> io::Result<Files> {
         let files_dir = data_dir.join("files");
         beneath::create_private_dir(&files_dir)?;
         Ok(Files {
             files_dir,
-            tmp: TempDir::open(&data_dir.join("tmp"))?,
+            tmp: TempDir::open(&data_dir.join("tmp"), clean)?,
             quota,
             usage: HashMap::new(),
         })

@@ -411,7 +411,7 @@ mod tests {
     #[test]
     fn recount_takes_the_disk_and_keeps_reservations() {
         let data = tempfile::tempdir().unwrap();
-        let mut files = Files::open(data.path(), Some(10 * BLOCK)).unwrap();
+        let mut files = Files::open(data.path(), Some(10 * BLOCK), true).unwrap();
         let mut session = FileSession::default();
         assert_eq!(
             files.quota_left(&mut session, "u").unwrap(),
@@ -443,7 +443,7 @@ mod tests {
             files.quota_left(&mut session, "u").unwrap(),
             Some(7 * BLOCK)
         );
-        let mut unlimited = Files::open(data.path(), None).unwrap();
+        let mut unlimited = Files::open(data.path(), None, true).unwrap();
         assert_eq!(unlimited.quota_left(&mut session, "u").unwrap(), None);
     }
 

@@ -28,16 +28,18 @@ const TMP_PREFIX: &str = "put-";
 /// `<data-dir>/tmp`, where uploads are written before their rename.
 pub(super) struct TempDir {
     dir: Rc<OwnedFd>,
-    /// Numbers the temp files this process makes.
-    made: u64,
 }
 
+/// Numbers the temp files this process makes (all its workers).
+static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl TempDir {
-    /// Creates the directory, removing what a previous run's unfinished uploads left.
-    pub(super) fn open(path: &Path) -> io::Result<TempDir> {
+    /// Creates the directory and, with `clean` (the first worker, before any
+    /// serves), removes what a previous run's unfinished uploads left.
+    pub(super) fn open(path: &Path, clean: bool) -> io::Result<TempDir> {
         beneath::create_private_dir(path)?;
         let mut stale = 0;
-        for entry in std::fs::read_dir(path)? {
+        for entry in std::fs::read_dir(path)?.filter(|_| clean) {
             let entry = entry?;
             if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
                 std::fs::remove_file(entry.path())?;
@@ -52,14 +54,13 @@ impl TempDir {
         }
         Ok(TempDir {
             dir: Rc::new(beneath::open_dir(path)?),
-            made: 0,
         })
     }
 
     /// A new, empty temp file (0600, private like what it becomes) and its name.
     fn create(&mut self) -> io::Result<(File, String)> {
-        self.made += 1;
-        let name = format!("{TMP_PREFIX}{}-{}", std::process::id(), self.made);
+        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let name = format!("{TMP_PREFIX}{}-{made}", std::process::id());
         let fd = beneath::open(
             self.dir.as_fd(),
             &name,
@@ -369,7 +370,7 @@ mod tests {
     fn steps_in_any_order_give_the_whole_digest() {
         for seed in 0..40u64 {
             let data_dir = tempfile::tempdir().unwrap();
-            let mut files = Files::open(data_dir.path(), None).unwrap();
+            let mut files = Files::open(data_dir.path(), None, true).unwrap();
             let mut session = FileSession::default();
             let _ = files.root_dir(&mut session, "u");
             let mut s = seed + 1;
