@@ -70,7 +70,8 @@ impl Server {
             let n = per_ip.entry(ip).or_default();
             if *n >= self.config.max_conns_per_ip {
                 drop(per_ip);
-                self.release(Some(ip));
+                self.release(None); // its address was not counted
+
                 return Err(Refusal::FromThisAddress);
             }
             *n += 1;

@@ -1,0 +1,317 @@
+//! `serve --workers N` from outside (contract section 12): every worker accepts
+//! on the same addresses, and the server stays one server: chat and `dm` span
+//! the workers, `stats` sums them, every limit is the whole server's, one
+//! SIGTERM stops them all. Which worker took a connection is read from the
+//! log ("open ADDR on worker N"), so each test has members on both.
+
+mod common;
+
+use common::{Raw, Server, TIMEOUT};
+use frameloop::client::{Client, Credentials, Frame, Stream};
+use serde_json::{Value, json};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// The worker the connection from `local` was opened on.
+fn worker_of(server: &Server, local: SocketAddr) -> usize {
+    let needle = format!("open {local} on worker ");
+    let mut worker = None;
+    server.wait_for("the connection's open line", |s| {
+        let log = s.log();
+        worker = log.lines().find_map(|l| {
+            let rest = &l[l.find(&needle)? + needle.len()..];
+            rest.split(' ').next()?.parse().ok()
+        });
+        worker.is_some()
+    });
+    worker.unwrap_or_default()
+}
+
+fn local_of(c: &Client) -> SocketAddr {
+    match c.stream() {
+        Stream::Tcp(s) => s.local_addr().unwrap(),
+        _ => panic!("a TCP client"),
+    }
+}
+
+/// Logged-in guest connections until there are `per_worker` on each of the
+/// two workers (the kernel spreads them by their ports), grouped by worker.
+fn on_both(server: &Server, per_worker: usize) -> [Vec<Client>; 2] {
+    let mut by_worker: [Vec<Client>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..200 {
+        if by_worker.iter().all(|w| w.len() >= per_worker) {
+            return by_worker;
+        }
+        let c = server.client();
+        let w = worker_of(server, local_of(&c));
+        if by_worker[w].len() < per_worker {
+            by_worker[w].push(c);
+        }
+    }
+    panic!("connections never reached both workers");
+}
+
+fn ok(c: &mut Client, op: &str, fields: Value, body: &[u8]) -> Frame {
+    let reply = c.request(op, fields, body).expect("reply");
+    assert_eq!(reply.status(), 200, "{op}: {reply:?}");
+    reply
+}
+
+#[test]
+fn chat_rooms_and_dm_span_the_workers() {
+    let server = Server::start(&["--workers", "2"]);
+    let [mut zero, mut one] = on_both(&server, 2);
+    // Joins from both workers: each member hears of the later ones, wherever.
+    for c in zero.iter_mut().chain(one.iter_mut()) {
+        ok(c, "join", json!({"room": "lobby"}), b"");
+    }
+    let mut all: Vec<Client> = zero.into_iter().chain(one).collect();
+    for (i, c) in all.iter_mut().enumerate() {
+        for _ in i + 1..4 {
+            let joined = c.next_push().expect("joined");
+            assert_eq!(joined.str("op"), Some("joined"));
+        }
+    }
+    // A message from worker 0 reaches the members on worker 1 and the other on 0.
+    ok(&mut all[0], "say", json!({"room": "lobby"}), b"across");
+    for c in &mut all[1..] {
+        let msg = c.next_push().expect("msg");
+        assert_eq!(
+            (msg.str("op"), msg.str("room")),
+            (Some("msg"), Some("lobby"))
+        );
+        assert_eq!(msg.body, b"across");
+    }
+    // And back the other way, binary body intact.
+    let body: Vec<u8> = (0..=255).collect();
+    ok(&mut all[3], "say", json!({"room": "lobby"}), &body);
+    for c in &mut all[..3] {
+        assert_eq!(c.next_push().expect("msg").body, body);
+    }
+    // dm: every other connection of the user, on either worker.
+    ok(&mut all[2], "dm", json!({"to": "guest"}), b"psst");
+    for i in [0, 1, 3] {
+        let dm = all[i].next_push().expect("dm");
+        assert_eq!((dm.str("op"), dm.str("from")), (Some("msg"), Some("guest")));
+        assert_eq!(dm.body, b"psst");
+    }
+    let nobody = all[0].request("dm", json!({"to": "nobody"}), b"x").unwrap();
+    assert_eq!(nobody.status(), 404);
+    // A member on worker 0 closes: the others, on both workers, hear `left`.
+    drop(all.remove(0));
+    for c in &mut all {
+        let left = c.next_push().expect("left");
+        assert_eq!(
+            (left.str("op"), left.str("room")),
+            (Some("left"), Some("lobby"))
+        );
+    }
+}
+
+#[test]
+fn stats_sum_every_worker() {
+    let server = Server::start(&["--workers", "2"]);
+    let [mut zero, mut one] = on_both(&server, 2);
+    for c in zero.iter_mut().chain(one.iter_mut()) {
+        for _ in 0..3 {
+            ok(c, "ping", json!({}), b"");
+        }
+    }
+    let stats = server.stats();
+    assert_eq!(stats["workers"], 2);
+    // Ours, and the connection that asked.
+    assert_eq!(stats["conns_open"], 5, "{stats}");
+    assert!(stats["ops"]["ping"].as_u64() >= Some(12), "{stats}");
+    assert_eq!(stats["ops"]["stats"], 1);
+}
+
+/// A raw connection's first frame: a hello, or a 503.
+fn first_frame(server: &Server) -> (Raw, Frame) {
+    let s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut raw = Raw { s };
+    let first = raw.recv();
+    (raw, first)
+}
+
+#[test]
+fn max_conns_and_per_ip_hold_for_the_whole_server() {
+    for (flag, limit) in [("--max-conns", 4), ("--max-conns-per-ip", 3)] {
+        let n = limit.to_string();
+        let server = Server::start(&["--workers", "2", flag, &n]);
+        let mut held = Vec::new();
+        for _ in 0..limit {
+            let (raw, hello) = first_frame(&server);
+            assert_eq!(hello.str("op"), Some("hello"), "{flag}");
+            held.push(raw);
+        }
+        // Whichever worker the next ones land on: over the limit.
+        for _ in 0..6 {
+            let (_, refused) = first_frame(&server);
+            assert_eq!(refused.status(), 503, "{flag} {n}");
+        }
+        // A place freed on either worker is free for the next, on either.
+        held.pop();
+        server.wait_for("the freed place", |s| {
+            first_frame(s).1.str("op") == Some("hello")
+        });
+    }
+}
+
+#[test]
+fn max_conns_per_user_counts_logins_on_every_worker() {
+    let server = Server::start(&["--workers", "2", "--max-conns-per-user", "2"]);
+    let [zero, one] = on_both(&server, 1);
+    for _ in 0..4 {
+        let (mut raw, hello) = first_frame(&server);
+        let key = server.key();
+        let nonce = frameloop::auth::hex32(hello.str("nonce").unwrap()).unwrap();
+        let cnonce = [3u8; 32];
+        let mac = frameloop::auth::client_mac(&key, &nonce, &cnonce, "guest");
+        raw.request(
+            json!({"op":"auth","user":"guest","cnonce":hex::encode(cnonce),"mac":hex::encode(mac)}),
+            b"",
+        );
+        assert_eq!(raw.recv().status(), 503, "a third login of guest");
+    }
+    drop((zero, one));
+}
+
+/// A connection let in (not refused with 503), still greeting, and its worker.
+fn waiting(server: &Server) -> (Raw, usize) {
+    loop {
+        let (raw, first) = first_frame(server);
+        if first.str("op") == Some("hello") {
+            let w = worker_of(server, raw.s.local_addr().unwrap());
+            return (raw, w);
+        }
+        // Over --max-unauth while a connection we dropped is still closing.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_oldest_unauthenticated_gives_way_on_whichever_worker() {
+    let server = Server::start(&["--workers", "2", "--max-unauth", "2"]);
+    // Two waiting, one on each worker, then a newcomer: the oldest gives way,
+    // until that was seen across workers (the newcomer's worker is the kernel's pick).
+    let mut across = false;
+    for _ in 0..12 {
+        let oldest = waiting(&server);
+        let mut younger = loop {
+            let next = waiting(&server);
+            if next.1 != oldest.1 {
+                break next;
+            }
+        };
+        let (mut oldest, oldest_worker) = oldest;
+        std::thread::sleep(Duration::from_millis(1100));
+        let (newcomer, hello) = first_frame(&server);
+        assert_eq!(hello.str("op"), Some("hello"), "the newcomer is served");
+        let bye = oldest.recv();
+        assert_eq!(bye.str("op"), Some("bye"));
+        assert_eq!(
+            bye.str("reason"),
+            Some("too many unauthenticated connections")
+        );
+        oldest.expect_closed();
+        // The younger one still waits, untouched.
+        younger
+            .0
+            .s
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        assert!(
+            younger.0.try_recv().is_err(),
+            "the younger one is left alone"
+        );
+        across |= worker_of(&server, newcomer.s.local_addr().unwrap()) != oldest_worker;
+        drop((younger, newcomer));
+        if across {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no newcomer landed on the other worker in 12 tries");
+}
+
+#[test]
+fn one_sigterm_stops_every_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let sock_arg = sock.to_str().unwrap().to_string();
+    let mut server = Server::start(&["--workers", "2", "--unix", &sock_arg]);
+    let [mut zero, mut one] = on_both(&server, 1);
+    let creds = Credentials::Key {
+        user: "guest".into(),
+        key: server.key(),
+    };
+    let mut unix = Client::connect_unix(&sock, &creds).expect("unix");
+    ok(&mut unix, "ping", json!({}), b"");
+    let started = Instant::now();
+    unsafe { libc::kill(server.pid() as i32, libc::SIGTERM) };
+    for c in [&mut zero[0], &mut one[0], &mut unix] {
+        let bye = c.next_push().expect("bye");
+        assert_eq!(bye.str("reason"), Some("shutdown"));
+    }
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(6));
+    assert!(!sock.exists(), "the Unix socket file is removed");
+}
+
+#[test]
+fn udp_and_tls_are_served_by_every_worker() {
+    let server = Server::start(&["--workers", "2", "--tls-listen", "127.0.0.1:0"]);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    for i in 0..8 {
+        let frame =
+            frameloop::proto::encode_frame(format!(r#"{{"op":"ping","id":{i}}}"#).as_bytes(), b"");
+        udp.send_to(&frame, server.udp.unwrap()).unwrap();
+        let mut buf = [0u8; 512];
+        let (n, _) = udp.recv_from(&mut buf).unwrap();
+        let reply = frameloop::client::read_frame(&mut &buf[..n]).unwrap();
+        assert_eq!(reply.status(), 200);
+    }
+    let options = frameloop::client::tls::TlsOptions {
+        ca: Some(server.dir.path().join("tls/cert.pem")),
+    };
+    let creds = Credentials::Key {
+        user: "guest".into(),
+        key: server.key(),
+    };
+    for _ in 0..6 {
+        let mut c = Client::connect_tls(server.tls.unwrap(), &creds, &options).expect("tls");
+        ok(&mut c, "echo", json!({}), b"over tls");
+    }
+    // Both workers took TLS connections.
+    server.wait_for("TLS connections on both workers", |s| {
+        let log = s.log();
+        log.contains(" on worker 0 ") && log.contains(" on worker 1 ")
+    });
+}
+
+#[test]
+fn an_address_in_use_fails_as_for_one_worker() {
+    let first = Server::start(&["--workers", "2"]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_frameloop"))
+        .args(["serve", "--workers", "2", "--udp", "off", "--listen"])
+        .arg(first.addr.to_string())
+        .arg("--data-dir")
+        .arg(first.dir.path().join("second"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on {}", first.addr)),
+        "{err}"
+    );
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_frameloop"))
+        .args(["serve", "--workers", "0"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--workers must be 1 to 64"));
+}
