@@ -179,9 +179,10 @@ fn start_workers(config: &Config, users: Users) -> Result<(Server, Vec<Worker>),
     let mut others = Vec::new();
     for (i, sockets) in sockets.drain(1..).enumerate() {
         let (config, users, team) = (config.clone(), users.clone(), team.clone());
+        let common = services.common();
         let ready = ready.clone();
         let worker = move || -> Result<(), String> {
-            let built = Services::for_worker(users, &config, started)
+            let built = Services::for_worker(users, &config, started, i + 1, common)
                 .map_err(|e| format!("cannot prepare a worker: {e}"))
                 .and_then(|services| {
                     let mut server = Server::new(config, services, sockets, team, i + 1);

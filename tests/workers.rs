@@ -315,3 +315,86 @@ fn an_address_in_use_fails_as_for_one_worker() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--workers must be 1 to 64"));
 }
+
+#[test]
+fn quota_holds_across_workers() {
+    const BLOCK: usize = 4096;
+    let quota = (5 * BLOCK).to_string();
+    let server = Server::start(&["--workers", "2", "--quota", &quota]);
+    let [mut zero, mut one] = on_both(&server, 1);
+    let put = |c: &mut Client, path: &str| {
+        let data = vec![7u8; 2 * BLOCK];
+        let fields = json!({"path": path, "size": data.len()});
+        c.request("put", fields, &data).expect("reply").status()
+    };
+    // Two blocks from each worker: four of five.
+    assert_eq!(put(&mut zero[0], "a"), 200);
+    assert_eq!(put(&mut one[0], "b"), 200);
+    // Two more would make six, whichever worker asks.
+    assert_eq!(put(&mut zero[0], "c"), 413);
+    assert_eq!(put(&mut one[0], "c"), 413);
+    // A removal on one worker frees the room for the other.
+    let rm = one[0].request("rm", json!({"path": "a"}), b"").unwrap();
+    assert_eq!(rm.status(), 200);
+    assert_eq!(put(&mut zero[0], "c"), 200);
+    let mkdir = one[0].request("mkdir", json!({"path": "d"}), b"").unwrap();
+    assert_eq!(mkdir.status(), 200, "the fifth block");
+    let mkdir = zero[0].request("mkdir", json!({"path": "e"}), b"").unwrap();
+    assert_eq!(mkdir.status(), 413, "no room for a sixth");
+}
+
+/// The server's child processes (exec's programs).
+fn children_of(pid: u32) -> usize {
+    let mut n = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        n += children.split_whitespace().count();
+    }
+    n
+}
+
+#[test]
+fn exec_max_holds_across_workers_and_each_reaps_its_own() {
+    let server = Server::start(&[
+        "--workers",
+        "2",
+        "--allow-exec",
+        "sleep,echo",
+        "--exec-max",
+        "1",
+    ]);
+    let [mut zero, mut one] = on_both(&server, 1);
+    // The long one on either worker: the other worker is busy.
+    let mut pair = [zero.remove(0), one.remove(0)];
+    for round in 0..2 {
+        let [a, b] = &mut pair;
+        let (long, short) = if round == 0 { (a, b) } else { (b, a) };
+        long.send("exec", json!({"cmd":"sleep","args":["1"]}), b"")
+            .unwrap();
+        server.wait_for("the sleep", |s| children_of(s.pid()) == 1);
+        let busy = short
+            .request("exec", json!({"cmd":"echo","args":["x"]}), b"")
+            .unwrap();
+        assert_eq!(busy.status(), 503, "{busy:?}");
+        // The sleep's exit status reaches its own worker, whoever reaped it.
+        let done = long.read_reply().unwrap();
+        assert_eq!(done.status(), 200, "{done:?}");
+        let echoed = short
+            .request("exec", json!({"cmd":"echo","args":["x"]}), b"")
+            .unwrap();
+        assert_eq!(echoed.status(), 200);
+    }
+    // Execs on both workers at once, one after the other, all collected.
+    for _ in 0..5 {
+        for c in &mut pair {
+            let r = c
+                .request("exec", json!({"cmd":"echo","args":["y"]}), b"")
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    }
+    server.wait_for("no zombie", |s| children_of(s.pid()) == 0);
+}

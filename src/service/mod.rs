@@ -178,6 +178,14 @@ pub struct Services {
     hash_steps: usize,
 }
 
+/// What the services of every worker share, beyond the hub: each user's disk
+/// use (`--quota` holds for the whole server), and exec's counts and reaper.
+#[derive(Debug, Default, Clone)]
+pub struct Common {
+    usages: files::Usages,
+    exec: exec::Shared,
+}
+
 /// Uploads' hash steps in flight at most: fewer than the pool's threads, so
 /// `ls`, `sum`, flushes and logins always find a thread soon.
 const HASH_STEPS: usize = crate::pool::THREADS / 2;
@@ -185,23 +193,17 @@ const HASH_STEPS: usize = crate::pool::THREADS / 2;
 impl Services {
     /// Sets the services up for `config` (this prepares the data directory).
     pub fn new(users: Users, config: &Config, started: Instant) -> std::io::Result<Services> {
-        Services::build(users, config, started, true)
+        Services::for_worker(users, config, started, 0, Common::default())
     }
 
-    /// The services of one more worker: the first prepared the data directory.
+    /// Worker `worker`'s services (contract section 12), sharing `common` with
+    /// the first's ([`Services::common`]); the first prepares the data directory.
     pub fn for_worker(
         users: Users,
         config: &Config,
         started: Instant,
-    ) -> std::io::Result<Services> {
-        Services::build(users, config, started, false)
-    }
-
-    fn build(
-        users: Users,
-        config: &Config,
-        started: Instant,
-        first: bool,
+        worker: usize,
+        common: Common,
     ) -> std::io::Result<Services> {
         let stats = Arc::new(Stats::new(started));
         Ok(Services {
@@ -215,8 +217,8 @@ impl Services {
                 body_allowed: true,
             },
             max_conns_per_user: config.max_conns_per_user,
-            files: files::Files::open(&config.data_dir, config.quota, first)?,
-            exec: exec::Runner::new(config),
+            files: files::Files::open(&config.data_dir, config.quota, worker == 0, common.usages)?,
+            exec: exec::Runner::new(config, worker, common.exec),
             chat: chat::Chat::default(),
             pool: Pool::default(),
             pooled: HashMap::new(),
@@ -262,6 +264,14 @@ impl Services {
     /// The connections a push goes to now (see [`chat::Recipients`]).
     pub fn recipients(&self, to: &chat::Recipients, into: &mut Vec<usize>) {
         self.chat.recipients(to, into);
+    }
+
+    /// What another worker's services share with these.
+    pub fn common(&self) -> Common {
+        Common {
+            usages: self.files.usages(),
+            exec: self.exec.shared(),
+        }
     }
 
     /// This is worker `me` of those meeting at `hub`: `stats` reports them all,

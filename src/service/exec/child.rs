@@ -154,7 +154,7 @@ impl Exec {
                     ..
                 } = spawned;
                 tree.kill(Some(pid));
-                let _ = reaper.borrow_mut().wait(pid);
+                let _ = reaper.wait(pid);
                 Err((e, tree.take_cgroup()))
             }
         }
@@ -247,10 +247,9 @@ impl Exec {
     /// Sweeps the server's exited children, takes the program's status, and
     /// says whether the tree killed is gone (true until a kill: nothing to wait for).
     fn reap(&mut self) -> bool {
-        let mut reaper = self.reaper.borrow_mut();
-        reaper.sweep();
+        let reaped = self.reaper.reaped(self.pid);
         if self.status.is_none()
-            && let Some(status) = reaper.collect(self.pid)
+            && let Some(status) = reaped
         {
             self.status = Some(ExitStatus::from_raw(status));
             // A reaped pidfd stays readable: out of the set, or it wakes the loop.
@@ -307,7 +306,7 @@ impl Orphan {
     /// Waits for the program (it was sent SIGKILL): for when its descriptor
     /// cannot be watched. Its other processes are reaped by later sweeps.
     pub fn wait(mut self) {
-        let status = self.exec.reaper.borrow_mut().wait(self.exec.pid);
+        let status = self.exec.reaper.wait(self.exec.pid);
         self.exec.status = Some(ExitStatus::from_raw(status.unwrap_or(0)));
     }
 

@@ -45,7 +45,7 @@ pub fn missing() -> Vec<String> {
         _ => {}
     }
     missing.extend(super::seccomp::missing());
-    if let Err(e) = Cgroups::open() {
+    if let Err(e) = Cgroups::open(0) {
         missing.push(format!(
             "a writable pids cgroup ({e}: no cap of {} processes per exec, and processes \
              that leave the program's process group survive the deadline)",

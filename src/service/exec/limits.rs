@@ -2,9 +2,8 @@
 //! per user (`--exec-max`, `--exec-max-per-user`), and each child's rlimits.
 
 use super::confine::Rlimit;
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// Open files per process of an exec.
@@ -49,23 +48,28 @@ struct Counts {
     per_user: HashMap<String, usize>,
 }
 
-/// Hands out [`Slot`]s within the limits.
-#[derive(Debug, Default)]
+/// Hands out [`Slot`]s within the limits; clones share the counts (every
+/// worker of a server, contract section 12).
+#[derive(Debug, Default, Clone)]
 pub struct Slots {
-    counts: Rc<RefCell<Counts>>,
+    counts: Arc<Mutex<Counts>>,
 }
 
 /// One running exec's place; dropping it frees the place.
 #[derive(Debug)]
 pub struct Slot {
-    counts: Rc<RefCell<Counts>>,
+    counts: Arc<Mutex<Counts>>,
     user: String,
+}
+
+fn lock(counts: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
+    counts.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Slots {
     /// A slot for `user`, or `None` past either limit (503).
     pub fn take(&self, limits: &Limits, user: &str) -> Option<Slot> {
-        let mut counts = self.counts.borrow_mut();
+        let mut counts = lock(&self.counts);
         let mine = counts.per_user.get(user).copied().unwrap_or(0);
         if counts.total >= limits.max || mine >= limits.max_per_user {
             return None;
@@ -73,7 +77,7 @@ impl Slots {
         counts.total += 1;
         counts.per_user.insert(user.to_string(), mine + 1);
         Some(Slot {
-            counts: self.counts.clone(),
+            counts: Arc::clone(&self.counts),
             user: user.to_string(),
         })
     }
@@ -81,7 +85,7 @@ impl Slots {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut counts = self.counts.borrow_mut();
+        let mut counts = lock(&self.counts);
         counts.total = counts.total.saturating_sub(1);
         if let Some(n) = counts.per_user.get_mut(&self.user) {
             *n = n.saturating_sub(1);

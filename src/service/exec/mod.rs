@@ -93,6 +93,15 @@ pub fn quote(text: &str) -> String {
     format!("{cut:?}{more}")
 }
 
+/// What every worker's exec service shares (contract section 12): the counts
+/// of running execs (`--exec-max` holds for the whole server), and the reaper
+/// (one worker's `waitpid(-1)` reaps the others' children).
+#[derive(Debug, Default, Clone)]
+pub struct Shared {
+    slots: limits::Slots,
+    reaper: tree::SharedReaper,
+}
+
 /// The exec service's settings and what it keeps for the whole server.
 #[derive(Debug)]
 pub struct Runner {
@@ -114,16 +123,25 @@ pub struct Runner {
 }
 
 impl Runner {
+    /// What another worker's runner shares with this one.
+    pub fn shared(&self) -> Shared {
+        Shared {
+            slots: self.slots.clone(),
+            reaper: self.reaper.clone(),
+        }
+    }
+
     /// Prepares what confinement the machine offers (`serve` has checked with
     /// [`confine::check`] that it is all there, or that `--exec-unconfined` was given).
-    pub fn new(config: &crate::config::Config) -> Runner {
+    /// Worker `worker`'s, sharing `shared` with the others.
+    pub fn new(config: &crate::config::Config, worker: usize, shared: Shared) -> Runner {
         let enabled = !config.allow_exec.is_empty();
-        let reaper = tree::SharedReaper::default();
+        let Shared { slots, reaper } = shared;
         let cgroups = enabled
-            .then(tree::Cgroups::open)
+            .then(|| tree::Cgroups::open(worker))
             .and_then(|c| c.map_err(|e| log::warn!("exec: no pids cgroup: {e}")).ok());
         if enabled {
-            reaper.borrow_mut().become_subreaper();
+            reaper.become_subreaper();
         }
         Runner {
             allow: config.allow_exec.clone(),
@@ -133,7 +151,7 @@ impl Runner {
                 max: config.exec_max,
                 max_per_user: config.exec_max_per_user,
             },
-            slots: limits::Slots::default(),
+            slots,
             landlock: enabled.then(confine::Landlock::prepare).flatten(),
             filter: enabled.then(seccomp::prepare).flatten(),
             cgroups,
@@ -230,7 +248,7 @@ impl Runner {
         };
         drop(ruleset);
         let pid = child.id() as libc::pid_t;
-        self.reaper.borrow_mut().started(pid);
+        self.reaper.started(pid);
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(cannot(std::io::ErrorKind::BrokenPipe.into()));
         };

@@ -2,13 +2,12 @@
 //! (setsid escapees included) so that all die together; the server, child subreaper,
 //! reaps what it adopts.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Tasks (processes and threads) one exec's tree may hold at once.
 pub const MAX_TASKS: u32 = 64;
@@ -54,13 +53,16 @@ fn write(path: &Path, text: &str) -> io::Result<()> {
 impl Cgroups {
     /// Makes this server's cgroup, after removing those of servers gone (a crash
     /// leaves them). `None` where no pids controller can be written to.
-    pub fn open() -> io::Result<Cgroups> {
+    /// Each worker (contract section 12) has its own, `frameloop-PID.N` for
+    /// worker N after the first.
+    pub fn open(worker: usize) -> io::Result<Cgroups> {
         let root = pids_hierarchy().ok_or_else(|| io::Error::other("no pids cgroup hierarchy"))?;
         if let Ok(entries) = std::fs::read_dir(&root) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let gone = name
                     .strip_prefix("frameloop-")
+                    .and_then(|rest| rest.split('.').next())
                     .and_then(|pid| pid.parse::<u32>().ok())
                     .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
                 if gone {
@@ -68,7 +70,10 @@ impl Cgroups {
                 }
             }
         }
-        let base = root.join(format!("frameloop-{}", std::process::id()));
+        let base = match worker {
+            0 => root.join(format!("frameloop-{}", std::process::id())),
+            n => root.join(format!("frameloop-{}.{n}", std::process::id())),
+        };
         match std::fs::create_dir(&base) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
@@ -318,7 +323,49 @@ pub struct Reaper {
     subreaper: bool,
 }
 
-pub type SharedReaper = Rc<RefCell<Reaper>>;
+/// The reaper, shared by every worker of the server (contract section 12):
+/// `waitpid(-1)` in one worker reaps the others' programs too, so their
+/// statuses must land where each finds its own.
+#[derive(Debug, Default, Clone)]
+pub struct SharedReaper(Arc<Mutex<Reaper>>);
+
+impl SharedReaper {
+    fn lock(&self) -> MutexGuard<'_, Reaper> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn become_subreaper(&self) {
+        self.lock().become_subreaper();
+    }
+
+    pub fn started(&self, pid: libc::pid_t) {
+        self.lock().started(pid);
+    }
+
+    /// Sweeps the exited children, then the program's wait status if it is reaped.
+    pub fn reaped(&self, pid: libc::pid_t) -> Option<libc::c_int> {
+        let mut reaper = self.lock();
+        reaper.sweep();
+        reaper.collect(pid)
+    }
+
+    /// Waits (blocking, without the lock) for one program that was sent SIGKILL.
+    pub fn wait(&self, pid: libc::pid_t) -> Option<libc::c_int> {
+        if let Some(status) = self.lock().collect(pid) {
+            return Some(status);
+        }
+        let mut status = 0;
+        // SAFETY: waitpid with a valid status pointer.
+        let got = unsafe { libc::waitpid(pid, &mut status, 0) };
+        let mut reaper = self.lock();
+        if got == pid {
+            reaper.programs.remove(&pid);
+            return Some(status);
+        }
+        // Another worker's sweep reaped it meanwhile.
+        reaper.collect(pid)
+    }
+}
 
 impl Reaper {
     /// Makes the server the reaper of its descendants: a process whose parent dies
@@ -355,17 +402,5 @@ impl Reaper {
         let status = (*self.programs.get(&pid)?)?;
         self.programs.remove(&pid);
         Some(status)
-    }
-
-    /// Waits (blocking) for one program that was sent SIGKILL.
-    pub fn wait(&mut self, pid: libc::pid_t) -> Option<libc::c_int> {
-        if let Some(status) = self.collect(pid) {
-            return Some(status);
-        }
-        let mut status = 0;
-        // SAFETY: waitpid with a valid status pointer.
-        let got = unsafe { libc::waitpid(pid, &mut status, 0) };
-        self.programs.remove(&pid);
-        (got == pid).then_some(status)
     }
 }

@@ -36,13 +36,12 @@ use crate::outbuf::OutBuf;
 use crate::proto::header::{opt_bool, req_str};
 use crate::proto::{HeadWriter, Header};
 use path::{Resolved, resolve};
-use quota::{BLOCK, Usage, counted};
-use std::cell::RefCell;
-use std::collections::HashMap;
+pub use quota::Usages;
+use quota::{BLOCK, counted};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 use upload::TempDir;
 
 /// `openat2` flags for a directory only walked through or named (not read).
@@ -72,8 +71,8 @@ pub struct Files {
     /// `<data-dir>/tmp`: uploads in progress (same file system, so rename is atomic).
     tmp: TempDir,
     quota: Option<u64>,
-    /// Per user, once `--quota` needed it.
-    usage: HashMap<String, Rc<RefCell<Usage>>>,
+    /// Per user, once `--quota` needed it (every worker's).
+    usage: Usages,
 }
 
 impl Files {
@@ -81,16 +80,27 @@ impl Files {
     /// too when missing), removing uploads a previous run left behind (a crash
     /// mid-put: the destination never saw them).
     /// The file service over `data_dir`; `clean`: remove unfinished uploads
-    /// a previous run left (see `TempDir::open`).
-    pub fn open(data_dir: &Path, quota: Option<u64>, clean: bool) -> io::Result<Files> {
+    /// a previous run left (see `TempDir::open`); `usage`: the users' disk use,
+    /// shared with the other workers.
+    pub fn open(
+        data_dir: &Path,
+        quota: Option<u64>,
+        clean: bool,
+        usage: Usages,
+    ) -> io::Result<Files> {
         let files_dir = data_dir.join("files");
         beneath::create_private_dir(&files_dir)?;
         Ok(Files {
             files_dir,
             tmp: TempDir::open(&data_dir.join("tmp"), clean)?,
             quota,
-            usage: HashMap::new(),
+            usage,
         })
+    }
+
+    /// The users' disk use, for another worker's file service.
+    pub fn usages(&self) -> Usages {
+        Arc::clone(&self.usage)
     }
 
     /// The user's root directory descriptor, created (0700) and opened on first use.
@@ -168,6 +178,9 @@ impl Files {
     ) -> Result<(), OpError> {
         let target = Self::path(session, header)?;
         let parents = opt_bool(header.parents, "parents", false)?;
+        // The use stays locked from the first stat to the last count.
+        let usage = self.hold(session, user)?;
+        let mut u = usage.as_deref().map(quota::lock);
         let (mut dir, missing) = if parents {
             // Like `mkdir -p`: existing directories are walked through, and the
             // missing rest is judged against the quota as a whole, then made.
@@ -193,10 +206,16 @@ impl Files {
             }
             (dir, vec![name])
         };
-        self.judge_dirs(session, user, missing.len())?;
+        if let Some(u) = &u {
+            self.judge_dirs(u, missing.len())?;
+        }
         for name in missing {
             match beneath::mkdir(dir.as_fd(), name) {
-                Ok(()) => self.added(user, BLOCK),
+                Ok(()) => {
+                    if let Some(u) = &mut u {
+                        u.change(0, BLOCK);
+                    }
+                }
                 // Made meanwhile (an exec): fine for `-p`, as it always was.
                 Err(e) if parents && e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(e.into()),
@@ -222,11 +241,15 @@ impl Files {
             return Err(OpError::new(403, "the root cannot be removed"));
         };
         let dir = self.open_at(session, user, &parent, DIR_PATH)?;
+        // What it counts as it is now, under the same lock as the unlink.
+        let usage = self.hold(session, user)?;
+        let mut u = usage.as_deref().map(quota::lock);
         let st = not_symlink(beneath::stat_entry(dir.as_fd(), name)?)?;
         let is_dir = beneath::is_dir(&st);
-        // What it counts as it is now, in the same turn as the unlink.
         beneath::remove(dir.as_fd(), name, is_dir)?;
-        self.removed(user, counted(&st));
+        if let Some(u) = &mut u {
+            u.change(counted(&st), 0);
+        }
         reply_path(out, id, &target);
         Ok(())
     }

@@ -3,17 +3,18 @@
 //! uploads in progress hold against it from their header on (judged up front, 413).
 //!
 //! The count moves only where the disk does (a rename, an unlink, a mkdir), by what
-//! the entry counts on disk at that moment: the loop is single-threaded, so a stat
-//! and the call after it are one step no other request comes between, and no
-//! interleaving of requests can make the count drift from the disk.
+//! the entry counts on disk at that moment: the stat and the call after it are
+//! one step under the user's lock ([`Files::hold`]), so no other request (on this
+//! worker or another, contract section 12) comes between, and no interleaving of
+//! requests can make the count drift from the disk.
 
 use super::{Done, FileSession, Files, beneath};
 use crate::pool::Task;
 use crate::service::ops::OpError;
-use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The unit of disk use.
 pub(super) const BLOCK: u64 = 4096;
@@ -35,9 +36,17 @@ pub(super) fn counted(st: &libc::stat) -> u64 {
     }
 }
 
+/// Each user's use, once `--quota` needed it: one table for every worker.
+pub type Usages = Arc<Mutex<HashMap<String, Arc<Mutex<Usage>>>>>;
+
+/// A lock that a panicked holder does not poison for the others.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// One user's disk use, in bytes of whole blocks.
 #[derive(Debug, Default)]
-pub(super) struct Usage {
+pub struct Usage {
     /// What the entries under the user's root count (the root itself does not).
     stored: u64,
     /// What uploads in progress hold: each the growth judged at its header.
@@ -49,7 +58,7 @@ pub(super) struct Usage {
 impl Usage {
     /// 413 unless adding `more` and removing `less` keeps the use, with what other
     /// uploads hold (all reservations less `own`), within `quota`.
-    fn judge(&self, quota: u64, less: u64, more: u64, own: u64) -> Result<(), OpError> {
+    pub(super) fn judge(&self, quota: u64, less: u64, more: u64, own: u64) -> Result<(), OpError> {
         let after = self
             .stored
             .saturating_sub(less)
@@ -64,7 +73,7 @@ impl Usage {
         Ok(())
     }
 
-    fn change(&mut self, less: u64, more: u64) {
+    pub(super) fn change(&mut self, less: u64, more: u64) {
         self.stored = self.stored.saturating_sub(less).saturating_add(more);
         self.changes = self.changes.wrapping_add(1);
     }
@@ -74,32 +83,33 @@ impl Usage {
 /// (dropped: released, stored or not).
 #[derive(Debug)]
 pub(super) struct Reservation {
-    usage: Rc<RefCell<Usage>>,
+    usage: Arc<Mutex<Usage>>,
     quota: u64,
     held: u64,
 }
 
 impl Reservation {
-    /// At the rename, judged again from the disk as it is now: the upload of
-    /// `written` bytes replaces an entry that counts `replaced` at this moment.
-    /// The caller renames right after, in the same turn.
-    pub(super) fn judge(&self, replaced: u64, written: u64) -> Result<(), OpError> {
-        self.usage
-            .borrow()
-            .judge(self.quota, replaced, file_blocks(written), self.held)
+    /// The user's use, locked: what the upload's rename is judged and counted
+    /// against, with nothing between the stat, the rename and the count.
+    pub(super) fn hold(&self) -> MutexGuard<'_, Usage> {
+        lock(&self.usage)
     }
 
-    /// The rename was done: the new file counts, the one it replaced no longer.
-    pub(super) fn stored(&self, replaced: u64, written: u64) {
-        self.usage
-            .borrow_mut()
-            .change(replaced, file_blocks(written));
+    /// At the rename, judged again from the disk as it is now: the upload of
+    /// `written` bytes replaces an entry that counts `replaced` at this moment.
+    pub(super) fn judge(&self, u: &Usage, replaced: u64, written: u64) -> Result<(), OpError> {
+        u.judge(self.quota, replaced, file_blocks(written), self.held)
     }
+}
+
+/// The rename was done: the new file counts, the one it replaced no longer.
+pub(super) fn stored(u: &mut Usage, replaced: u64, written: u64) {
+    u.change(replaced, file_blocks(written));
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let mut u = self.usage.borrow_mut();
+        let mut u = lock(&self.usage);
         u.reserved = u.reserved.saturating_sub(self.held);
     }
 }
@@ -122,39 +132,33 @@ impl Files {
         let need = file_blocks(size);
         let held = need.saturating_sub(replaced);
         {
-            let mut u = usage.borrow_mut();
+            let mut u = lock(&usage);
             u.judge(quota, replaced, need, 0)?;
             u.reserved = u.reserved.saturating_add(held);
         }
         Ok(Some(Reservation { usage, quota, held }))
     }
 
-    /// Judges `mkdir` of `count` new directories (413 when they do not fit).
-    pub(super) fn judge_dirs(
+    /// The user's use, to be locked across a stat and the change it judges
+    /// (`mkdir`, `rm`); `None` without `--quota`.
+    pub(super) fn hold(
         &mut self,
         session: &mut FileSession,
         user: &str,
-        count: usize,
-    ) -> Result<(), OpError> {
+    ) -> Result<Option<Arc<Mutex<Usage>>>, OpError> {
+        match self.quota {
+            Some(_) => self.usage(session, user).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Judges `mkdir` of `count` new directories (413 when they do not fit).
+    pub(super) fn judge_dirs(&self, u: &Usage, count: usize) -> Result<(), OpError> {
         let Some(quota) = self.quota else {
             return Ok(());
         };
         let more = BLOCK.saturating_mul(u64::try_from(count).unwrap_or(u64::MAX));
-        self.usage(session, user)?.borrow().judge(quota, 0, more, 0)
-    }
-
-    /// An entry counting `bytes` was made (counted once the quota counts the user).
-    pub(super) fn added(&self, user: &str, bytes: u64) {
-        if let Some(usage) = self.usage.get(user) {
-            usage.borrow_mut().change(0, bytes);
-        }
-    }
-
-    /// An entry counting `bytes` was removed (counted once the quota counts the user).
-    pub(super) fn removed(&self, user: &str, bytes: u64) {
-        if let Some(usage) = self.usage.get(user) {
-            usage.borrow_mut().change(bytes, 0);
-        }
+        u.judge(quota, 0, more, 0)
     }
 
     /// What the user may still store under `--quota` (`None`: unlimited): the
@@ -168,7 +172,7 @@ impl Files {
             return Ok(None);
         };
         let usage = self.usage(session, user)?;
-        let u = usage.borrow();
+        let u = lock(&usage);
         Ok(Some(
             quota.saturating_sub(u.stored.saturating_add(u.reserved)),
         ))
@@ -183,10 +187,10 @@ impl Files {
         session: &mut FileSession,
         user: &str,
     ) -> Result<Option<(Recount, Task<Done>)>, OpError> {
-        let Some(usage) = self.usage.get(user).filter(|_| self.quota.is_some()) else {
+        let Some(usage) = self.known(user).filter(|_| self.quota.is_some()) else {
             return Ok(None);
         };
-        let changes = usage.borrow().changes;
+        let changes = lock(&usage).changes;
         let root = self.root(session, user)?.try_clone()?;
         let task = walk_of(&root)?;
         let recount = Recount {
@@ -206,7 +210,7 @@ impl Files {
         recount: Recount,
         walked: Result<u64, OpError>,
     ) -> Option<(Recount, Task<Done>)> {
-        let usage = self.usage.get(&recount.user)?;
+        let usage = self.known(&recount.user)?;
         let stored = match walked {
             Ok(stored) => stored,
             Err(e) => {
@@ -214,7 +218,7 @@ impl Files {
                 return None;
             }
         };
-        let mut u = usage.borrow_mut();
+        let mut u = lock(&usage);
         if u.changes == recount.changes {
             u.stored = stored;
             return None;
@@ -227,28 +231,29 @@ impl Files {
         Some((again, task))
     }
 
+    /// The user's usage record once counted (by any worker).
+    fn known(&self, user: &str) -> Option<Arc<Mutex<Usage>>> {
+        lock(&self.usage).get(user).cloned()
+    }
+
     /// The user's usage record, computed by walking their root the first time
     /// (a walk that fails is an error reply, and is tried again next time).
     fn usage(
         &mut self,
         session: &mut FileSession,
         user: &str,
-    ) -> Result<Rc<RefCell<Usage>>, OpError> {
-        if let Some(usage) = self.usage.get(user) {
-            return Ok(usage.clone());
+    ) -> Result<Arc<Mutex<Usage>>, OpError> {
+        if let Some(usage) = self.known(user) {
+            return Ok(usage);
         }
-        let usage = Rc::new(RefCell::new(Usage {
-            stored: self.walk(session, user)?,
-            ..Usage::default()
-        }));
-        self.usage.insert(user.to_string(), usage.clone());
-        Ok(usage)
+        let stored = self.walk(session, user)?;
+        Ok(self.walked(user, stored))
     }
 
     /// Whether the user's use must be walked before their requests are judged
     /// (under `--quota`, the first time the user is seen).
     pub fn needs_walk(&self, user: &str) -> bool {
-        self.quota.is_some() && !self.usage.contains_key(user)
+        self.quota.is_some() && self.known(user).is_none()
     }
 
     /// The first walk of the user's tree, as blocking work for the pool (a big
@@ -260,13 +265,15 @@ impl Files {
     /// The first walk came back: the user's use counts from now on, unless a
     /// walk of another of their connections came back first. Until then none of
     /// the user's connections changed the tree (each waited for its walk).
-    pub fn walked(&mut self, user: &str, stored: u64) {
-        self.usage.entry(user.to_string()).or_insert_with(|| {
-            Rc::new(RefCell::new(Usage {
+    pub fn walked(&mut self, user: &str, stored: u64) -> Arc<Mutex<Usage>> {
+        let mut usages = lock(&self.usage);
+        let usage = usages.entry(user.to_string()).or_insert_with(|| {
+            Arc::new(Mutex::new(Usage {
                 stored,
                 ..Usage::default()
             }))
         });
+        Arc::clone(usage)
     }
 
     /// What the user's tree counts on disk now, walked here on the loop: only
@@ -411,7 +418,8 @@ mod tests {
     #[test]
     fn recount_takes_the_disk_and_keeps_reservations() {
         let data = tempfile::tempdir().unwrap();
-        let mut files = Files::open(data.path(), Some(10 * BLOCK), true).unwrap();
+        let mut files =
+            Files::open(data.path(), Some(10 * BLOCK), true, Default::default()).unwrap();
         let mut session = FileSession::default();
         assert_eq!(
             files.quota_left(&mut session, "u").unwrap(),
@@ -443,7 +451,7 @@ mod tests {
             files.quota_left(&mut session, "u").unwrap(),
             Some(7 * BLOCK)
         );
-        let mut unlimited = Files::open(data.path(), None, true).unwrap();
+        let mut unlimited = Files::open(data.path(), None, true, Default::default()).unwrap();
         assert_eq!(unlimited.quota_left(&mut session, "u").unwrap(), None);
     }
 

@@ -1,7 +1,7 @@
 //! `put` of contract section 5: the body streamed to a temp file on the same file
 //! system, and renamed over the path only when it is complete, verified and flushed.
 
-use super::quota::{Reservation, counted};
+use super::quota::{Reservation, counted, stored};
 use super::transfer::hash_range;
 use super::{Done, FileSession, Files, beneath, not_symlink};
 use crate::pool::Task;
@@ -251,13 +251,14 @@ impl Upload {
         // header: since then another connection may have removed or replaced it.
         // Nothing comes between this stat and the rename (one thread), so the
         // count moves exactly as the disk does.
-        let replaced = match &self.reservation {
-            Some(reservation) => {
+        let mut u = self.reservation.as_ref().map(Reservation::hold);
+        let replaced = match (&self.reservation, &u) {
+            (Some(reservation), Some(u)) => {
                 let replaced = self.replaced_now()?;
-                reservation.judge(replaced, self.written)?;
+                reservation.judge(u, replaced, self.written)?;
                 replaced
             }
-            None => 0,
+            _ => 0,
         };
         beneath::rename(
             self.tmp.as_fd(),
@@ -267,9 +268,10 @@ impl Upload {
             !self.overwrite,
         )?;
         self.stored = true;
-        if let Some(reservation) = &self.reservation {
-            reservation.stored(replaced, self.written);
+        if let Some(u) = &mut u {
+            stored(u, replaced, self.written);
         }
+        drop(u);
         // The file is stored whatever becomes of the directory's flush: a failed
         // one is not an error of this request (the data itself is synced).
         let dir = self.dir.try_clone().ok();
@@ -370,7 +372,7 @@ mod tests {
     fn steps_in_any_order_give_the_whole_digest() {
         for seed in 0..40u64 {
             let data_dir = tempfile::tempdir().unwrap();
-            let mut files = Files::open(data_dir.path(), None, true).unwrap();
+            let mut files = Files::open(data_dir.path(), None, true, Default::default()).unwrap();
             let mut session = FileSession::default();
             let _ = files.root_dir(&mut session, "u");
             let mut s = seed + 1;
