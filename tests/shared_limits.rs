@@ -130,8 +130,21 @@ fn queued_file_bodies_hold_few_descriptors() {
 
 #[test]
 fn over_max_memory_the_biggest_holders_are_evicted_and_the_rest_served() {
+    over_max_memory(&[]);
+}
+
+/// With two workers (contract section 12) the limit is the whole server's.
+#[test]
+fn over_max_memory_with_workers_the_limit_is_the_whole_servers() {
+    over_max_memory(&["--workers", "2"]);
+}
+
+fn over_max_memory(args: &[&str]) {
     let limit = 64 << 20;
-    let server = Server::start(&["--max-memory", &limit.to_string()]);
+    let limit_arg = limit.to_string();
+    let mut all = vec!["--max-memory", &limit_arg];
+    all.extend_from_slice(args);
+    let server = Server::start(&all);
     let body = vec![b'm'; 16 << 20];
     let frame = encode_frame(br#"{"op":"echo","id":1,"size":16777216}"#, &body);
     let rss_before = server.rss_kib();

@@ -15,7 +15,7 @@ use crate::net::Peer;
 use crate::reactor::Reactor;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -34,6 +34,9 @@ pub struct Counts {
     unauth: Mutex<BTreeMap<Place, usize>>,
     /// Bytes all connections held when last settled (`--max-memory`).
     held: AtomicU64,
+    /// The other workers were asked to evict (`Mail::OverMemory`), and the
+    /// total has not been seen under the limit since: asked once, not per turn.
+    asked: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -181,13 +184,19 @@ impl Server {
     }
 
     /// Over `--max-memory` (all workers together): evicts this worker's
-    /// connections holding the most, biggest first, until the total fits. A
-    /// scan, but only when over the limit; the total itself is a running sum.
-    /// Returns whether any was evicted.
+    /// connections holding the most, biggest first, until the total fits; if
+    /// that is not enough, the other workers are asked to evict theirs (a
+    /// worker with no events would not look). A scan, but only when over the
+    /// limit; the total itself is a running sum. Returns whether any was evicted.
     pub(super) fn evict_over_memory(&mut self, r: &mut Reactor) -> bool {
         let max = self.config.max_memory;
-        let mut total = self.team.counts.held.load(Ordering::Relaxed);
+        let counts = &self.team.counts;
+        let mut total = counts.held.load(Ordering::Relaxed);
         if total <= max {
+            // Read first: a store every turn would bounce the line between cores.
+            if counts.asked.load(Ordering::Relaxed) {
+                counts.asked.store(false, Ordering::Relaxed);
+            }
             return false;
         }
         let mut holders: Vec<(usize, usize)> = self
@@ -210,6 +219,9 @@ impl Server {
                 evicted = true;
             }
             self.touch(key);
+        }
+        if total > max && !self.team.counts.asked.swap(true, Ordering::Relaxed) {
+            self.team.hub.post_others(self.me, || Mail::OverMemory);
         }
         evicted
     }

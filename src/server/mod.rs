@@ -271,6 +271,9 @@ impl Server {
         for m in mail.drain(..) {
             match m {
                 Mail::GiveWay { key, serial } => self.give_way(r, key, serial),
+                Mail::OverMemory => {
+                    self.evict_over_memory(r);
+                }
                 chat => self.services.deliver(chat),
             }
         }

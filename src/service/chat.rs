@@ -375,7 +375,7 @@ impl Chat {
                     frame: Rc::clone(&frame),
                 }));
             }
-            Mail::GiveWay { .. } => {}
+            Mail::GiveWay { .. } | Mail::OverMemory => {}
         }
     }
 
