@@ -190,5 +190,5 @@ json_field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1]).get(s
 run_load() {
     LOAD_JSON="$(timeout --foreground 300 taskset -c 1 "${LOAD_BIN:-$BIN}" load --addr "$ADDR" --users "$USERS" --warmup 1 \
         --server-pid "$SERVER_PID" --json "$@")" || true  # wrong replies: the caller checks errors
-    SERVER_US="$(json_field "$LOAD_JSON" server_cpu_us_per_req | awk '{ printf "%.2f", $1 }')"
+    SERVER_US="$(json_field "$LOAD_JSON" server_cpu_us_per_req | awk '{ printf "%.3f", $1 }')"
 }

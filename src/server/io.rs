@@ -44,7 +44,8 @@ impl Server {
         self.visit_pushes = 0;
         self.touch(key);
         // Behind a proxy the PROXY header comes first, below TLS too.
-        if !self.proxy_header(r, key) || !self.handshake(r, key) {
+        let proxied = self.config.proxy_protocol;
+        if (proxied && !self.proxy_header(r, key)) || !self.handshake(r, key) {
             return;
         }
         let serves = |s: &Slot| s.conn.has_stash() && s.conn.reading() == Reading::Requests;
