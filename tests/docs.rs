@@ -27,6 +27,7 @@ const NOT_OUR_NAMES: &[&str] = &[
     "select",
     "epoll",
     "recv",
+    "MSG_PEEK",
     "accept",
     "WouldBlock",
     "writev",
