@@ -289,7 +289,7 @@ pub struct LoadArgs {
     #[argh(option, default = "1")]
     pipeline: usize,
     /// total requests per second, open loop: latency counts from when each request was due
-    #[argh(option, from_str_fn(parse_rate))]
+    #[argh(option, from_str_fn(config::parse_rate))]
     rate: Option<f64>,
     /// op to send: ping, echo, upper, stamp, time (default echo)
     #[argh(option, default = "String::from(\"echo\")")]
@@ -308,7 +308,7 @@ pub struct LoadArgs {
     #[argh(
         option,
         default = "Duration::from_secs(1)",
-        from_str_fn(parse_secs_or_zero)
+        from_str_fn(config::parse_secs_or_zero)
     )]
     warmup: Duration,
     /// user name (default guest)
@@ -396,20 +396,6 @@ impl LoadArgs {
             tls,
         })
     }
-}
-
-fn parse_rate(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err(format!("{text:?} is not a positive rate")),
-    }
-}
-
-fn parse_secs_or_zero(text: &str) -> Result<Duration, String> {
-    if text.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    config::parse_secs(text)
 }
 
 #[cfg(test)]

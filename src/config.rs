@@ -170,3 +170,19 @@ pub mod tuning {
     /// they are owed before the process exits anyway.
     pub const SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 }
+
+/// A load's `--rate`: a positive number of requests per second.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a positive rate")),
+    }
+}
+
+/// Seconds, or 0 for none (a load's `--warmup`).
+pub fn parse_secs_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_secs(text)
+}

@@ -1,7 +1,8 @@
 //! One running exec: its child's pipes, its process tree, the deadline, and the
 //! reply once it ends; a killed exec of a closed connection lives on as an [`Orphan`].
 
-use super::tree::{SharedReaper, Tree};
+use super::reaper::SharedReaper;
+use super::tree::Tree;
 use crate::net::{self, ReadEnd};
 use crate::outbuf::OutBuf;
 use crate::proto::HeadWriter;

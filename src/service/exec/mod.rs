@@ -10,6 +10,7 @@
 mod child;
 pub mod confine;
 pub mod limits;
+mod reaper;
 mod seccomp;
 mod tree;
 
@@ -99,7 +100,7 @@ pub fn quote(text: &str) -> String {
 #[derive(Debug, Default, Clone)]
 pub struct Shared {
     slots: limits::Slots,
-    reaper: tree::SharedReaper,
+    reaper: reaper::SharedReaper,
 }
 
 /// The exec service's settings and what it keeps for the whole server.
@@ -115,7 +116,7 @@ pub struct Runner {
     filter: Option<&'static [libc::sock_filter]>,
     /// `None`: no pids cgroup (`--exec-unconfined`).
     cgroups: Option<tree::Cgroups>,
-    reaper: tree::SharedReaper,
+    reaper: reaper::SharedReaper,
     /// Killed execs of closed connections, not reaped yet.
     orphans: Vec<Orphan>,
     /// Read buffer for child pipes.

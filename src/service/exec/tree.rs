@@ -1,13 +1,11 @@
 //! An exec's process tree: a pids cgroup per exec caps it and lists every member
 //! (setsid escapees included) so that all die together; the server, child subreaper,
-//! reaps what it adopts.
+//! reaps what it adopts (`reaper.rs`).
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Tasks (processes and threads) one exec's tree may hold at once.
 pub const MAX_TASKS: u32 = 64;
@@ -305,102 +303,9 @@ impl Tree {
     }
 
     /// True once every member killed is reaped (the caller sweeps first: see
-    /// [`Reaper::sweep`]). Members gone leave the epoll set as their pidfd closes.
+    /// [`super::reaper::Reaper::sweep`]). Members gone leave the epoll set as their pidfd closes.
     pub fn gone(&mut self) -> bool {
         self.members.retain(|fd| pidfd_kill(fd, 0));
         self.members.is_empty()
-    }
-}
-
-/// Reaps the server's children: the programs exec started (their status is kept
-/// for their [`Exec`](super::child::Exec)) and the processes of killed trees that
-/// the server adopted as child subreaper (dropped). Shared by the running execs.
-#[derive(Debug, Default)]
-pub struct Reaper {
-    /// Programs started and not collected yet; `Some` once reaped (a wait status).
-    programs: HashMap<libc::pid_t, Option<libc::c_int>>,
-    /// Whether the server is child subreaper (set on first use).
-    subreaper: bool,
-}
-
-/// The reaper, shared by every worker of the server (contract section 12):
-/// `waitpid(-1)` in one worker reaps the others' programs too, so their
-/// statuses must land where each finds its own.
-#[derive(Debug, Default, Clone)]
-pub struct SharedReaper(Arc<Mutex<Reaper>>);
-
-impl SharedReaper {
-    fn lock(&self) -> MutexGuard<'_, Reaper> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub fn become_subreaper(&self) {
-        self.lock().become_subreaper();
-    }
-
-    pub fn started(&self, pid: libc::pid_t) {
-        self.lock().started(pid);
-    }
-
-    /// Sweeps the exited children, then the program's wait status if it is reaped.
-    pub fn reaped(&self, pid: libc::pid_t) -> Option<libc::c_int> {
-        let mut reaper = self.lock();
-        reaper.sweep();
-        reaper.collect(pid)
-    }
-
-    /// Waits (blocking, without the lock) for one program that was sent SIGKILL.
-    pub fn wait(&self, pid: libc::pid_t) -> Option<libc::c_int> {
-        if let Some(status) = self.lock().collect(pid) {
-            return Some(status);
-        }
-        let mut status = 0;
-        // SAFETY: waitpid with a valid status pointer.
-        let got = unsafe { libc::waitpid(pid, &mut status, 0) };
-        let mut reaper = self.lock();
-        if got == pid {
-            reaper.programs.remove(&pid);
-            return Some(status);
-        }
-        // Another worker's sweep reaped it meanwhile.
-        reaper.collect(pid)
-    }
-}
-
-impl Reaper {
-    /// Makes the server the reaper of its descendants: a process whose parent dies
-    /// comes to the server, not to PID 1 (which on some machines never reaps), so
-    /// killed trees leave no zombies behind.
-    pub fn become_subreaper(&mut self) {
-        if !self.subreaper {
-            // SAFETY: prctl with integer arguments.
-            self.subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == 0;
-        }
-    }
-
-    pub fn started(&mut self, pid: libc::pid_t) {
-        self.programs.insert(pid, None);
-    }
-
-    /// `waitpid(-1, WNOHANG)` until nothing more is ready (bounded per call).
-    pub fn sweep(&mut self) {
-        for _ in 0..1024 {
-            let mut status = 0;
-            // SAFETY: waitpid with a valid status pointer.
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if pid <= 0 {
-                return;
-            }
-            if let Some(slot) = self.programs.get_mut(&pid) {
-                *slot = Some(status);
-            }
-        }
-    }
-
-    /// The program's wait status once reaped (then forgotten).
-    pub fn collect(&mut self, pid: libc::pid_t) -> Option<libc::c_int> {
-        let status = (*self.programs.get(&pid)?)?;
-        self.programs.remove(&pid);
-        Some(status)
     }
 }

@@ -6,14 +6,16 @@
 
 use super::ops::OpError;
 use crate::auth::valid_name;
-use crate::bufpool;
 use crate::hub::{Hub, Mail};
+use crate::proto::Header;
 use crate::proto::header::{Raw, req_str};
-use crate::proto::{HeadWriter, Header};
+use frames::{membership, message};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+
+mod frames;
 
 /// Longest room (and user) name.
 pub const MAX_NAME: usize = 64;
@@ -92,44 +94,6 @@ fn name_field<'a>(raw: Option<Raw<'a>>, field: &'static str) -> Result<Cow<'a, s
 
 fn refused(status: u16, message: String) -> OpError {
     OpError { status, message }
-}
-
-/// A push frame, built once: the header, then `body`.
-fn frame(head: impl FnOnce(&mut Vec<u8>), body: &[u8]) -> Rc<[u8]> {
-    let mut buf = bufpool::take();
-    head(&mut buf);
-    // One allocation of the exact size (the chained iterator knows its length).
-    let frame = buf.iter().chain(body).copied().collect();
-    bufpool::give(buf);
-    frame
-}
-
-/// `{"op":"joined"|"left","room":..,"user":..}`
-fn membership(op: &str, room: &str, user: &str) -> Rc<[u8]> {
-    frame(
-        |buf| {
-            let mut w = HeadWriter::push(buf, op);
-            w.field("room", room).field("user", user);
-            w.finish(0);
-        },
-        b"",
-    )
-}
-
-/// `{"op":"msg",("room":..,)"from":..,"size":N}` + body. `size` is always written
-/// (even 0): the contract lists it in the push.
-fn message(room: Option<&str>, from: &str, body: &[u8]) -> Rc<[u8]> {
-    frame(
-        |buf| {
-            let mut w = HeadWriter::push(buf, "msg");
-            if let Some(room) = room {
-                w.field("room", room);
-            }
-            w.field("from", from).field("size", &body.len());
-            w.finish(0);
-        },
-        body,
-    )
 }
 
 impl Chat {
