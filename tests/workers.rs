@@ -398,3 +398,50 @@ fn exec_max_holds_across_workers_and_each_reaps_its_own() {
     }
     server.wait_for("no zombie", |s| children_of(s.pid()) == 0);
 }
+
+/// Servers of a cluster share a data dir (contract section 12): one starting
+/// leaves another's upload in progress alone, and the upload completes.
+#[test]
+fn a_server_starting_on_a_shared_data_dir_leaves_uploads_in_progress() {
+    let a = Server::start(&[]);
+    let mut raw = a.raw_authed();
+    raw.request(
+        json!({"op":"put","id":1,"path":"/shared.bin","size":2_000_000}),
+        b"",
+    );
+    raw.send_bytes(&[5u8; 1_000_000]);
+    let tmp = a.dir.path().join("tmp");
+    let entries = |d: &std::path::Path| std::fs::read_dir(d).map(|d| d.count()).unwrap_or(0);
+    a.wait_for("the temp file", |_| entries(&tmp) == 1);
+    // A second server on the same data dir (its log beside it).
+    let log = std::fs::File::create(a.dir.path().join("b.log")).unwrap();
+    let mut b = std::process::Command::new(env!("CARGO_BIN_EXE_frameloop"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--udp",
+            "off",
+            "--data-dir",
+        ])
+        .arg(a.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(b.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("listening"), "{line}");
+    assert_eq!(entries(&tmp), 1, "the other server's upload is left alone");
+    raw.send_bytes(&[5u8; 1_000_000]);
+    let reply = raw.recv();
+    assert_eq!(reply.status(), 200, "{reply:?}");
+    let stored = a.dir.path().join("files/guest/shared.bin");
+    assert_eq!(std::fs::metadata(stored).unwrap().len(), 2_000_000);
+    let _ = b.kill();
+    let _ = b.wait();
+}

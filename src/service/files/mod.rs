@@ -5,6 +5,7 @@ pub mod beneath;
 mod listing;
 pub mod path;
 mod quota;
+mod tempdir;
 mod transfer;
 mod upload;
 
@@ -42,7 +43,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use upload::TempDir;
+use tempdir::TempDir;
 
 /// `openat2` flags for a directory only walked through or named (not read).
 const DIR_PATH: libc::c_int = libc::O_PATH | libc::O_DIRECTORY;

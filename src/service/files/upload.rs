@@ -10,9 +10,8 @@ use crate::proto::header::{opt_bool, opt_str};
 use crate::service::ops::OpError;
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,56 +21,6 @@ const WRITEBACK_STEP: u64 = 8 * 1024 * 1024;
 /// An upload hands the pool the hashing of what it wrote every this many bytes
 /// (small enough that the pool reads it back while it is still in the CPU's cache).
 const HASH_STEP: u64 = 1024 * 1024;
-/// Prefix of upload temp files in `<data-dir>/tmp`; leftovers are removed at start.
-const TMP_PREFIX: &str = "put-";
-
-/// `<data-dir>/tmp`, where uploads are written before their rename.
-pub(super) struct TempDir {
-    dir: Rc<OwnedFd>,
-}
-
-/// Numbers the temp files this process makes (all its workers).
-static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-impl TempDir {
-    /// Creates the directory and, with `clean` (the first worker, before any
-    /// serves), removes what a previous run's unfinished uploads left.
-    pub(super) fn open(path: &Path, clean: bool) -> io::Result<TempDir> {
-        beneath::create_private_dir(path)?;
-        let mut stale = 0;
-        for entry in std::fs::read_dir(path)?.filter(|_| clean) {
-            let entry = entry?;
-            if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
-                std::fs::remove_file(entry.path())?;
-                stale += 1;
-            }
-        }
-        if stale > 0 {
-            log::info!(
-                "removed {stale} unfinished upload(s) from {}",
-                path.display()
-            );
-        }
-        Ok(TempDir {
-            dir: Rc::new(beneath::open_dir(path)?),
-        })
-    }
-
-    /// A new, empty temp file (0600, private like what it becomes) and its name.
-    fn create(&mut self) -> io::Result<(File, String)> {
-        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let name = format!("{TMP_PREFIX}{}-{made}", std::process::id());
-        let fd = beneath::open(
-            self.dir.as_fd(),
-            &name,
-            // Read too: the pool hashes the body back from the file (see `Hashing`).
-            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
-            0o600,
-        )?;
-        Ok((File::from(fd), name))
-    }
-}
-
 impl Files {
     /// `put`, at its header: checks everything that can be judged up front and
     /// opens the temp file the body streams into.
