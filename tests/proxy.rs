@@ -7,13 +7,10 @@ mod common;
 use common::{Raw, Server, TIMEOUT};
 use frameloop::client::{Frame, read_frame};
 use ppp::v2::{Builder, Command, Protocol, Version};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::StreamOwned;
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn v1(client: &str) -> Vec<u8> {
@@ -168,23 +165,11 @@ fn a_connection_without_a_header_is_closed_unanswered() {
 #[test]
 fn the_header_comes_before_tls_on_the_tls_port() {
     let server = Server::start(&["--proxy-protocol", "--tls-listen", "127.0.0.1:0"]);
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(server.dir.path().join("tls/cert.pem")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = ServerName::try_from("localhost").unwrap();
     let mut sock = TcpStream::connect(server.tls.unwrap()).unwrap();
     sock.set_read_timeout(Some(TIMEOUT)).unwrap();
     sock.write_all(&v2(Command::Proxy, "198.51.100.5:443"))
         .unwrap();
-    let tls = ClientConnection::new(Arc::new(config), name).unwrap();
-    let mut stream = StreamOwned::new(tls, sock);
+    let mut stream = StreamOwned::new(common::tls_session(&server), sock);
     let hello: Frame = read_frame(&mut stream).expect("the hello, inside TLS");
     assert_eq!(hello.str("op"), Some("hello"));
     assert_eq!(hello.str("cb"), Some("tls-server-end-point"));

@@ -8,16 +8,15 @@ use frameloop::auth::{self, Login};
 use frameloop::client::tls::TlsOptions;
 use frameloop::client::{Client, Credentials, Frame, read_frame};
 use frameloop::proto::encode_frame;
+use rustls::ClientConnection;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Instant;
 
 fn start(args: &[&str]) -> Server {
@@ -54,18 +53,7 @@ struct ByteWise {
 
 impl ByteWise {
     fn connect(server: &Server) -> ByteWise {
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(cert_path(server)).unwrap() {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = ServerName::try_from("localhost").unwrap();
-        let tls = ClientConnection::new(Arc::new(config), name).unwrap();
+        let tls = common::tls_session(server);
         let sock = TcpStream::connect(server.tls.unwrap()).unwrap();
         sock.set_nodelay(true).unwrap();
         sock.set_read_timeout(Some(TIMEOUT)).unwrap();

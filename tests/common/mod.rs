@@ -259,6 +259,25 @@ impl Raw {
     }
 }
 
+/// A TLS session to the server's TLS listener, trusting the certificate it
+/// made in its data dir, for name `localhost` (no socket: the caller's).
+pub fn tls_session(server: &Server) -> rustls::ClientConnection {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let cert = server.dir.path().join("tls/cert.pem");
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert).expect("cert") {
+        roots.add(cert.expect("a certificate")).expect("a root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("session")
+}
+
 /// A frame's length prefix for `n`.
 pub fn be32(n: u32) -> [u8; 4] {
     let mut b = [0u8; 4];
