@@ -1,6 +1,7 @@
 //! What a load run puts on the wire and what it must get back: frameloop frames,
 //! RESP to a Redis server (`--resp`), or raw echoes for the no-parse floor (`--raw`).
 
+use crate::proto::resp;
 use std::fmt;
 
 /// The protocol a load run speaks.
@@ -55,21 +56,19 @@ impl Workload {
                 expect: Expect::new(op, &body),
                 request: RequestTemplate::new(op, body),
             },
-            Wire::Resp if op == "ping" => Workload::Fixed {
-                request: b"*1\r\n$4\r\nPING\r\n".to_vec(),
-                reply: b"+PONG\r\n".to_vec(),
-            },
-            Wire::Resp => {
-                let bulk = |mut out: Vec<u8>| {
-                    out.extend_from_slice(format!("${}\r\n", body.len()).as_bytes());
-                    out.extend_from_slice(&body);
-                    out.extend_from_slice(b"\r\n");
-                    out
-                };
+            Wire::Resp if op == "ping" => {
+                let mut request = Vec::new();
+                resp::command(&mut request, &[b"PING"]);
                 Workload::Fixed {
-                    request: bulk(b"*2\r\n$4\r\nECHO\r\n".to_vec()),
-                    reply: bulk(Vec::new()),
+                    request,
+                    reply: b"+PONG\r\n".to_vec(),
                 }
+            }
+            Wire::Resp => {
+                let (mut request, mut reply) = (Vec::new(), Vec::new());
+                resp::command(&mut request, &[b"ECHO", &body]);
+                resp::bulk(&mut reply, &body);
+                Workload::Fixed { request, reply }
             }
             Wire::Raw => {
                 // The bytes of the first echo frame a frameloop run sends.

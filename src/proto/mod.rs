@@ -5,6 +5,7 @@ pub mod codec;
 pub mod header;
 pub mod proxy;
 pub mod reply;
+pub mod resp;
 mod scan;
 
 pub use codec::{Decoder, Event, FrameError, Limits};
