@@ -21,8 +21,8 @@ pub enum Mail {
     /// `--max-unauth`: the connection in slot `key`, if it is still the one
     /// numbered `serial` and still greeting, gives way to a newer one.
     GiveWay { key: usize, serial: u64 },
-    /// `--max-memory`: all workers together hold too much, and the sender has
-    /// no connection left to evict; evict the biggest holders here.
+    /// `--max-memory`: all workers together hold too much, and this worker
+    /// holds the biggest connection (as the sender last saw): evict here.
     OverMemory,
 }
 
@@ -133,13 +133,6 @@ impl Hub {
             if *mask == 0 {
                 t.rooms.remove(room);
             }
-        }
-    }
-
-    /// Posts `mail` (made for each) to every worker but `me`.
-    pub fn post_others(&self, me: usize, mail: impl Fn() -> Mail) {
-        for w in (0..self.workers()).filter(|w| *w != me) {
-            self.post(w, mail());
         }
     }
 

@@ -115,15 +115,16 @@ fn the_per_address_limit_counts_the_client_not_the_proxy() {
 #[test]
 fn a_health_check_gets_the_hello_without_logging_in() {
     let server = Server::start(&["--proxy-protocol"]);
-    // HAProxy's check-send-proxy with send-proxy-v2: LOCAL, then it expects the hello.
-    let mut check = connect(&server, &v2(Command::Local, "127.0.0.1:1"));
+    // HAProxy's check-send-proxy with send-proxy-v2: LOCAL, then it expects the
+    // hello. A LOCAL header's addresses do not count: the socket's own peer does.
+    let mut check = connect(&server, &v2(Command::Local, "192.0.2.9:1"));
     let hello = check.recv();
     assert_eq!(hello.str("op"), Some("hello"));
     assert!(hello.str("nonce").is_some());
-    // The socket's own peer is the one logged.
     server.wait_for("the proxy's address in the log", |s| {
         s.log().contains("open 127.0.0.1:")
     });
+    assert!(!server.log().contains("192.0.2.9"), "{}", server.log());
 }
 
 #[test]
@@ -176,4 +177,51 @@ fn the_header_comes_before_tls_on_the_tls_port() {
     server.wait_for("the client address in the log", |s| {
         s.log().contains("open 198.51.100.5:443 via")
     });
+}
+
+#[test]
+fn a_peer_that_leaves_mid_header_is_closed_at_once() {
+    let server = Server::start(&["--proxy-protocol", "--auth-timeout", "5"]);
+    let mut raw = connect(&server, b"PROXY TCP4 10.0.0.1 ");
+    std::thread::sleep(Duration::from_millis(50));
+    raw.s.shutdown(std::net::Shutdown::Write).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let _ = raw.s.read(&mut buf);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(2), "closed after {waited:?}");
+}
+
+#[test]
+fn the_auth_timeout_counts_from_the_accept_and_header_waiters_count_as_unauthenticated() {
+    let server = Server::start(&[
+        "--proxy-protocol",
+        "--auth-timeout",
+        "2",
+        "--max-unauth",
+        "2",
+    ]);
+    // A header sent late: the auth timeout still counts from the accept.
+    let started = Instant::now();
+    let mut late = connect(&server, &[]);
+    std::thread::sleep(Duration::from_millis(1200));
+    late.send_bytes(&v1("10.0.0.5:5"));
+    assert_eq!(late.recv().str("op"), Some("hello"));
+    let bye = late.recv();
+    assert_eq!(bye.str("reason"), Some("auth timeout"));
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(3000),
+        "timed out after {waited:?}, not 2 s after the header"
+    );
+    // Two waiting for their header fill --max-unauth: a third, at once, gets 503.
+    let _a = connect(&server, &[]);
+    let _b = connect(&server, &[]);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut third = connect(&server, &[]);
+    assert_eq!(third.recv().status(), 503);
+    // After a second, the oldest gives way to a newcomer (closed without a word).
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut fourth = connect(&server, &v1("10.0.0.6:6"));
+    assert_eq!(fourth.recv().str("op"), Some("hello"));
 }

@@ -274,6 +274,18 @@ fn udp_and_tls_are_served_by_every_worker() {
         let reply = frameloop::client::read_frame(&mut &buf[..n]).unwrap();
         assert_eq!(reply.status(), 200);
     }
+    // Each worker has its own UDP socket on the port (SO_REUSEPORT).
+    let port = format!(":{:04X} ", server.udp.unwrap().port());
+    let bound = std::fs::read_to_string("/proc/net/udp").unwrap();
+    let sockets = bound
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| format!("{a} ").ends_with(&port))
+        })
+        .count();
+    assert_eq!(sockets, 2, "one UDP socket per worker:\n{bound}");
     let options = frameloop::client::tls::TlsOptions {
         ca: Some(server.dir.path().join("tls/cert.pem")),
     };
@@ -444,4 +456,114 @@ fn a_server_starting_on_a_shared_data_dir_leaves_uploads_in_progress() {
     assert_eq!(std::fs::metadata(stored).unwrap().len(), 2_000_000);
     let _ = b.kill();
     let _ = b.wait();
+}
+
+/// Authenticated raw connections: `want[w]` of them on worker `w`.
+fn raws_on(server: &Server, want: [usize; 2]) -> [Vec<Raw>; 2] {
+    let mut by: [Vec<Raw>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..400 {
+        if by[0].len() >= want[0] && by[1].len() >= want[1] {
+            return by;
+        }
+        let raw = server.raw_authed();
+        let w = worker_of(server, raw.s.local_addr().unwrap());
+        if by[w].len() < want[w] {
+            by[w].push(raw);
+        }
+    }
+    panic!("connections never reached both workers");
+}
+
+/// `--max-memory` picks the biggest holder first whichever worker holds it,
+/// not the smaller ones of the worker that saw the total go over.
+#[test]
+fn memory_eviction_takes_the_biggest_holder_on_any_worker() {
+    use std::io::Write;
+    let limit = (32u64 << 20).to_string();
+    let server = Server::start(&["--workers", "2", "--max-memory", &limit]);
+    let [_, mut big] = raws_on(&server, [0, 1]);
+    let frame = frameloop::proto::encode_frame(br#"{"op":"echo","id":1,"size":16777216}"#, &[]);
+    // One big holder on worker 1: 15 MiB of a 16 MiB echo body, buffered.
+    big[0].s.write_all(&frame).unwrap();
+    big[0].s.write_all(&vec![b'b'; 15 << 20]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let big_addr = big[0].s.local_addr().unwrap().to_string();
+    // Smaller holders on worker 0, a MiB each, until one connection is evicted.
+    let mut small = Vec::new();
+    for _ in 0..40 {
+        if server.log().contains("memory limit (") {
+            break;
+        }
+        let [mut s, _] = raws_on(&server, [1, 0]);
+        let mut s = s.remove(0);
+        s.s.write_all(&frame).unwrap();
+        s.s.write_all(&vec![b's'; 1 << 20]).unwrap();
+        small.push(s);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let log = server.log();
+    let evicted: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("memory limit ("))
+        .collect();
+    assert!(!evicted.is_empty(), "someone was evicted:\n{log}");
+    assert!(
+        evicted.iter().all(|l| l.contains(&big_addr)),
+        "the biggest holder ({big_addr}, worker 1) goes first: {evicted:#?}"
+    );
+}
+
+/// One worker's sweep (`waitpid(-1)`) must never reap a child another worker
+/// is spawning: a program that fails to exec (the standard library waits for
+/// it, and asserts it can), or one that exits at once (its pidfd is opened
+/// after the spawn).
+#[test]
+fn spawns_and_sweeps_on_both_workers_never_race() {
+    let bin = tempfile::tempdir().unwrap();
+    let gone = bin.path().join("gone");
+    std::fs::copy("/bin/true", &gone).unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.path().display());
+    let args = [
+        "--workers",
+        "2",
+        "--allow-exec",
+        "gone,true",
+        "--exec-max",
+        "64",
+        "--exec-max-per-user",
+        "64",
+    ];
+    let server = Server::start_with(tempfile::tempdir().unwrap(), "127.0.0.1:0", &args, |cmd| {
+        cmd.env("PATH", &path);
+    });
+    // Resolved at start and removed now: every exec of it fails at execve.
+    std::fs::remove_file(&gone).unwrap();
+    let [zero, one] = on_both(&server, 3);
+    let clients = zero.into_iter().zip(["gone", "true", "gone"]);
+    let clients = clients.chain(one.into_iter().zip(["true", "gone", "true"]));
+    let threads: Vec<_> = clients
+        .map(|(mut c, cmd)| {
+            std::thread::spawn(move || {
+                let mut ok = 0;
+                for _ in 0..150 {
+                    let r = c
+                        .request("exec", json!({"cmd": cmd}), b"")
+                        .expect("a reply");
+                    ok += usize::from(r.status() == 200);
+                }
+                (cmd, ok)
+            })
+        })
+        .collect();
+    for t in threads {
+        let (cmd, ok) = t.join().expect("the client thread");
+        if cmd == "true" {
+            assert_eq!(ok, 150, "every `true` ran and was collected");
+        }
+    }
+    let log = server.log();
+    assert!(!log.contains("panicked"), "{log}");
+    let mut c = server.client();
+    ok(&mut c, "ping", json!({}), b"");
 }

@@ -84,7 +84,10 @@ impl Conn {
 
     /// Greets it, as [`Conn::open`] says (after the PROXY header, if one came).
     pub fn greet(&mut self, services: &mut Services, admitted: bool) {
+        // The auth timeout counts from the accept, a PROXY header's wait included.
+        let opened = self.since;
         self.set_state(State::Greeting);
+        self.since = opened;
         if !admitted {
             services.too_many_conns(&mut self.out);
             self.start_closing(services, "over max-conns", None, true);

@@ -1,7 +1,7 @@
 //! Accepting stream connections (TCP and Unix alike): a budget per turn,
 //! `--max-conns`, and pausing when the process runs out of descriptors.
 
-use super::limits::{Place, Refusal};
+use super::limits::Place;
 use super::{Server, Slot, Source, TLS};
 use crate::config::tuning;
 use crate::conn::Conn;
@@ -73,45 +73,44 @@ impl Server {
         let key = self.conns.vacant_key();
         self.serials += 1;
         let serial = self.serials;
-        // Behind a proxy, the client's address comes in the PROXY header: the
-        // connection is admitted once it is read (`proxy.rs`).
+        // Behind a proxy, the client's address comes in the PROXY header: only
+        // the place in line for login is taken now, the rest once the header is
+        // read (`proxy.rs`).
         let proxied = self.config.proxy_protocol;
         let admitted = if proxied {
-            Some(None)
+            self.take_line(r, key, serial)
         } else {
-            self.admission(r, key, serial, &peer)
+            self.admit(r, key, serial, &peer)
+        };
+        let place = match admitted {
+            Ok(place) => Some(place),
+            Err(why) => {
+                log::debug!("{}: refused, {}", peer.name, why.reason());
+                None
+            }
         };
         // A refused connection still gets its 503 politely, up to a bound; one
         // waiting for its header takes a slot within the same bound.
-        if (admitted.is_none() || proxied)
+        if (place.is_none() || proxied)
             && self.conns.len() >= self.config.max_conns.saturating_add(tuning::OVERFLOW_CONNS)
         {
+            self.give_back(place, proxied, &peer);
             self.services.stats.refused();
             return; // dropping the stream closes it
         }
-        let entry = self.conns.vacant_entry();
         let token = Source::Conn(key).token();
         log::trace!(target: TRACE, "  accept {} as conn {}", peer.name, token.0);
         let interest = stream.read_interest();
         if let Err(e) = r.register(&mut stream, token, interest) {
             log::warn!("register {}: {e}", peer.name);
-            return;
+            return self.give_back(place, proxied, &peer);
         }
         let (services, rules, now) = (&mut self.services, self.rules, r.now());
-        let conn = if proxied {
-            Conn::await_proxy(services, rules, key, token.0, binding, now)
-        } else {
-            Conn::open(
-                services,
-                rules,
-                key,
-                token.0,
-                admitted.is_some(),
-                binding,
-                now,
-            )
+        let conn = match place {
+            Some(_) if proxied => Conn::await_proxy(services, rules, key, token.0, binding, now),
+            _ => Conn::open(services, rules, key, token.0, place.is_some(), binding, now),
         };
-        entry.insert(Slot {
+        self.conns.insert(Slot {
             stream,
             conn,
             peer: peer.name,
@@ -122,52 +121,38 @@ impl Server {
             counted: false,
             ip: peer.ip,
             serial,
-            unauth: None,
+            unauth: place.flatten(),
             held: 0,
         });
-        if !proxied {
-            self.opened(key, admitted, None);
+        if !proxied || place.is_none() {
+            self.opened(key, place.is_some() && !proxied, None);
         }
         self.touch(key);
     }
 
-    /// Whether a connection from `peer` (in slot `key`, numbered `serial`) is
-    /// served (`admit`): `Some`, with its place in line for login if it has
-    /// one; `None`, logged, when refused.
-    pub(super) fn admission(
-        &mut self,
-        r: &mut Reactor,
-        key: usize,
-        serial: u64,
-        peer: &Peer,
-    ) -> Option<Option<Place>> {
-        let why = match self.admit(r, key, serial, peer) {
-            Ok(place) => return Some(place),
-            Err(Refusal::TooMany) => "over max-conns",
-            Err(Refusal::FromThisAddress) => "over max-conns-per-ip",
-            Err(Refusal::Unauthenticated) => "over max-unauth",
-        };
-        log::debug!("{}: refused, {why}", peer.name);
-        None
+    /// Gives back the places a connection took that is not opened after all.
+    fn give_back(&self, place: Option<Option<Place>>, proxied: bool, peer: &Peer) {
+        if let Some(place) = place {
+            if !proxied {
+                self.release(peer.ip);
+            }
+            if let Some(place) = place {
+                self.leave_line(place);
+            }
+        }
     }
 
-    /// A greeted connection is counted: served (its place in line kept), with
-    /// the proxy it came `via` if any, or refused.
-    pub(super) fn opened(
-        &mut self,
-        key: usize,
-        admitted: Option<Option<Place>>,
-        via: Option<&str>,
-    ) {
+    /// A greeted connection is counted: served (its places taken), with the
+    /// proxy it came `via` if any, or refused.
+    pub(super) fn opened(&mut self, key: usize, served: bool, via: Option<&str>) {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        let Some(place) = admitted else {
+        if !served {
             self.services.stats.refused();
             return;
-        };
+        }
         slot.counted = true;
-        slot.unauth = place;
         self.services.stats.opened();
         let via = via.map(|v| format!(" via {v}")).unwrap_or_default();
         let worker = if self.team.hub.workers() > 1 {

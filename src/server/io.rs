@@ -288,7 +288,7 @@ impl Server {
             return;
         };
         slot.dirty = false;
-        Self::recount(&self.team.counts, slot);
+        Self::recount(&self.team.counts, self.me, slot);
         if slot.conn.is_closed() {
             return self.free(r, key);
         }

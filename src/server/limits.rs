@@ -16,7 +16,7 @@ use crate::reactor::Reactor;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 /// Where an unauthenticated connection stands in line: when it came, its
@@ -24,7 +24,7 @@ use std::time::Instant;
 pub(super) type Place = (Instant, usize, u64);
 
 /// What the workers count together.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Counts {
     /// Connections being served (`--max-conns`).
     open: AtomicUsize,
@@ -34,13 +34,35 @@ pub struct Counts {
     unauth: Mutex<BTreeMap<Place, usize>>,
     /// Bytes all connections held when last settled (`--max-memory`).
     held: AtomicU64,
-    /// The other workers were asked to evict (`Mail::OverMemory`), and the
-    /// total has not been seen under the limit since: asked once, not per turn.
-    asked: AtomicBool,
+    /// Per worker: its biggest holder as last seen, raised as holders grow
+    /// and set exactly by each eviction pass, so the worker holding the
+    /// biggest connection evicts first, whichever worker saw the total over.
+    biggest: Vec<AtomicU64>,
+    /// Per worker: asked to evict (`Mail::OverMemory`) and not yet at it,
+    /// so it is asked once, not every turn.
+    asked: Vec<AtomicBool>,
+}
+
+impl Counts {
+    pub fn new(workers: usize) -> Counts {
+        Counts {
+            open: AtomicUsize::new(0),
+            per_ip: Mutex::default(),
+            unauth: Mutex::default(),
+            held: AtomicU64::new(0),
+            biggest: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            asked: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Waiting for its login: greeting, or (behind a proxy) for its PROXY header first.
+fn waits_for_login(state: State) -> bool {
+    matches!(state, State::Proxy | State::Greeting)
 }
 
 /// Why a new connection is not served.
@@ -48,6 +70,17 @@ pub(super) enum Refusal {
     TooMany,
     FromThisAddress,
     Unauthenticated,
+}
+
+impl Refusal {
+    /// As log lines say it.
+    pub(super) fn reason(&self) -> &'static str {
+        match self {
+            Refusal::TooMany => "over max-conns",
+            Refusal::FromThisAddress => "over max-conns-per-ip",
+            Refusal::Unauthenticated => "over max-unauth",
+        }
+    }
 }
 
 impl Server {
@@ -62,65 +95,89 @@ impl Server {
         serial: u64,
         peer: &Peer,
     ) -> Result<Option<Place>, Refusal> {
+        self.take_places(peer)?;
+        self.take_line(r, key, serial)
+            .inspect_err(|_| self.release(peer.ip))
+    }
+
+    /// Counts a connection from `peer` open and under its address, or refuses it.
+    pub(super) fn take_places(&mut self, peer: &Peer) -> Result<(), Refusal> {
         let counts = &self.team.counts;
         if counts.open.fetch_add(1, Ordering::Relaxed) >= self.config.max_conns {
             counts.open.fetch_sub(1, Ordering::Relaxed);
             return Err(Refusal::TooMany);
         }
-        let ip = peer.ip.filter(|_| self.config.max_conns_per_ip > 0);
-        if let Some(ip) = ip {
+        if let Some(ip) = self.counted_ip(peer.ip) {
             let mut per_ip = lock(&counts.per_ip);
             let n = per_ip.entry(ip).or_default();
             if *n >= self.config.max_conns_per_ip {
                 drop(per_ip);
-                self.release(None); // its address was not counted
-
+                counts.open.fetch_sub(1, Ordering::Relaxed);
                 return Err(Refusal::FromThisAddress);
             }
             *n += 1;
         }
+        Ok(())
+    }
+
+    /// The address a connection is counted under (with `--max-conns-per-ip`).
+    fn counted_ip(&self, ip: Option<IpAddr>) -> Option<IpAddr> {
+        ip.filter(|_| self.config.max_conns_per_ip > 0)
+    }
+
+    /// A place in line for login (`--max-unauth`) for the connection in slot
+    /// `key` numbered `serial`, or a refusal; `None` with `--no-auth`.
+    pub(super) fn take_line(
+        &mut self,
+        r: &mut Reactor,
+        key: usize,
+        serial: u64,
+    ) -> Result<Option<Place>, Refusal> {
         if self.config.no_auth {
             return Ok(None);
         }
         let now = r.now();
         let place = (now, self.me, serial);
-        let mut line = lock(&counts.unauth);
-        if line.len() >= self.config.max_unauth {
-            // Over --max-unauth: the oldest that has waited long enough gives
-            // way; logged-in connections are never in line.
-            let oldest = line
-                .first_key_value()
-                .filter(|((opened, _, _), _)| now.duration_since(*opened) >= tuning::UNAUTH_GRACE)
-                .map(|(place, key)| (*place, *key));
-            let Some((old, old_key)) = oldest else {
-                drop(line);
-                self.release(ip);
-                return Err(Refusal::Unauthenticated);
-            };
-            line.remove(&old);
+        let mut line = lock(&self.team.counts.unauth);
+        if line.len() < self.config.max_unauth {
             line.insert(place, key);
-            drop(line);
-            let (_, worker, old_serial) = old;
-            if worker == self.me {
-                self.give_way(r, old_key, old_serial);
-            } else {
-                let mail = Mail::GiveWay {
-                    key: old_key,
-                    serial: old_serial,
-                };
-                self.team.hub.post(worker, mail);
-            }
             return Ok(Some(place));
         }
+        // Over --max-unauth: the oldest that has waited long enough gives way;
+        // logged-in connections are never in line.
+        let oldest = line
+            .first_key_value()
+            .filter(|((opened, _, _), _)| now.duration_since(*opened) >= tuning::UNAUTH_GRACE)
+            .map(|(place, key)| (*place, *key));
+        let Some((old, old_key)) = oldest else {
+            return Err(Refusal::Unauthenticated);
+        };
+        line.remove(&old);
         line.insert(place, key);
+        drop(line);
+        let (_, worker, old_serial) = old;
+        if worker == self.me {
+            self.give_way(r, old_key, old_serial);
+        } else {
+            let mail = Mail::GiveWay {
+                key: old_key,
+                serial: old_serial,
+            };
+            self.team.hub.post(worker, mail);
+        }
         Ok(Some(place))
     }
 
-    /// Gives back what a refused admission had taken.
-    fn release(&self, ip: Option<IpAddr>) {
+    /// Leaves the line (logged in, closed, or never opened after all).
+    pub(super) fn leave_line(&self, place: Place) {
+        lock(&self.team.counts.unauth).remove(&place);
+    }
+
+    /// Gives back the places [`Server::take_places`] took for a peer at `ip`.
+    pub(super) fn release(&self, ip: Option<IpAddr>) {
         let counts = &self.team.counts;
         counts.open.fetch_sub(1, Ordering::Relaxed);
-        if let Some(ip) = ip {
+        if let Some(ip) = self.counted_ip(ip) {
             let mut per_ip = lock(&counts.per_ip);
             if let Some(n) = per_ip.get_mut(&ip) {
                 *n = n.saturating_sub(1);
@@ -138,7 +195,7 @@ impl Server {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        if slot.serial != serial || slot.conn.state() != State::Greeting {
+        if slot.serial != serial || !waits_for_login(slot.conn.state()) {
             return;
         }
         let why = "too many unauthenticated connections";
@@ -150,9 +207,9 @@ impl Server {
 
     /// Brings the counts up to date for a settled slot: logged in since (out
     /// of the line), and the bytes it holds now.
-    pub(super) fn recount(counts: &Counts, slot: &mut Slot) {
+    pub(super) fn recount(counts: &Counts, me: usize, slot: &mut Slot) {
         if let Some(place) = slot.unauth
-            && slot.conn.state() != State::Greeting
+            && !waits_for_login(slot.conn.state())
         {
             slot.unauth = None;
             lock(&counts.unauth).remove(&place);
@@ -163,6 +220,11 @@ impl Server {
             let (was, now) = (slot.held as u64, held as u64);
             if now > was {
                 counts.held.fetch_add(now - was, Ordering::Relaxed);
+                if let Some(biggest) = counts.biggest.get(me)
+                    && biggest.load(Ordering::Relaxed) < now
+                {
+                    biggest.store(now, Ordering::Relaxed);
+                }
             } else {
                 counts.held.fetch_sub(was - now, Ordering::Relaxed);
             }
@@ -178,25 +240,28 @@ impl Server {
         }
         counts.held.fetch_sub(slot.held as u64, Ordering::Relaxed);
         if slot.counted {
-            let ip = slot.ip.filter(|_| self.config.max_conns_per_ip > 0);
-            self.release(ip);
+            self.release(slot.ip);
         }
     }
 
-    /// Over `--max-memory` (all workers together): evicts this worker's
-    /// connections holding the most, biggest first, until the total fits; if
-    /// that is not enough, the other workers are asked to evict theirs (a
-    /// worker with no events would not look). A scan, but only when over the
-    /// limit; the total itself is a running sum. Returns whether any was evicted.
+    /// Over `--max-memory` (all workers together): evicts the connections
+    /// holding the most, biggest first, until the total fits. This worker
+    /// evicts its own while they are at least as big as any other worker's
+    /// biggest; when another's is bigger (or this one has none left), that
+    /// worker is asked to go on (a worker with no events would not look). A
+    /// scan, but only when over the limit; the total itself is a running sum.
+    /// Returns whether any was evicted.
     pub(super) fn evict_over_memory(&mut self, r: &mut Reactor) -> bool {
         let max = self.config.max_memory;
-        let counts = &self.team.counts;
+        let counts = Arc::clone(&self.team.counts);
+        let me = self.me;
+        if let Some(asked) = counts.asked.get(me)
+            && asked.load(Ordering::Relaxed)
+        {
+            asked.store(false, Ordering::Relaxed);
+        }
         let mut total = counts.held.load(Ordering::Relaxed);
         if total <= max {
-            // Read first: a store every turn would bounce the line between cores.
-            if counts.asked.load(Ordering::Relaxed) {
-                counts.asked.store(false, Ordering::Relaxed);
-            }
             return false;
         }
         let mut holders: Vec<(usize, usize)> = self
@@ -207,11 +272,18 @@ impl Server {
             .map(|(key, s)| (s.held, key))
             .collect();
         holders.sort_unstable_by(|a, b| b.cmp(a));
+        // The biggest holder of another worker, as last seen.
+        let other = (0..counts.biggest.len())
+            .filter(|w| *w != me)
+            .filter_map(|w| Some((counts.biggest.get(w)?.load(Ordering::Relaxed), w)))
+            .max();
         let mut evicted = false;
-        for (held, key) in holders {
-            if total <= max {
+        let mut left = holders.iter().peekable();
+        while let Some(&&(held, key)) = left.peek() {
+            if total <= max || other.is_some_and(|(big, _)| big > held as u64) {
                 break;
             }
+            left.next();
             if let Some(slot) = self.conns.get_mut(key) {
                 log::warn!("{}: memory limit ({held} B held), disconnecting", slot.peer);
                 slot.conn.evict(&mut self.services, r.now());
@@ -220,8 +292,19 @@ impl Server {
             }
             self.touch(key);
         }
-        if total > max && !self.team.counts.asked.swap(true, Ordering::Relaxed) {
-            self.team.hub.post_others(self.me, || Mail::OverMemory);
+        // What this worker holds at most now, exactly.
+        let mine = left.peek().map_or(0, |(held, _)| *held as u64);
+        if let Some(biggest) = counts.biggest.get(me) {
+            biggest.store(mine, Ordering::Relaxed);
+        }
+        if total > max
+            && let Some((_, w)) = other
+            && counts
+                .asked
+                .get(w)
+                .is_some_and(|a| !a.swap(true, Ordering::Relaxed))
+        {
+            self.team.hub.post(w, Mail::OverMemory);
         }
         evicted
     }

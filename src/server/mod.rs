@@ -74,8 +74,8 @@ impl Team {
     /// The team of workers whose counters are `stats`.
     pub fn new(stats: Vec<Arc<crate::service::stats::Stats>>) -> Team {
         Team {
+            counts: Arc::new(Counts::new(stats.len())),
             hub: Arc::new(Hub::new(stats)),
-            counts: Arc::default(),
         }
     }
 }

@@ -29,6 +29,19 @@ fn recv(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
     }
 }
 
+/// Whether the peer has shut down its side (or the socket failed): asked only
+/// of an unfinished header, whose bytes a peek keeps showing ahead of the EOF.
+fn hung_up(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
 impl Server {
     /// A connection waiting for its PROXY header looks at what has come. True
     /// when it may read on: it was not waiting, or its header was just taken
@@ -63,6 +76,10 @@ impl Server {
                 log::info!("{}: closed, not a PROXY header", slot.peer);
                 // Taken, so the close is a FIN: unread input would make it a reset.
                 let _ = recv(fd, buf, libc::MSG_DONTWAIT);
+            } else if hung_up(fd) {
+                // A peek sees the same bytes again, never the EOF behind them.
+                let _ = recv(fd, buf, libc::MSG_DONTWAIT);
+                slot.conn.peer_closed(&mut self.services, now);
             }
             return false;
         };
@@ -87,12 +104,18 @@ impl Server {
             name: slot.peer.clone(),
             ip: slot.ip,
         };
-        let serial = slot.serial;
-        let admitted = self.admission(r, key, serial, &peer);
+        // Its place in line was taken at accept; now the rest of its places.
+        let served = match self.take_places(&peer) {
+            Ok(()) => true,
+            Err(why) => {
+                log::debug!("{}: refused, {}", peer.name, why.reason());
+                false
+            }
+        };
         if let Some(slot) = self.conns.get_mut(key) {
-            slot.conn.greet(&mut self.services, admitted.is_some());
+            slot.conn.greet(&mut self.services, served);
         }
-        self.opened(key, admitted, Some(&via));
+        self.opened(key, served, Some(&via));
         true
     }
 }

@@ -114,6 +114,8 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 /// What [`Exec::new`] takes over from a spawned child.
 pub struct Spawned {
     pub pid: libc::pid_t,
+    /// Opened as it was spawned (see `SharedReaper::spawn`).
+    pub pidfd: io::Result<OwnedFd>,
     pub stdout: ChildStdout,
     pub stderr: ChildStderr,
     pub tree: Tree,
@@ -125,9 +127,10 @@ pub struct Spawned {
 impl Exec {
     /// Watches a child just spawned. If it cannot, the child is killed and
     /// reaped, and its cgroup comes back with the error, for removal.
-    pub fn new(spawned: Spawned) -> Result<Exec, (io::Error, Option<super::tree::Cgroup>)> {
+    pub fn new(mut spawned: Spawned) -> Result<Exec, (io::Error, Option<super::tree::Cgroup>)> {
+        let pidfd = std::mem::replace(&mut spawned.pidfd, Err(io::ErrorKind::NotFound.into()));
         let watch = |s: &Spawned| -> io::Result<OwnedFd> {
-            let pidfd = super::tree::pidfd_open(s.pid)?;
+            let pidfd = pidfd?;
             s.tree.watch(pidfd.as_raw_fd())?;
             set_nonblocking(s.stdout.as_raw_fd())?;
             set_nonblocking(s.stderr.as_raw_fd())?;

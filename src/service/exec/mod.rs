@@ -239,8 +239,8 @@ impl Runner {
         // on descriptors (`cwd`, the cgroup's, the ruleset's) that stay open here
         // until `spawn` returns.
         unsafe { command.pre_exec(move || setup.apply()) };
-        let mut child = match command.spawn() {
-            Ok(child) => child,
+        let (mut child, pidfd) = match self.reaper.spawn(&mut command) {
+            Ok(spawned) => spawned,
             Err(e) => {
                 let mut tree = tree;
                 self.remove_cgroup(tree.take_cgroup());
@@ -249,12 +249,12 @@ impl Runner {
         };
         drop(ruleset);
         let pid = child.id() as libc::pid_t;
-        self.reaper.started(pid);
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(cannot(std::io::ErrorKind::BrokenPipe.into()));
         };
         let spawned = Spawned {
             pid,
+            pidfd,
             stdout,
             stderr,
             tree,

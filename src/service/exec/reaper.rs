@@ -2,6 +2,9 @@
 //! of killed trees it adopted as child subreaper, for every worker at once.
 
 use std::collections::HashMap;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Reaps the server's children: the programs exec started (their status is kept
@@ -30,8 +33,16 @@ impl SharedReaper {
         self.lock().become_subreaper();
     }
 
-    pub fn started(&self, pid: libc::pid_t) {
-        self.lock().started(pid);
+    /// Spawns `command` and opens its pidfd with the lock held: another
+    /// worker's sweep (`waitpid(-1)`) must not reap the child before it is
+    /// known here (a program that exits at once), nor while the standard
+    /// library waits for a child whose exec failed (it asserts it can).
+    pub fn spawn(&self, command: &mut Command) -> io::Result<(Child, io::Result<OwnedFd>)> {
+        let mut reaper = self.lock();
+        let child = command.spawn()?;
+        let pid = child.id() as libc::pid_t;
+        reaper.started(pid);
+        Ok((child, super::tree::pidfd_open(pid)))
     }
 
     /// Sweeps the exited children, then the program's wait status if it is reaped.
