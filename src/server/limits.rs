@@ -252,9 +252,9 @@ impl Server {
     /// scan, but only when over the limit; the total itself is a running sum.
     /// Returns whether any was evicted.
     pub(super) fn evict_over_memory(&mut self, r: &mut Reactor) -> bool {
-        let max = self.config.max_memory;
-        let counts = Arc::clone(&self.team.counts);
-        let me = self.me;
+        let (max, me) = (self.config.max_memory, self.me);
+        // Every turn comes here: reads only, unless over the limit or asked.
+        let counts = &self.team.counts;
         if let Some(asked) = counts.asked.get(me)
             && asked.load(Ordering::Relaxed)
         {
@@ -264,6 +264,7 @@ impl Server {
         if total <= max {
             return false;
         }
+        let counts = Arc::clone(counts);
         let mut holders: Vec<(usize, usize)> = self
             .conns
             .iter()
