@@ -3,9 +3,11 @@
 //! asked what it wants: to read or not, output to write, a deadline, a revisit,
 //! a child to watch. It owns the decoder, the session and the output queue;
 //! the server owns the socket, the token and the timer, and never decides a
-//! transition. Transitions are in `input.rs`; the tests drive it with no socket.
+//! transition. Transitions are in `input.rs` (how it starts, `opening.rs`);
+//! the tests drive it with no socket.
 
 mod input;
+mod opening;
 #[cfg(test)]
 mod tests;
 
