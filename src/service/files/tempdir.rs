@@ -1,18 +1,21 @@
 //! `<data-dir>/tmp`, where uploads are written before their rename, and who
 //! owns each file in it. Servers of a cluster may share a data dir (contract
-//! section 12): a temp file is named for its server (host and process), and a
-//! server starting removes only what a server of its own host that is no
-//! longer running left, never a live server's upload in progress.
+//! section 12): a temp file carries its server's id, and its server holds a
+//! lock on it (`flock`) while it is written, so a server starting removes only
+//! files no running server holds: its own previous run's, or another's that
+//! died, never an upload in progress. The lock, not a pid or a host name,
+//! decides: pids repeat across containers, and names across machines.
 
 use super::beneath;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Prefix of upload temp files: `put-HOST~PID~N`.
+/// Prefix of upload temp files: `put-ID~N`.
 const TMP_PREFIX: &str = "put-";
 
 /// Numbers the temp files this process makes (all its workers).
@@ -20,65 +23,50 @@ static MADE: AtomicU64 = AtomicU64::new(0);
 
 pub(super) struct TempDir {
     pub(super) dir: Rc<OwnedFd>,
-    /// This machine's name, as temp files carry it.
-    host: String,
 }
 
-/// This machine's host name, cut to what a file name may carry.
-fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // within it when the name fits (and we stop at the first NUL anyway).
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    let name: String = buf
-        .get(..len)
-        .unwrap_or_default()
-        .iter()
-        .map(|b| *b as char)
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
-        .collect();
-    if rc != 0 || name.is_empty() {
-        "localhost".into()
-    } else {
-        name
-    }
+/// This server's id in temp file names: random, drawn once per process.
+pub fn server_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        // Without randomness the pid still tells this run's files apart; the
+        // lock is what protects them.
+        match getrandom::fill(&mut bytes) {
+            Ok(()) => hex::encode(bytes),
+            Err(_) => format!("pid{}", std::process::id()),
+        }
+    })
 }
 
-/// Who left a temp file: `(host, pid)`; the host is `None` for the names of
-/// servers from before hosts were named (`put-PID-N`). `None`: not ours.
-fn owner(name: &str) -> Option<(Option<&str>, u32)> {
-    let rest = name.strip_prefix(TMP_PREFIX)?;
-    let mut parts = rest.rsplitn(3, '~');
-    let (_, pid, host) = (parts.next()?, parts.next(), parts.next());
-    match (host, pid) {
-        (Some(host), Some(pid)) => Some((Some(host), pid.parse().ok()?)),
-        _ => Some((None, rest.split('-').next()?.parse().ok()?)),
-    }
-}
-
-/// Whether process `pid` runs on this machine (a zombie counts as running).
-fn running(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+/// Takes `file`'s lock without waiting: false when another holds it.
+fn try_lock(file: &impl AsRawFd) -> bool {
+    // SAFETY: flock on an open descriptor.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 impl TempDir {
     /// Creates the directory and, with `clean` (the first worker, before any
-    /// serves), removes what unfinished uploads of servers of this host that
-    /// are gone left (a crash mid-put: the destination never saw them).
+    /// serves), removes the temp files no running server holds: uploads a
+    /// crash left unfinished (the destination never saw them).
     pub(super) fn open(path: &Path, clean: bool) -> io::Result<TempDir> {
         beneath::create_private_dir(path)?;
-        let host = host_name();
+        let dir = beneath::open_dir(path)?;
         let mut stale = 0;
-        for entry in std::fs::read_dir(path)?.filter(|_| clean) {
-            let entry = entry?;
+        for entry in std::fs::read_dir(path)?.filter(|_| clean).flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            let Some((from, pid)) = owner(&name) else {
+            if !name.starts_with(TMP_PREFIX) {
+                continue;
+            }
+            // Anything odd (a directory, a file gone meanwhile) is left alone.
+            let Ok(fd) = beneath::open(dir.as_fd(), &name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
+            else {
                 continue;
             };
-            if from.is_none_or(|h| h == host) && pid != std::process::id() && !running(pid) {
-                std::fs::remove_file(entry.path())?;
+            // Removed while locked: its creator, if it just made it, sees it
+            // unlinked once it gets the lock (see `create`).
+            if try_lock(&fd) && beneath::remove(dir.as_fd(), &name, false).is_ok() {
                 stale += 1;
             }
         }
@@ -88,24 +76,38 @@ impl TempDir {
                 path.display()
             );
         }
-        Ok(TempDir {
-            dir: Rc::new(beneath::open_dir(path)?),
-            host,
-        })
+        Ok(TempDir { dir: Rc::new(dir) })
     }
 
-    /// A new, empty temp file (0600, private like what it becomes) and its name.
+    /// A new, empty temp file (0600, private like what it becomes), locked
+    /// for as long as it is open, and its name.
     pub(super) fn create(&mut self) -> io::Result<(File, String)> {
-        let made = MADE.fetch_add(1, Ordering::Relaxed) + 1;
-        let name = format!("{TMP_PREFIX}{}~{}~{made}", self.host, std::process::id());
-        let fd = beneath::open(
-            self.dir.as_fd(),
-            &name,
-            // Read too: the pool hashes the body back from the file (see `Hashing`).
-            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
-            0o600,
-        )?;
-        Ok((File::from(fd), name))
+        let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
+        for _ in 0..8 {
+            let made = MADE.fetch_add(1, Ordering::Relaxed) + 1;
+            let name = format!("{TMP_PREFIX}{}~{made}", server_id());
+            let fd = match beneath::open(
+                self.dir.as_fd(),
+                &name,
+                // Read too: the pool hashes the body back from the file (see `Hashing`).
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+                0o600,
+            ) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    last = e;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // A server starting may have locked and removed it in the moment
+            // before our lock: then it is unlinked, and we try another name.
+            let file = File::from(fd);
+            if try_lock(&file) && file.metadata().is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) > 0) {
+                return Ok((file, name));
+            }
+        }
+        Err(last)
     }
 }
 
@@ -114,51 +116,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_temp_name_says_who_left_it() {
-        assert_eq!(
-            owner("put-web-1.example~4242~7"),
-            Some((Some("web-1.example"), 4242))
-        );
-        assert_eq!(
-            owner("put-4242-7"),
-            Some((None, 4242)),
-            "before hosts were named"
-        );
-        assert_eq!(owner("put-x~y~1"), None);
-        assert_eq!(owner("notes.txt"), None);
-        assert_eq!(owner("put-"), None);
-        let name = format!("{TMP_PREFIX}{}~{}~1", host_name(), std::process::id());
-        assert_eq!(
-            owner(&name),
-            Some((Some(host_name().as_str()), std::process::id()))
-        );
-    }
-
-    #[test]
-    fn only_leftovers_of_gone_servers_of_this_host_are_removed() {
+    fn only_files_no_server_holds_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let tmp = dir.path().join("tmp");
-        std::fs::create_dir(&tmp).unwrap();
-        let host = host_name();
-        // pid_max is at most 2^22: these never run.
-        let gone = format!("put-{host}~4194305~1");
-        let live = format!("put-{host}~{}~999999999", std::process::id());
-        let elsewhere = "put-another-host~4194305~1".to_string();
-        let legacy = "put-4194305-9".to_string();
-        for name in [&gone, &live, &elsewhere, &legacy] {
+        let mut live = TempDir::open(&tmp, true).unwrap();
+        let (held, held_name) = live.create().unwrap();
+        assert!(held_name.starts_with(&format!("put-{}~", server_id())));
+        // Leftovers of a crash: nobody holds them, whatever their names say.
+        for name in ["put-4194305-1", "put-0123456789abcdef~3", "put-x"] {
             std::fs::write(tmp.join(name), b"partial").unwrap();
         }
-        let mut t = TempDir::open(&tmp, true).unwrap();
-        let left: Vec<String> = std::fs::read_dir(&tmp)
+        std::fs::create_dir(tmp.join("put-dir")).unwrap();
+        std::fs::write(tmp.join("notes.txt"), b"not ours").unwrap();
+        // Another server starting on the same directory.
+        let _other = TempDir::open(&tmp, true).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&tmp)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert!(!left.contains(&gone) && !left.contains(&legacy), "{left:?}");
-        assert!(
-            left.contains(&live) && left.contains(&elsewhere),
-            "{left:?}"
-        );
-        let (_, made) = t.create().unwrap();
-        assert!(made.starts_with(&format!("put-{host}~{}~", std::process::id())));
+        left.sort();
+        let mut want = vec![held_name.clone(), "notes.txt".into(), "put-dir".into()];
+        want.sort();
+        assert_eq!(left, want, "the locked upload, and what is not an upload, stay");
+        // Closed (its upload over, or its server gone): removable.
+        drop(held);
+        let _third = TempDir::open(&tmp, true).unwrap();
+        assert!(!tmp.join(&held_name).exists());
     }
 }
