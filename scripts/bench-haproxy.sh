@@ -65,6 +65,8 @@ for run in $(seq "$RUNS"); do
             # HAProxy's CPU over warmup and run, per request of both (an estimate).
             proxy_us=" haproxy_cpu_us_per_req=$(us_per_req "$(($(cpu_ticks "$PROXY_PID") - proxy_before))" "$((r * (SECS + 1)))")"
             kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true
+            keep=(); for pid in "${STARTED[@]}"; do [[ "$pid" == "$PROXY_PID" ]] || keep+=("$pid"); done
+            STARTED=("${keep[@]}")
         fi
         echo "run $run $side: echo ${CONNS}x1 rps=$r p99_us=$p server_cpu_us_per_req=$SERVER_US errors=$errors$proxy_us"
         rps[$side]+="$r "; p99[$side]+="$p "; cpu[$side]+="$SERVER_US "

@@ -567,3 +567,33 @@ fn spawns_and_sweeps_on_both_workers_never_race() {
     let mut c = server.client();
     ok(&mut c, "ping", json!({}), b"");
 }
+
+/// Over `--max-memory` with nothing left to evict (closing TLS connections
+/// still count), workers must not keep asking each other: the loops go idle.
+#[test]
+fn over_memory_with_nothing_to_evict_the_workers_stay_idle() {
+    let server = Server::start(&[
+        "--workers",
+        "2",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--max-memory",
+        "409600",
+    ]);
+    let mut sessions = Vec::new();
+    for _ in 0..40 {
+        let mut sock = TcpStream::connect(server.tls.unwrap()).unwrap();
+        sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut tls = common::tls_session(&server);
+        // The handshake and the hello's first bytes.
+        let mut buf = [0u8; 4];
+        let mut stream = rustls::Stream::new(&mut tls, &mut sock);
+        let _ = std::io::Read::read(&mut stream, &mut buf);
+        sessions.push((sock, tls));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = server.cpu_ticks();
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = server.cpu_ticks() - before;
+    assert!(spent < 20, "{spent} ticks of server CPU in 2 s while idle");
+}

@@ -24,13 +24,19 @@ pub enum Value {
 pub struct Malformed(pub &'static str);
 
 /// Bounds on what a peer may announce: a bulk string's length, an array's
-/// count, and how deep arrays nest.
+/// count, how deep arrays nest, and one whole value's bytes (what may be
+/// buffered waiting for it).
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
     pub max_bulk: usize,
     pub max_items: usize,
     pub max_depth: usize,
+    pub max_value: usize,
 }
+
+/// The longest line (a simple string, an error, a number): scanned byte by
+/// byte on every look, unlike bulk strings, so kept short whatever the bounds.
+const MAX_LINE: usize = 64 * 1024;
 
 /// Appends a command: an array of bulk strings.
 pub fn command(out: &mut Vec<u8>, parts: &[&[u8]]) {
@@ -53,10 +59,14 @@ pub fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// The first value in `buf` and the bytes it takes, or `None` when `buf`
 /// holds only part of it.
+/// Each look starts again at the value's first byte: what it costs is bounded
+/// by the value's lines (each at most `MAX_LINE`) and items, not its bulk bytes.
 pub fn decode(buf: &[u8], bounds: Bounds) -> Result<Option<(Value, usize)>, Malformed> {
     // Find the end first (cheap), then build the value once.
-    let Some(end) = skip(buf, 0, bounds, 0)? else {
-        return Ok(None);
+    let end = match skip(buf, 0, bounds, 0)? {
+        Some(end) if end <= bounds.max_value => end,
+        None if buf.len() <= bounds.max_value => return Ok(None),
+        _ => return Err(Malformed("a value over the bounds")),
     };
     let (value, _) = build(buf, 0, bounds)?;
     Ok(Some((value, end)))
@@ -65,6 +75,7 @@ pub fn decode(buf: &[u8], bounds: Bounds) -> Result<Option<(Value, usize)>, Malf
 /// The line at `at` (without its CRLF) and where the next one starts.
 fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
     let rest = buf.get(at..)?;
+    let rest = rest.get(..rest.len().min(MAX_LINE + 2)).unwrap_or(rest);
     let cr = rest.windows(2).position(|w| w == b"\r\n")?;
     Some((rest.get(..cr)?, at + cr + 2))
 }
@@ -96,8 +107,7 @@ fn skip(buf: &[u8], at: usize, bounds: Bounds, depth: usize) -> Result<Option<us
     };
     // A line that never ends is a peer to drop, not one to wait for.
     let Some((text, next)) = line(buf, at + 1) else {
-        let unfinished = buf.len().saturating_sub(at);
-        return if unfinished > 64 + bounds.max_bulk.min(1 << 16) {
+        return if buf.len().saturating_sub(at) > MAX_LINE {
             Err(Malformed("a line too long"))
         } else {
             Ok(None)
@@ -182,6 +192,7 @@ mod tests {
         max_bulk: 1 << 20,
         max_items: 1024,
         max_depth: 4,
+        max_value: 2 << 20,
     };
 
     fn whole(bytes: &[u8]) -> Value {

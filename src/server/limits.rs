@@ -288,7 +288,9 @@ impl Server {
             if let Some(slot) = self.conns.get_mut(key) {
                 log::warn!("{}: memory limit ({held} B held), disconnecting", slot.peer);
                 slot.conn.evict(&mut self.services, r.now());
-                total = total.saturating_sub(held as u64);
+                // Off the shared total now, before another worker reads it.
+                Self::recount(&counts, me, slot);
+                total = counts.held.load(Ordering::Relaxed);
                 evicted = true;
             }
             self.touch(key);
@@ -298,8 +300,11 @@ impl Server {
         if let Some(biggest) = counts.biggest.get(me) {
             biggest.store(mine, Ordering::Relaxed);
         }
+        // Ask the worker with the biggest holder, if it has one at all: what
+        // is left may be only closing connections, which no eviction frees.
         if total > max
-            && let Some((_, w)) = other
+            && let Some((big, w)) = other
+            && big > 0
             && counts
                 .asked
                 .get(w)

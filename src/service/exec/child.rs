@@ -251,9 +251,9 @@ impl Exec {
     /// Sweeps the server's exited children, takes the program's status, and
     /// says whether the tree killed is gone (true until a kill: nothing to wait for).
     fn reap(&mut self) -> bool {
-        let reaped = self.reaper.reaped(self.pid);
-        if self.status.is_none()
-            && let Some(status) = reaped
+        if let Some(status) = self
+            .reaper
+            .reaped(self.status.is_none().then_some(self.pid))
         {
             self.status = Some(ExitStatus::from_raw(status));
             // A reaped pidfd stays readable: out of the set, or it wakes the loop.

@@ -45,11 +45,13 @@ impl SharedReaper {
         Ok((child, super::tree::pidfd_open(pid)))
     }
 
-    /// Sweeps the exited children, then the program's wait status if it is reaped.
-    pub fn reaped(&self, pid: libc::pid_t) -> Option<libc::c_int> {
+    /// Sweeps the exited children, then the wait status of program `pid` if
+    /// it is reaped. `None` to sweep only: once a program's status is taken,
+    /// its pid may already be another program's.
+    pub fn reaped(&self, pid: Option<libc::pid_t>) -> Option<libc::c_int> {
         let mut reaper = self.lock();
         reaper.sweep();
-        reaper.collect(pid)
+        reaper.collect(pid?)
     }
 
     /// Waits (blocking, without the lock) for one program that was sent SIGKILL.

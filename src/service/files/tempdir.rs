@@ -103,7 +103,11 @@ impl TempDir {
             // A server starting may have locked and removed it in the moment
             // before our lock: then it is unlinked, and we try another name.
             let file = File::from(fd);
-            if try_lock(&file) && file.metadata().is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) > 0) {
+            if try_lock(&file)
+                && file
+                    .metadata()
+                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) > 0)
+            {
                 return Ok((file, name));
             }
         }
@@ -137,7 +141,10 @@ mod tests {
         left.sort();
         let mut want = vec![held_name.clone(), "notes.txt".into(), "put-dir".into()];
         want.sort();
-        assert_eq!(left, want, "the locked upload, and what is not an upload, stay");
+        assert_eq!(
+            left, want,
+            "the locked upload, and what is not an upload, stay"
+        );
         // Closed (its upload over, or its server gone): removable.
         drop(held);
         let _third = TempDir::open(&tmp, true).unwrap();
