@@ -14,16 +14,30 @@ pub const MAX_WORKERS: usize = 64;
 /// What one worker posts to another.
 #[derive(Debug)]
 pub enum Mail {
-    /// A chat push for every member of `room` on the worker.
-    Room { room: Arc<str>, frame: Arc<[u8]> },
-    /// A chat push for every connection of `user` on the worker (a `dm`).
-    User { user: Arc<str>, frame: Arc<[u8]> },
+    /// A chat push, for the chat service.
+    Chat(Delivery),
     /// `--max-unauth`: the connection in slot `key`, if it is still the one
     /// numbered `serial` and still greeting, gives way to a newer one.
     GiveWay { key: usize, serial: u64 },
     /// `--max-memory`: all workers together hold too much, and this worker
     /// holds the biggest connection (as the sender last saw): evict here.
     OverMemory,
+}
+
+/// A chat push from another worker: its frame, and whom it is for there.
+#[derive(Debug)]
+pub struct Delivery {
+    pub to: To,
+    pub frame: Arc<[u8]>,
+}
+
+/// Whom a [`Delivery`] is for, on the worker it reaches.
+#[derive(Debug, Clone)]
+pub enum To {
+    /// Every member of the room.
+    Room(Arc<str>),
+    /// Every connection of the user (a `dm`).
+    User(Arc<str>),
 }
 
 #[derive(Debug, Default)]
@@ -139,14 +153,20 @@ impl Hub {
     /// Posts a push for `room` to every other worker with members in it; the
     /// frame is copied once, whatever their number.
     pub fn publish_room(&self, me: usize, room: &str, frame: &[u8]) {
-        let mask = lock(&self.tables).rooms.get(room).copied().unwrap_or(0) & !bit(me);
+        let mask = lock(&self.tables).rooms.get(room).copied().unwrap_or(0);
+        self.publish(me, mask, || To::Room(room.into()), frame);
+    }
+
+    /// Posts `frame` for `to` to the workers of `mask` but `me`, sharing one copy.
+    fn publish(&self, me: usize, mask: u64, to: impl FnOnce() -> To, frame: &[u8]) {
+        let mask = mask & !bit(me);
         if mask == 0 {
             return;
         }
-        let (room, frame): (Arc<str>, Arc<[u8]>) = (room.into(), frame.into());
+        let (to, frame): (To, Arc<[u8]>) = (to(), frame.into());
         for w in each(mask) {
-            let (room, frame) = (Arc::clone(&room), Arc::clone(&frame));
-            self.post(w, Mail::Room { room, frame });
+            let (to, frame) = (to.clone(), Arc::clone(&frame));
+            self.post(w, Mail::Chat(Delivery { to, frame }));
         }
     }
 
@@ -191,30 +211,16 @@ impl Hub {
         lock(&self.tables).users.contains_key(user)
     }
 
-    /// Logged-in connections of `user` on all workers together.
-    pub fn connections_of(&self, user: &str) -> usize {
-        lock(&self.tables)
-            .users
-            .get(user)
-            .map_or(0, |c| c.iter().sum())
-    }
-
     /// Posts a `dm` push to every other worker where `user` has connections.
     pub fn publish_user(&self, me: usize, user: &str, frame: &[u8]) {
-        let targets: Vec<usize> = match lock(&self.tables).users.get(user) {
-            Some(counts) => (0..counts.len())
-                .filter(|w| *w != me && counts.get(*w).is_some_and(|n| *n > 0))
-                .collect(),
-            None => return,
-        };
-        if targets.is_empty() {
-            return;
-        }
-        let (user, frame): (Arc<str>, Arc<[u8]>) = (user.into(), frame.into());
-        for w in targets {
-            let (user, frame) = (Arc::clone(&user), Arc::clone(&frame));
-            self.post(w, Mail::User { user, frame });
-        }
+        let mask = lock(&self.tables).users.get(user).map_or(0, |counts| {
+            counts
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .fold(0, |mask, (w, _)| mask | bit(w))
+        });
+        self.publish(me, mask, || To::User(user.into()), frame);
     }
 }
 
@@ -247,7 +253,7 @@ mod tests {
         assert!(taken(&h, 1).is_empty(), "no members there");
         let mail = taken(&h, 2);
         assert!(
-            matches!(&mail[..], [Mail::Room { room, frame }] if &**room == "r" && &**frame == b"frame")
+            matches!(&mail[..], [Mail::Chat(Delivery { to: To::Room(room), frame })] if &**room == "r" && &**frame == b"frame")
         );
         h.unsubscribe(2, "r");
         h.publish_room(0, "r", b"frame");
@@ -268,7 +274,6 @@ mod tests {
             !h.login(0, "ann", 2),
             "the third over the whole server's limit"
         );
-        assert_eq!(h.connections_of("ann"), 2);
         h.publish_user(0, "ann", b"dm");
         assert_eq!(taken(&h, 1).len(), 1);
         assert!(taken(&h, 0).is_empty());

@@ -274,7 +274,7 @@ impl Server {
                 Mail::OverMemory => {
                     self.evict_over_memory(r);
                 }
-                chat => self.services.deliver(chat),
+                Mail::Chat(delivery) => self.services.deliver(delivery),
             }
         }
         self.mail = mail;

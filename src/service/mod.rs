@@ -287,8 +287,8 @@ impl Services {
     }
 
     /// Chat pushes another worker posted, for members here.
-    pub fn deliver(&mut self, mail: crate::hub::Mail) {
-        self.chat.deliver(mail);
+    pub fn deliver(&mut self, delivery: crate::hub::Delivery) {
+        self.chat.deliver(delivery);
     }
 
     /// The connection stops serving (closing, by either side): it leaves its chat

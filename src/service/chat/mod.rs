@@ -2,11 +2,11 @@
 //! `join`, `leave`, `say` and `dm` cause. Sans-IO: connections are named by their
 //! slab key, and its pushes wait in a queue the server carries out (`Chat::take_pushes`).
 //! With several workers, pushes for members on other workers go through the
-//! [`Hub`] (contract section 12), and theirs come back in as [`Mail`].
+//! [`Hub`] (contract section 12), and theirs come back in as a [`Delivery`].
 
 use super::ops::OpError;
 use crate::auth::valid_name;
-use crate::hub::{Hub, Mail};
+use crate::hub::{Delivery, Hub, To};
 use crate::proto::Header;
 use crate::proto::header::{Raw, req_str};
 use frames::{membership, message};
@@ -311,9 +311,9 @@ impl Chat {
 
     /// A push another worker posted: queued for this worker's members of its
     /// room, or connections of its user, all sharing one copy of the frame.
-    pub fn deliver(&mut self, mail: Mail) {
-        match mail {
-            Mail::Room { room, frame } => {
+    pub fn deliver(&mut self, Delivery { to, frame }: Delivery) {
+        match to {
+            To::Room(room) => {
                 if let Some(room) = self.rooms.get_key_value(&*room).map(|(r, _)| Rc::clone(r)) {
                     self.pushes.push(Push {
                         to: Recipients::Room {
@@ -324,7 +324,7 @@ impl Chat {
                     });
                 }
             }
-            Mail::User { user, frame } => {
+            To::User(user) => {
                 let to = self
                     .users
                     .get(&*user)
@@ -339,7 +339,6 @@ impl Chat {
                     frame: Rc::clone(&frame),
                 }));
             }
-            Mail::GiveWay { .. } | Mail::OverMemory => {}
         }
     }
 
