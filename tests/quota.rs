@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 const BLOCK: usize = 4096;
 
@@ -281,18 +281,8 @@ fn mode(path: &Path) -> u32 {
 fn stored_data_is_private_even_under_umask_0() {
     let base = tempfile::tempdir().unwrap();
     let data = base.path().join("data");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_frameloop"));
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--udp",
-        "off",
-        "--data-dir",
-    ])
-    .arg(&data)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null());
+    let mut cmd = common::serve_command(&data);
+    cmd.stderr(Stdio::null());
     // SAFETY: umask is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {

@@ -584,6 +584,19 @@ fn ping(id: u64) -> Vec<u8> {
     encode_frame(format!(r#"{{"op":"ping","id":{id}}}"#).as_bytes(), b"")
 }
 
+/// The replies to pings 1 and 2, in order, both 200.
+fn both_answered(s: &mut impl std::io::Read, round: usize) {
+    for id in [1, 2] {
+        let reply =
+            read_frame(s).unwrap_or_else(|e| panic!("round {round}: no reply to ping {id}: {e}"));
+        assert_eq!(
+            (reply.status(), reply.id()),
+            (200, Some(id)),
+            "round {round}"
+        );
+    }
+}
+
 /// A TCP read stops at an urgent (MSG_OOB) mark with the rest of the stream
 /// already queued: the frame behind the mark must be answered anyway, though
 /// the read before it came up short. The mark lands mid-read only when both
@@ -617,15 +630,7 @@ fn a_frame_behind_an_urgent_mark_is_answered() {
         assert_eq!(sent, 1);
         std::io::Write::write_all(&mut s, &ping(2)).unwrap();
         cork(0);
-        for id in [1, 2] {
-            let reply = read_frame(&mut s)
-                .unwrap_or_else(|e| panic!("round {round}: no reply to ping {id}: {e}"));
-            assert_eq!(
-                (reply.status(), reply.id()),
-                (200, Some(id)),
-                "round {round}"
-            );
-        }
+        both_answered(&mut s, round);
     }
 }
 
@@ -669,14 +674,6 @@ fn a_frame_after_passed_descriptors_is_answered() {
         };
         assert_eq!(sent, first.len() as isize);
         std::io::Write::write_all(&mut s, &ping(2)).unwrap();
-        for id in [1, 2] {
-            let reply = read_frame(&mut s)
-                .unwrap_or_else(|e| panic!("round {round}: no reply to ping {id}: {e}"));
-            assert_eq!(
-                (reply.status(), reply.id()),
-                (200, Some(id)),
-                "round {round}"
-            );
-        }
+        both_answered(&mut s, round);
     }
 }

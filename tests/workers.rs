@@ -455,17 +455,7 @@ fn a_server_starting_on_a_shared_data_dir_leaves_uploads_in_progress() {
     a.wait_for("the temp file", |_| entries(&tmp) == 1);
     // A second server on the same data dir (its log beside it).
     let log = std::fs::File::create(a.dir.path().join("b.log")).unwrap();
-    let mut b = std::process::Command::new(env!("CARGO_BIN_EXE_frameloop"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--udp",
-            "off",
-            "--data-dir",
-        ])
-        .arg(a.dir.path())
-        .stdout(std::process::Stdio::piped())
+    let mut b = common::serve_command(a.dir.path())
         .stderr(log)
         .spawn()
         .unwrap();

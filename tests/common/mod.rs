@@ -259,6 +259,23 @@ impl Raw {
     }
 }
 
+/// `frameloop serve` on a free port, no UDP, over `data`, stdout piped (its
+/// first line says where it listens): for a server the harness does not run.
+pub fn serve_command(data: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_frameloop"));
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--udp",
+        "off",
+        "--data-dir",
+    ])
+    .arg(data)
+    .stdout(Stdio::piped());
+    cmd
+}
+
 /// A TLS session to the server's TLS listener, trusting the certificate it
 /// made in its data dir, for name `localhost` (no socket: the caller's).
 pub fn tls_session(server: &Server) -> rustls::ClientConnection {
