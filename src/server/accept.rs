@@ -70,6 +70,7 @@ impl Server {
     }
 
     fn open(&mut self, r: &mut Reactor, mut stream: Stream, peer: Peer, binding: Option<[u8; 32]>) {
+        // The slot it will take: nothing below adds or removes one before the insert.
         let key = self.conns.vacant_key();
         self.serials += 1;
         let serial = self.serials;
