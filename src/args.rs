@@ -127,6 +127,10 @@ pub struct ServeArgs {
     /// event loops to run, one thread each, all on the same addresses (default 1)
     #[argh(option, default = "Config::default().workers")]
     workers: usize,
+    /// share chat with the other servers on this Redis:
+    /// redis://[USER:PASSWORD@]HOST:PORT (rediss:// for TLS)
+    #[argh(option)]
+    bus: Option<String>,
     /// every stream connection begins with a PROXY protocol header (v1 or v2, as
     /// HAProxy's send-proxy-v2): its client address is the one logged and limited
     #[argh(switch)]
@@ -243,6 +247,8 @@ impl ServeArgs {
             tls_key: self.tls_key,
             proxy_protocol: self.proxy_protocol,
             workers: self.workers,
+            bus: self.bus.as_deref().map(frameloop::bus::Url::parse).transpose()?,
+            bus_addr: None,
             users_file: self.users.unwrap_or_else(|| self.data_dir.join("users")),
             data_dir: self.data_dir,
             no_auth: self.no_auth,

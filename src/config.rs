@@ -39,6 +39,10 @@ pub struct Config {
     pub proxy_protocol: bool,
     /// Event loops, one thread each (`--workers`, contract section 12).
     pub workers: usize,
+    /// The Redis that chat spans servers through (`--bus`, contract section 12).
+    pub bus: Option<crate::bus::Url>,
+    /// Its address, as found when the server checked it at start.
+    pub bus_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// Users file; `<data-dir>/users` unless given.
     pub users_file: PathBuf,
@@ -82,6 +86,8 @@ impl Default for Config {
             tls_listen: None,
             proxy_protocol: false,
             workers: 1,
+            bus: None,
+            bus_addr: None,
             tls_cert: None,
             tls_key: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),

@@ -17,6 +17,7 @@
 
 pub mod auth;
 pub mod bufpool;
+pub mod bus;
 pub mod client;
 pub mod config;
 pub mod conn;

@@ -83,7 +83,11 @@ fn load(args: &LoadArgs) -> ExitCode {
 /// Prepares the users, descriptors and data directory, binds, says where it listens
 /// on stdout, and runs the event loop until a signal stops it.
 fn serve(args: ServeArgs) -> Result<(), String> {
-    let config = args.into_config()?;
+    let mut config = args.into_config()?;
+    if let Some(url) = &config.bus {
+        // Checked once, blocking: a server that cannot reach its bus does not start.
+        config.bus_addr = Some(frameloop::bus::probe(url)?);
+    }
     frameloop::bufpool::return_large_buffers_to_the_os();
     let allowed = config.allow_exec.names();
     if !allowed.is_empty() {

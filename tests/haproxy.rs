@@ -16,16 +16,7 @@ use std::time::{Duration, Instant};
 
 /// The haproxy binary, or `None` (and why) when the machine has none.
 fn haproxy() -> Option<&'static str> {
-    let found = ["haproxy", "/usr/sbin/haproxy"]
-        .into_iter()
-        .find(|bin| Command::new(bin).arg("-v").output().is_ok());
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("haproxy is not installed (CI=true: .ci/run installs it)");
-        }
-        eprintln!("skipped: haproxy is not installed (apt-get install haproxy)");
-    }
-    found
+    common::installed(&["haproxy", "/usr/sbin/haproxy"], "-v", "haproxy")
 }
 
 /// A running haproxy, stopped when dropped.
@@ -42,17 +33,9 @@ impl Drop for Proxy {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// HAProxy in front of `servers`, as `scripts/cluster.sh` configures it.
 fn start_proxy(bin: &str, dir: &std::path::Path, servers: &[&Server]) -> Proxy {
-    let port = free_port();
+    let port = common::free_port();
     let stats = dir.join("haproxy.sock");
     // The hello's `"op":"hello"`, in hex: any server that answers it is up.
     let hello: String = br#""op":"hello""#.iter().map(|b| format!("{b:02x}")).collect();

@@ -50,10 +50,18 @@ pub fn command(out: &mut Vec<u8>, parts: &[&[u8]]) {
 
 /// Appends a bulk string: `$N`, then the N bytes as they are.
 pub fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    bulk_parts(out, &[bytes]);
+}
+
+/// Appends one bulk string made of `parts`, without joining them first.
+pub fn bulk_parts(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     out.push(b'$');
-    out.extend_from_slice(itoa::Buffer::new().format(bytes.len()).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(bytes);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
     out.extend_from_slice(b"\r\n");
 }
 

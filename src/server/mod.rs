@@ -5,6 +5,7 @@
 //! and shutting down have a file each.
 
 mod accept;
+mod bus;
 mod io;
 mod limits;
 mod proxy;
@@ -115,6 +116,8 @@ pub struct Server {
     serials: u64,
     /// Mail from other workers, taken when woken (reused).
     mail: Vec<Mail>,
+    /// The chat bus's connections to Redis (`--bus`).
+    bus: Option<bus::BusLink>,
 }
 
 /// An error that says which socket it is about.
@@ -144,7 +147,15 @@ impl Server {
         me: usize,
     ) -> Server {
         services.join(Arc::clone(&team.hub), me);
+        let bus = match (&config.bus, config.bus_addr) {
+            (Some(url), Some(addr)) => {
+                services.use_bus(bus::node(&config, url, me));
+                Some(bus::BusLink::new(addr, url.to_string()))
+            }
+            _ => None,
+        };
         Server {
+            bus,
             rules: Rules {
                 idle_timeout: config.idle_timeout,
                 auth_timeout: config.auth_timeout,
@@ -224,6 +235,7 @@ impl Server {
         self.services.start_pool(Arc::new(move || {
             let _ = waker.wake();
         }))?;
+        self.bus_connect(&mut reactor);
         reactor.run(&mut self)?;
         // Connections still open after the shutdown's time: their jobs end here
         // (uploads' temp files go, exec children are killed).
@@ -312,6 +324,7 @@ impl Handler for Server {
                 self.pushes_now(r);
             }
             Some(Source::Child(key)) => self.resume(r, key),
+            Some(Source::Bus(line)) => self.bus_ready(r, line),
             None => {}
         }
     }
@@ -326,6 +339,7 @@ impl Handler for Server {
                 }
             }
             Some(Source::Signals) => self.shutdown_overdue(),
+            Some(Source::Bus(_)) => self.bus_timer(r, id),
             Some(Source::Conn(key)) => {
                 // Only the slot's current timer counts; any other is stale (lazy cancel).
                 let Some(slot) = self.conns.get_mut(key) else {
@@ -346,6 +360,7 @@ impl Handler for Server {
         match Source::of(token) {
             Some(Source::Listener(i)) => self.accept(r, i),
             Some(Source::Udp) => self.serve_udp(r),
+            Some(Source::Bus(line)) => self.bus_ready(r, line),
             Some(Source::Conn(key)) => {
                 // A job's next step (if one runs; it may end it), then the input
                 // as the machine wants it now (read ahead, serve, or drain).
@@ -381,6 +396,8 @@ impl Handler for Server {
                 break;
             }
         }
+        // The turn's publishes and subscriptions go to Redis together.
+        self.bus_flush(r);
     }
 
     fn is_done(&self) -> bool {

@@ -19,6 +19,9 @@ pub(super) enum Source {
     /// The loop's waker: the blocking-work pool has results, or another
     /// worker posted mail (mio allows one waker per poller).
     Woken,
+    /// The chat bus's connections to Redis (`bus::Line` as number); the
+    /// first also names the bus's timer.
+    Bus(usize),
     /// A connection's socket (and its one timer).
     Conn(usize),
     /// A connection's exec child.
@@ -40,6 +43,7 @@ impl Source {
             Source::Signals => LISTENERS + 1,
             Source::Orphans => LISTENERS + 2,
             Source::Woken => LISTENERS + 3,
+            Source::Bus(line) => LISTENERS + 4 + line,
             Source::Conn(key) => FIRST_CONN + 2 * key,
             Source::Child(key) => FIRST_CONN + 2 * key + 1,
         })
@@ -52,6 +56,7 @@ impl Source {
             i if i == LISTENERS + 1 => Source::Signals,
             i if i == LISTENERS + 2 => Source::Orphans,
             i if i == LISTENERS + 3 => Source::Woken,
+            i if i == LISTENERS + 4 || i == LISTENERS + 5 => Source::Bus(i - LISTENERS - 4),
             i if i >= FIRST_CONN => {
                 let n = i - FIRST_CONN;
                 if n.is_multiple_of(2) {

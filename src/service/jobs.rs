@@ -23,6 +23,21 @@ pub(super) enum Job {
         id: Option<u64>,
         exec: exec::Exec,
     },
+    /// A chat op waiting for the bus's answer to `ticket` (contract section 12).
+    Bus {
+        id: Option<u64>,
+        ticket: crate::bus::Ticket,
+        waits: BusWait,
+    },
+}
+
+/// What a chat op waits for on the bus.
+#[derive(Debug)]
+pub(super) enum BusWait {
+    /// Its room's subscription (the first member here), before its 200.
+    Join(String),
+    /// Redis's count of the user's connections that the `dm` reached: 0 is a 404.
+    Dm(String),
 }
 
 /// What a pool result becomes, back on the loop.
@@ -47,6 +62,12 @@ impl std::fmt::Debug for Job {
         match self {
             Job::Pool { id, ticket, .. } => write!(f, "Pool {{ id: {id:?}, ticket: {ticket:?} }}"),
             Job::Exec { id, exec } => write!(f, "Exec {{ id: {id:?}, exec: {exec:?} }}"),
+            Job::Bus { id, ticket, waits } => {
+                write!(
+                    f,
+                    "Bus {{ id: {id:?}, ticket: {ticket}, waits: {waits:?} }}"
+                )
+            }
         }
     }
 }
@@ -142,6 +163,14 @@ impl Services {
                 };
                 if let Some(Job::Pool { id, then, .. }) = session.job.take() {
                     return self.pool_done(session, out, id, then, done);
+                }
+            }
+            Job::Bus { ticket, .. } => {
+                let Some(answer) = self.bus_answers.remove(ticket) else {
+                    return Next::Job(Wait::Bus);
+                };
+                if let Some(Job::Bus { id, waits, .. }) = session.job.take() {
+                    self.bus_done(session, out, id, waits, answer);
                 }
             }
         }
@@ -257,6 +286,10 @@ impl Services {
             }) => {
                 self.pooled.remove(&ticket);
                 self.results.remove(&ticket);
+            }
+            Some(Job::Bus { ticket, .. }) => {
+                self.bus_waits.remove(&ticket);
+                self.bus_answers.remove(&ticket);
             }
             Some(Job::Pool { ticket: None, .. }) | None => {}
         }

@@ -5,6 +5,7 @@
 //! `handshake.rs`, request dispatch `requests.rs`, and requests that run on after
 //! their frame (the pool's work, exec) `jobs.rs`.
 
+mod bus;
 pub mod chat;
 pub mod exec;
 pub mod files;
@@ -48,6 +49,9 @@ pub enum Wait {
     /// Its blocking work on the pool ([`Services::pool_ready`] names the
     /// connections whose work is done: an `ls`, a `sum`, a `put`'s fsync).
     Pool,
+    /// The chat bus's answer (a `join`'s subscription, a `dm`'s count of
+    /// receivers): [`Services::pool_ready`] names the connections answered.
+    Bus,
     /// Its child's descriptors ([`Session::watched`]) to be ready (an `exec`).
     /// Whatever it waits for, a job may have a deadline ([`Session::job_deadline`]).
     Child,
@@ -176,6 +180,10 @@ pub struct Services {
     queue_waiters: std::collections::VecDeque<usize>,
     /// Uploads' hash steps queued or running on the pool (at most `HASH_STEPS`).
     hash_steps: usize,
+    /// Chat ops waiting for the bus: ticket -> the connection's key.
+    bus_waits: HashMap<crate::bus::Ticket, usize>,
+    /// The bus's answers, until their connection resumes (`None`: bus lost).
+    bus_answers: HashMap<crate::bus::Ticket, Option<i64>>,
 }
 
 /// What the services of every worker share, beyond the hub: each user's disk
@@ -227,6 +235,8 @@ impl Services {
             recounts: HashMap::new(),
             queue_waiters: std::collections::VecDeque::new(),
             hash_steps: 0,
+            bus_waits: HashMap::new(),
+            bus_answers: HashMap::new(),
         })
     }
 

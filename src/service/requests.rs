@@ -1,12 +1,14 @@
 //! Serving requests once logged in: the op dispatch (stateless ops, files,
 //! exec, chat), request bodies, and requests that run on past their frame.
 
-use super::jobs::{Job, Then};
+use super::chat::Target;
+use super::jobs::{BusWait, Job, Then};
 use super::ops::{self, OpError, Reply};
 use super::stats::Stats;
 use super::{Body, HASH_STEPS, Next, Op, Services, Session, Wait};
 use crate::bufpool;
 use crate::outbuf::OutBuf;
+use crate::proto::header::req_str;
 use crate::proto::{HeadWriter, Header};
 
 /// How error replies are worded: in full on streams; short over UDP, where a
@@ -82,7 +84,11 @@ impl Services {
                 if oversized {
                     self.error(out, 413, id, "body is over the limit");
                 } else if matches!(op, Op::Say | Op::Dm) {
-                    match self.chat.target(&session.chat, op == Op::Dm, header) {
+                    let target = self
+                        .chat
+                        .check_bus()
+                        .and_then(|()| self.chat.target(&session.chat, op == Op::Dm, header));
+                    match target {
                         Ok(target) => {
                             session.body = Body::Message {
                                 id,
@@ -108,12 +114,20 @@ impl Services {
             Some(Op::Exec) => return self.exec(session, header, id, out),
             Some(op @ (Op::Join | Op::Leave)) => {
                 let user = session.user.as_deref().unwrap_or_default();
-                let result = if op == Op::Join {
-                    self.chat.join(&mut session.chat, user, header)
-                } else {
-                    self.chat.leave(&mut session.chat, user, header)
+                let result = self.chat.check_bus().and_then(|()| {
+                    if op == Op::Join {
+                        self.chat.join(&mut session.chat, user, header)
+                    } else {
+                        self.chat
+                            .leave(&mut session.chat, user, header)
+                            .map(|()| None)
+                    }
+                });
+                let waits = |ticket| {
+                    let room = req_str(header.room, "room").unwrap_or_default();
+                    (ticket, BusWait::Join(room.into_owned()))
                 };
-                self.finish(out, id, result.map(|()| Reply::Empty));
+                return self.chat_answer(session, id, result.map(|t| t.map(waits)), out);
             }
             Some(op) => return self.file_op(op, session, header, id, out),
         }
@@ -230,7 +244,11 @@ impl Services {
                 let from = session.user.as_deref().unwrap_or_default();
                 let result = self.chat.send(&session.chat, from, &target, &bytes);
                 bufpool::give(bytes);
-                self.finish(out, id, result.map(|()| Reply::Empty));
+                let waits = |ticket| match target {
+                    Target::User(to) => (ticket, BusWait::Dm(to)),
+                    Target::Room(room) => (ticket, BusWait::Join(room.to_string())),
+                };
+                return self.chat_answer(session, id, result.map(|t| t.map(waits)), out);
             }
             Body::Upload { id, mut upload } => match upload.verify() {
                 // The last hashing and the flush (which waits on the disk): the
@@ -243,8 +261,34 @@ impl Services {
         Next::Continue
     }
 
+    /// A chat op's answer: its reply now, or (with the bus) a wait for Redis's.
+    fn chat_answer(
+        &mut self,
+        session: &mut Session,
+        id: Option<u64>,
+        result: Result<Option<(crate::bus::Ticket, BusWait)>, super::ops::OpError>,
+        out: &mut OutBuf,
+    ) -> Next {
+        match result {
+            Ok(Some((ticket, waits))) => {
+                self.bus_waits.insert(ticket, session.chat.key);
+                session.job = Some(Job::Bus { id, ticket, waits });
+                Next::Job(Wait::Bus)
+            }
+            result => {
+                self.finish(out, id, result.map(|_| Reply::Empty));
+                Next::Continue
+            }
+        }
+    }
+
     /// Queues an op's reply, or its error.
-    fn finish(&mut self, out: &mut OutBuf, id: Option<u64>, result: Result<Reply, OpError>) {
+    pub(super) fn finish(
+        &mut self,
+        out: &mut OutBuf,
+        id: Option<u64>,
+        result: Result<Reply, OpError>,
+    ) {
         match result {
             Ok(reply) => reply.write(out, id),
             Err(e) => self.error(out, e.status, id, &e.message),

@@ -2,6 +2,8 @@
 //! data dir, and talks to it over real sockets (raw frames or the client library).
 #![allow(dead_code)]
 
+pub mod redis;
+
 use byteorder::{BigEndian, ByteOrder};
 use frameloop::auth::{self, Key, Users};
 use frameloop::client::{Client, Credentials, Frame, read_frame};
@@ -300,4 +302,28 @@ pub fn be32(n: u32) -> [u8; 4] {
     let mut b = [0u8; 4];
     BigEndian::write_u32(&mut b, n);
     b
+}
+
+/// A loopback port free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The first of `names` that runs, or `None` (and why) when the machine has
+/// none; under `CI=true` a missing program fails the test.
+pub fn installed(names: &[&'static str], arg: &str, package: &str) -> Option<&'static str> {
+    let found = names
+        .iter()
+        .copied()
+        .find(|bin| Command::new(bin).arg(arg).output().is_ok());
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{package} is not installed (CI=true: .ci/run installs it)");
+        }
+        eprintln!("skipped: {package} is not installed (apt-get install {package})");
+    }
+    found
 }

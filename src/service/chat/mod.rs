@@ -2,10 +2,13 @@
 //! `join`, `leave`, `say` and `dm` cause. Sans-IO: connections are named by their
 //! slab key, and its pushes wait in a queue the server carries out (`Chat::take_pushes`).
 //! With several workers, pushes for members on other workers go through the
-//! [`Hub`] (contract section 12), and theirs come back in as a [`Delivery`].
+//! [`Hub`] (contract section 12), and theirs come back in as a [`Delivery`];
+//! with `--bus`, pushes for every other worker and server go through Redis
+//! (`bus.rs`) instead.
 
 use super::ops::OpError;
 use crate::auth::valid_name;
+use crate::bus::{Channel, Ticket};
 use crate::hub::{Delivery, Hub, To};
 use crate::proto::Header;
 use crate::proto::header::{Raw, req_str};
@@ -15,7 +18,10 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+mod bus;
 mod frames;
+
+pub use bus::unavailable;
 
 /// Longest room (and user) name.
 pub const MAX_NAME: usize = 64;
@@ -74,11 +80,13 @@ pub struct Chat {
     /// Room name -> member connections. A room exists while it has members.
     rooms: HashMap<Rc<str>, Vec<usize>>,
     /// User name -> its open connections (the targets of a `dm`).
-    users: HashMap<String, Vec<usize>>,
+    users: HashMap<Rc<str>, Vec<usize>>,
     /// Pushes queued for the server to carry out.
     pushes: Vec<Push>,
     /// With several workers: the hub, and this worker's number.
     link: Option<(Arc<Hub>, usize)>,
+    /// With `--bus`: the bus, which carries pushes to every other worker.
+    bus: Option<bus::Bus>,
 }
 
 /// A required room or user name field: a string of a valid name, or a 400.
@@ -96,10 +104,23 @@ fn refused(status: u16, message: String) -> OpError {
     OpError { status, message }
 }
 
+pub(super) fn not_online(user: &str) -> OpError {
+    refused(404, format!("{user} has no open connection"))
+}
+
 impl Chat {
     /// This worker is worker `me` of several, which meet at `hub`.
     pub fn link(&mut self, hub: Arc<Hub>, me: usize) {
         self.link = Some((hub, me));
+    }
+
+    /// The hub, when pushes cross workers through it (not with the bus,
+    /// which carries them to every worker itself).
+    fn hub(&self) -> Option<(&Hub, usize)> {
+        match (&self.link, &self.bus) {
+            (Some((hub, me)), None) => Some((hub, *me)),
+            _ => None,
+        }
     }
 
     /// The connection authenticated as `user`: it can now receive `dm`s. False
@@ -115,24 +136,27 @@ impl Chat {
         };
         if admitted {
             member.online = true;
-            self.users
-                .entry(user.to_string())
-                .or_default()
-                .push(member.key);
+            let conns = self.users.entry(Rc::from(user)).or_default();
+            conns.push(member.key);
+            if conns.len() == 1 {
+                self.bus_subscribe(Channel::User(user), false);
+            }
         }
         admitted
     }
 
-    /// `join`: idempotent (joining a room again is a 200 with no push).
+    /// `join`: idempotent (joining a room again is a 200 with no push). With
+    /// the bus, a room's first member here waits for the subscription (the
+    /// ticket): from its 200 on, it hears every message sent to the room.
     pub fn join(
         &mut self,
         member: &mut Member,
         user: &str,
         header: &Header,
-    ) -> Result<(), OpError> {
+    ) -> Result<Option<Ticket>, OpError> {
         let room = name_field(header.room, "room")?;
         if member.rooms.iter().any(|r| **r == *room) {
-            return Ok(());
+            return Ok(None);
         }
         if member.rooms.len() >= MAX_ROOMS {
             return Err(refused(403, format!("already in {MAX_ROOMS} rooms")));
@@ -144,14 +168,19 @@ impl Chat {
         let members = self.rooms.entry(Rc::clone(&name)).or_default();
         let others = !members.is_empty();
         members.push(member.key);
-        if let (false, Some((hub, me))) = (others, &self.link) {
-            hub.subscribe(*me, &name); // its first member here
+        let mut wait = None;
+        if !others {
+            // Its first member here.
+            if let Some((hub, me)) = self.hub() {
+                hub.subscribe(me, &name);
+            }
+            wait = self.bus_subscribe(Channel::Room(&name), true);
         }
-        if others || self.link.is_some() {
+        if others || self.link.is_some() || self.bus.is_some() {
             self.push_room(&name, member.key, membership("joined", &name, user));
         }
         member.rooms.push(name);
-        Ok(())
+        Ok(wait)
     }
 
     /// `leave`: 403 when the connection is not in the room.
@@ -178,20 +207,25 @@ impl Chat {
         members.retain(|&k| k != key);
         if members.is_empty() {
             self.rooms.remove(room);
-            let Some((hub, me)) = &self.link else {
-                return;
-            };
-            hub.unsubscribe(*me, room);
+            if let Some((hub, me)) = self.hub() {
+                hub.unsubscribe(me, room);
+            }
+            self.bus_unsubscribe(Channel::Room(room));
+            if self.hub().is_none() && self.bus.is_none() {
+                return; // nobody else to tell
+            }
         }
         self.push_room(room, key, membership("left", room, user));
     }
 
     /// Queues `frame` for every member of `room` but `except`, here and (posted
-    /// once to each) on the other workers with members in it.
+    /// once to each, or published once on the bus) on the other workers with
+    /// members in it.
     fn push_room(&mut self, room: &Rc<str>, except: usize, frame: Rc<[u8]>) {
-        if let Some((hub, me)) = &self.link {
-            hub.publish_room(*me, room, &frame);
+        if let Some((hub, me)) = self.hub() {
+            hub.publish_room(me, room, &frame);
         }
+        self.bus_publish(Channel::Room(room), &frame, false);
         if !self.rooms.contains_key(room) {
             return; // no member left here
         }
@@ -209,7 +243,10 @@ impl Chat {
     pub fn target(&self, member: &Member, dm: bool, header: &Header) -> Result<Target, OpError> {
         if dm {
             let to = name_field(header.to, "to")?;
-            self.check_online(&to)?;
+            if self.bus.is_none() {
+                // With the bus, Redis's count says (`send`).
+                self.check_online(&to)?;
+            }
             return Ok(Target::User(to.into_owned()));
         }
         let room = name_field(header.room, "room")?;
@@ -222,58 +259,78 @@ impl Chat {
     }
 
     fn check_online(&self, to: &str) -> Result<(), OpError> {
-        let online = match &self.link {
-            Some((hub, _)) => hub.is_online(to),
-            None => self.users.get(to).is_some_and(|conns| !conns.is_empty()),
-        };
-        if online {
+        if self.online_here(to) {
             Ok(())
         } else {
-            Err(refused(404, format!("{to} has no open connection")))
+            Err(not_online(to))
+        }
+    }
+
+    /// Whether `user` has a connection on this server (any worker).
+    fn online_here(&self, user: &str) -> bool {
+        match &self.link {
+            Some((hub, _)) => hub.is_online(user),
+            None => self.users.get(user).is_some_and(|c| !c.is_empty()),
         }
     }
 
     /// A `say` or `dm` with its whole body: fans the `msg` push out to every
     /// other member connection (or every other connection of the user). The frame
     /// is built once and shared. A `dm` whose user went away meanwhile: 404.
+    /// With the bus, a `dm` to a user with no connection on this server waits
+    /// for Redis's count of receivers (the ticket): none is a 404.
     pub fn send(
         &mut self,
         member: &Member,
         from: &str,
         target: &Target,
         body: &[u8],
-    ) -> Result<(), OpError> {
-        let (room, to) = match target {
-            Target::Room(room) => (
-                Some(&**room),
-                self.rooms.get(room).map(Vec::as_slice).unwrap_or_default(),
-            ),
+    ) -> Result<Option<Ticket>, OpError> {
+        self.check_bus()?; // lost since the header came
+        let room = match target {
+            Target::Room(room) => {
+                let members = self.rooms.get(room).map(Vec::as_slice).unwrap_or_default();
+                if members.iter().all(|&k| k == member.key)
+                    && self.link.is_none()
+                    && self.bus.is_none()
+                {
+                    return Ok(None); // alone in the room: nobody to copy the body for
+                }
+                Some(&**room)
+            }
             Target::User(user) => {
-                self.check_online(user)?;
-                (
-                    None,
-                    self.users.get(user).map(Vec::as_slice).unwrap_or_default(),
-                )
+                if self.bus.is_none() {
+                    self.check_online(user)?;
+                }
+                None
             }
         };
-        if to.iter().all(|&k| k == member.key) && self.link.is_none() {
-            return Ok(()); // alone in the room: nobody to copy the body for
-        }
         let push = message(room, from, body);
         match target {
-            Target::Room(room) => self.push_room(room, member.key, push),
+            Target::Room(room) => {
+                self.push_room(room, member.key, push);
+                Ok(None)
+            }
             Target::User(user) => {
-                if let Some((hub, me)) = &self.link {
-                    hub.publish_user(*me, user, &push);
+                if let Some((hub, me)) = self.hub() {
+                    hub.publish_user(me, user, &push);
                 }
-                self.pushes
-                    .extend(to.iter().filter(|&&k| k != member.key).map(|&to| Push {
-                        to: Recipients::Conn(to),
-                        frame: Rc::clone(&push),
-                    }))
+                let here = self.online_here(user);
+                let wait = self.bus_publish(Channel::User(user), &push, !here);
+                self.push_user(user, member.key, &push);
+                Ok(wait)
             }
         }
-        Ok(())
+    }
+
+    /// Queues `frame` for every connection of `user` on this worker but `except`.
+    fn push_user(&mut self, user: &str, except: usize, frame: &Rc<[u8]>) {
+        let to = self.users.get(user).map(Vec::as_slice).unwrap_or_default();
+        self.pushes
+            .extend(to.iter().filter(|&&k| k != except).map(|&to| Push {
+                to: Recipients::Conn(to),
+                frame: Rc::clone(frame),
+            }));
     }
 
     /// The connections a push goes to now, into `into` (cleared first).
@@ -305,6 +362,7 @@ impl Chat {
             conns.retain(|&k| k != member.key);
             if conns.is_empty() {
                 self.users.remove(user);
+                self.bus_unsubscribe(Channel::User(user));
             }
         }
     }
@@ -324,21 +382,7 @@ impl Chat {
                     });
                 }
             }
-            To::User(user) => {
-                let to = self
-                    .users
-                    .get(&*user)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
-                if to.is_empty() {
-                    return;
-                }
-                let frame: Rc<[u8]> = Rc::from(&*frame);
-                self.pushes.extend(to.iter().map(|&to| Push {
-                    to: Recipients::Conn(to),
-                    frame: Rc::clone(&frame),
-                }));
-            }
+            To::User(user) => self.push_user(&user, NOBODY, &Rc::from(&*frame)),
         }
     }
 

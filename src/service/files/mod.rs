@@ -44,6 +44,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tempdir::TempDir;
+pub use tempdir::server_id;
 
 /// `openat2` flags for a directory only walked through or named (not read).
 const DIR_PATH: libc::c_int = libc::O_PATH | libc::O_DIRECTORY;

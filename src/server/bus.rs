@@ -1,0 +1,235 @@
+//! The chat bus's two connections to Redis (contract section 12): made
+//! without blocking, read and written by this loop like any socket, and made
+//! again after a loss with a backoff that doubles up to 5 s. What the bytes
+//! mean is the bus node's business (src/bus); chat sees only its events.
+
+use super::{Server, Source};
+use crate::bus::{self, Event, LINES, Line};
+use crate::net::{IoClass, classify};
+use crate::reactor::{Reactor, TimerId};
+use mio::Interest;
+use mio::net::TcpStream;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The first wait before connecting again, doubled at each failure up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long Redis has to answer our hello on new connections.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
+/// Reads of one connection per visit: the bus is one source among thousands.
+const READS_PER_VISIT: usize = 16;
+/// Commands waiting to be written past this: Redis does not keep up, and the
+/// bus is made again rather than growing without bound.
+const MAX_UNWRITTEN: usize = 64 << 20;
+
+pub(super) struct BusLink {
+    addr: SocketAddr,
+    /// Shown in logs (no password).
+    name: String,
+    socks: [Option<TcpStream>; 2],
+    /// Armed while connecting (the hello's deadline) and while down (the next try).
+    timer: Option<TimerId>,
+    backoff: Duration,
+    up: bool,
+    /// The current outage was logged (one line per outage, not per try).
+    said_lost: bool,
+}
+
+impl BusLink {
+    pub(super) fn new(addr: SocketAddr, name: String) -> BusLink {
+        BusLink {
+            addr,
+            name,
+            socks: [None, None],
+            timer: None,
+            backoff: FIRST_BACKOFF,
+            up: false,
+            said_lost: false,
+        }
+    }
+}
+
+impl Server {
+    /// Connects the bus's two connections (their hello is already queued).
+    pub(super) fn bus_connect(&mut self, r: &mut Reactor) {
+        let Some(link) = &mut self.bus else {
+            return;
+        };
+        for line in LINES {
+            let made = TcpStream::connect(link.addr).and_then(|mut sock| {
+                let token = Source::Bus(line as usize).token();
+                r.register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)?;
+                Ok(sock)
+            });
+            match made {
+                Ok(sock) => link.socks[line as usize] = Some(sock),
+                Err(e) => return self.bus_lost(r, &format!("cannot connect: {e}")),
+            }
+        }
+        let deadline = r.now() + HELLO_TIMEOUT;
+        link.timer = Some(r.add_timer(deadline, Source::Bus(0).token()));
+    }
+
+    /// A bus connection is ready: reads what Redis sent (a budget per visit),
+    /// hands its events on, and writes what waits.
+    pub(super) fn bus_ready(&mut self, r: &mut Reactor, line: usize) {
+        let Some(line) = LINES.get(line).copied() else {
+            return;
+        };
+        // Edge-triggered: read until `WouldBlock`, or revisit.
+        for _ in 0..READS_PER_VISIT {
+            let Some(sock) = self
+                .bus
+                .as_mut()
+                .and_then(|l| l.socks[line as usize].as_mut())
+            else {
+                return;
+            };
+            let n = match sock.read(&mut self.scratch) {
+                Ok(0) => return self.bus_lost(r, "Redis closed the connection"),
+                Ok(n) => n,
+                Err(e) => match classify(&e) {
+                    IoClass::WouldBlock => break,
+                    IoClass::Retry => continue,
+                    IoClass::Fatal => return self.bus_lost(r, &e.to_string()),
+                },
+            };
+            let Some(node) = self.services.bus_node() else {
+                return;
+            };
+            node.received(line, self.scratch.get(..n).unwrap_or_default());
+            if let Err(why) = self.bus_events(r, line) {
+                return self.bus_lost(r, why);
+            }
+            if n < self.scratch.len() {
+                // A short read: drained (the next bytes raise a new edge).
+                return self.bus_flush(r);
+            }
+        }
+        // Budget spent with bytes perhaps left: no new edge will come for them.
+        r.revisit(Source::Bus(line as usize).token());
+        self.bus_flush(r);
+    }
+
+    /// Hands every whole event read on `line` to the services.
+    fn bus_events(&mut self, r: &mut Reactor, line: Line) -> Result<(), &'static str> {
+        while let Some(event) = self
+            .services
+            .bus_node()
+            .map(|node| node.next_event(line))
+            .transpose()
+            .map_err(|e| e.0)?
+            .flatten()
+        {
+            if event == Event::Up
+                && let Some(link) = &mut self.bus
+            {
+                link.up = true;
+                link.backoff = FIRST_BACKOFF;
+                link.said_lost = false;
+                if let Some(timer) = link.timer.take() {
+                    r.cancel_timer(timer);
+                }
+                log::info!("bus up: {}", link.name);
+            }
+            self.services.bus_event(event);
+        }
+        // Answers ready the ops waiting for them; messages queued pushes.
+        self.pool_ready(r);
+        self.pushes_now(r);
+        Ok(())
+    }
+
+    /// Writes what the bus has for Redis (end of turn: a turn's publishes
+    /// go out together).
+    pub(super) fn bus_flush(&mut self, r: &mut Reactor) {
+        for line in LINES {
+            let (Some(link), Some(node)) = (&mut self.bus, self.services.bus_node()) else {
+                return;
+            };
+            let Some(sock) = link.socks[line as usize].as_mut() else {
+                continue;
+            };
+            let out = node.output(line);
+            let mut written = 0;
+            let failed = loop {
+                let Some(rest) = out.get(written..).filter(|rest| !rest.is_empty()) else {
+                    break None;
+                };
+                match sock.write(rest) {
+                    Ok(0) => break Some("Redis stopped taking bytes".to_string()),
+                    Ok(n) => written += n,
+                    Err(e) => match classify(&e) {
+                        IoClass::WouldBlock => break None,
+                        IoClass::Retry => {}
+                        IoClass::Fatal => break Some(e.to_string()),
+                    },
+                }
+            };
+            out.drain(..written);
+            let failed = failed.or_else(|| {
+                (out.len() > MAX_UNWRITTEN).then(|| "Redis does not keep up".to_string())
+            });
+            if let Some(why) = failed {
+                return self.bus_lost(r, &why);
+            }
+        }
+    }
+
+    /// The bus's timer: Redis did not answer the hello in time, or it is time
+    /// to try again.
+    pub(super) fn bus_timer(&mut self, r: &mut Reactor, id: TimerId) {
+        let Some(link) = &mut self.bus else {
+            return;
+        };
+        if link.timer != Some(id) {
+            return; // stale
+        }
+        link.timer = None;
+        if link.socks.iter().all(Option::is_none) {
+            self.bus_connect(r);
+        } else if !link.up {
+            self.bus_lost(r, "no answer from Redis");
+        }
+    }
+
+    /// The bus is lost (or a try failed): its connections go, chat answers 503
+    /// meanwhile, and a new try is timed.
+    fn bus_lost(&mut self, r: &mut Reactor, why: &str) {
+        let Some(link) = &mut self.bus else {
+            return;
+        };
+        for sock in &mut link.socks {
+            if let Some(mut sock) = sock.take() {
+                let _ = r.deregister(&mut sock);
+            }
+        }
+        if !link.said_lost {
+            link.said_lost = true;
+            log::warn!(
+                "bus lost ({}: {why}): chat answers 503 until it is back; trying again within {:?}",
+                link.name,
+                MAX_BACKOFF
+            );
+        }
+        link.up = false;
+        if let Some(timer) = link.timer.take() {
+            r.cancel_timer(timer);
+        }
+        link.timer = Some(r.add_timer(r.now() + link.backoff, Source::Bus(0).token()));
+        link.backoff = (link.backoff * 2).min(MAX_BACKOFF);
+        self.services.bus_lost();
+        self.pool_ready(r);
+    }
+}
+
+/// The node of worker `me`, for `config`'s bus.
+pub(super) fn node(config: &crate::config::Config, url: &bus::Url, me: usize) -> bus::Node {
+    let origin = bus::origin(crate::service::files::server_id(), me);
+    let max_frame = usize::try_from(config.max_body)
+        .unwrap_or(usize::MAX)
+        .saturating_add(config.max_header as usize);
+    bus::Node::new(url, origin, max_frame)
+}
