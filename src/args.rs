@@ -131,6 +131,10 @@ pub struct ServeArgs {
     /// redis://[USER:PASSWORD@]HOST:PORT (rediss:// for TLS)
     #[argh(option)]
     bus: Option<String>,
+    /// PEM certificates that verify Redis with rediss:// (default as client
+    /// --tls-ca: ./frameloop-data/tls/cert.pem if it exists, else the system's)
+    #[argh(option)]
+    bus_ca: Option<PathBuf>,
     /// every stream connection begins with a PROXY protocol header (v1 or v2, as
     /// HAProxy's send-proxy-v2): its client address is the one logged and limited
     #[argh(switch)]
@@ -247,8 +251,13 @@ impl ServeArgs {
             tls_key: self.tls_key,
             proxy_protocol: self.proxy_protocol,
             workers: self.workers,
-            bus: self.bus.as_deref().map(frameloop::bus::Url::parse).transpose()?,
-            bus_addr: None,
+            bus: self
+                .bus
+                .as_deref()
+                .map(frameloop::bus::Url::parse)
+                .transpose()?,
+            bus_ca: self.bus_ca,
+            bus_target: None,
             users_file: self.users.unwrap_or_else(|| self.data_dir.join("users")),
             data_dir: self.data_dir,
             no_auth: self.no_auth,

@@ -41,8 +41,11 @@ pub struct Config {
     pub workers: usize,
     /// The Redis that chat spans servers through (`--bus`, contract section 12).
     pub bus: Option<crate::bus::Url>,
-    /// Its address, as found when the server checked it at start.
-    pub bus_addr: Option<SocketAddr>,
+    /// Certificates that verify Redis with `rediss://` (`--bus-ca`; as a
+    /// client's `--tls-ca`).
+    pub bus_ca: Option<PathBuf>,
+    /// Where the bus is, as the check at start found it.
+    pub bus_target: Option<crate::bus::Target>,
     pub data_dir: PathBuf,
     /// Users file; `<data-dir>/users` unless given.
     pub users_file: PathBuf,
@@ -87,7 +90,8 @@ impl Default for Config {
             proxy_protocol: false,
             workers: 1,
             bus: None,
-            bus_addr: None,
+            bus_ca: None,
+            bus_target: None,
             tls_cert: None,
             tls_key: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),

@@ -86,7 +86,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let mut config = args.into_config()?;
     if let Some(url) = &config.bus {
         // Checked once, blocking: a server that cannot reach its bus does not start.
-        config.bus_addr = Some(frameloop::bus::probe(url)?);
+        config.bus_target = Some(frameloop::bus::probe(url, config.bus_ca.clone())?);
     }
     frameloop::bufpool::return_large_buffers_to_the_os();
     let allowed = config.allow_exec.names();

@@ -215,3 +215,45 @@ fn an_unreachable_bus_stops_the_start() {
         assert!(!err.contains("wrong"), "the password is not shown: {err}");
     }
 }
+
+#[test]
+fn rediss_verifies_redis_and_carries_the_bus() {
+    let Some(redis) = Redis::start_tls() else {
+        return;
+    };
+    let ca = redis.cert.clone().unwrap();
+    let ca = ca.to_str().unwrap();
+    let (a, b) = (
+        on_bus(&redis, &[], &["--bus-ca", ca]),
+        on_bus(&redis, &[], &["--bus-ca", ca]),
+    );
+    let (mut a1, mut b1) = (login(&a, "guest"), login(&b, "guest"));
+    ok(&mut a1, "join", json!({"room": "tls"}), b"");
+    ok(&mut b1, "join", json!({"room": "tls"}), b"");
+    push(&mut a1, "joined");
+    let big = vec![7u8; 300_000]; // many TLS records
+    ok(&mut b1, "say", json!({"room": "tls"}), &big);
+    assert_eq!(push(&mut a1, "msg").body, big);
+    // Without the certificate to verify it with, the server does not start.
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::serve_command(dir.path())
+        .args(["--bus", &redis.url(), "--bus-ca", "/etc/hostname"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the bus at rediss://localhost:"),
+        "{err}"
+    );
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let other_ca = dir.path().join("other.pem");
+    std::fs::write(&other_ca, other.cert.pem()).unwrap();
+    let out = common::serve_command(dir.path())
+        .args(["--bus", &redis.url(), "--bus-ca"])
+        .arg(&other_ca)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not verify"), "{err}");
+}

@@ -6,7 +6,7 @@
 mod probe;
 mod url;
 
-pub use probe::probe;
+pub use probe::{Target, probe};
 pub use url::Url;
 
 use crate::proto::resp::{self, Bounds, Malformed, Value};

@@ -1,40 +1,89 @@
 //! The bus checked once at start, blocking (the loop is not running yet): a
-//! server whose Redis is unreachable, or refuses its password, does not start.
+//! server whose Redis is unreachable, refuses its password, or (`rediss://`)
+//! shows a certificate that does not verify, does not start.
 
-use super::{Node, Url};
+use super::{Line, Node, ORIGIN_LEN, Url};
+use crate::client::tls::{TlsOptions, handshake};
 use crate::proto::resp::{self, Value};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long the check waits for Redis, each step.
 const PATIENCE: Duration = Duration::from_secs(3);
 
-/// Connects to Redis and says hello as a worker will; returns the address
-/// that answered, which the workers connect to from then on.
-pub fn probe(url: &Url) -> Result<SocketAddr, String> {
+/// Where every worker's bus connections go, as the check at start found it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: Url,
+    /// The address that answered (a name is resolved once, at start).
+    pub addr: SocketAddr,
+    /// With `rediss://`: the TLS settings, and the name Redis's certificate
+    /// must carry (the URL's host).
+    pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+}
+
+/// Connects to Redis and says hello as a worker will. `ca`: the certificates
+/// that verify Redis with `rediss://`, as a client's `--tls-ca` does.
+pub fn probe(url: &Url, ca: Option<PathBuf>) -> Result<Target, String> {
     let fail = |why: String| format!("cannot reach the bus at {url}: {why}");
+    let tls = match url.tls {
+        false => None,
+        true => {
+            let config = TlsOptions { ca }
+                .client_config()
+                .map_err(|e| fail(e.to_string()))?;
+            let name = ServerName::try_from(url.host.clone())
+                .map_err(|e| fail(format!("{e}: {}", url.host)))?;
+            Some((config, name))
+        }
+    };
     let addrs = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .map_err(|e| fail(e.to_string()))?;
+    let mut target = Target {
+        url: url.clone(),
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        tls,
+    };
     let mut last = "no address".to_string();
     for addr in addrs {
-        match hello(url, addr) {
-            Ok(()) => return Ok(addr),
+        target.addr = addr;
+        match hello(&target) {
+            Ok(()) => return Ok(target),
             Err(e) => last = e,
         }
     }
     Err(fail(last))
 }
 
-fn hello(url: &Url, addr: SocketAddr) -> Result<(), String> {
-    let mut sock = TcpStream::connect_timeout(&addr, PATIENCE).map_err(|e| e.to_string())?;
+fn hello(target: &Target) -> Result<(), String> {
+    let mut sock = TcpStream::connect_timeout(&target.addr, PATIENCE).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(PATIENCE))
         .and_then(|()| sock.set_write_timeout(Some(PATIENCE)))
         .map_err(|e| e.to_string())?;
-    let mut node = Node::new(url, [0; super::ORIGIN_LEN], 0);
+    match &target.tls {
+        None => talk(&target.url, &mut sock),
+        Some((config, name)) => {
+            let mut tls = rustls::ClientConnection::new(Arc::clone(config), name.clone())
+                .map_err(|e| e.to_string())?;
+            handshake(&mut tls, &mut sock).map_err(|e| e.to_string())?;
+            talk(&target.url, &mut rustls::StreamOwned::new(tls, sock))
+        }
+    }
+}
+
+/// Says hello and reads the answer.
+fn talk(url: &Url, stream: &mut impl ReadWrite) -> Result<(), String> {
+    let mut node = Node::new(url, [0; ORIGIN_LEN], 0);
     node.restart();
-    sock.write_all(node.output(super::Line::Sub))
+    stream
+        .write_all(node.output(Line::Sub))
+        .and_then(|()| stream.flush())
         .map_err(|e| e.to_string())?;
     let mut input = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -45,10 +94,13 @@ fn hello(url: &Url, addr: SocketAddr) -> Result<(), String> {
             Some(_) => return Err("an unexpected reply to AUTH or PING".into()),
             None => {}
         }
-        match sock.read(&mut chunk) {
+        match stream.read(&mut chunk) {
             Ok(0) => return Err("Redis closed the connection".into()),
             Ok(n) => input.extend_from_slice(chunk.get(..n).unwrap_or_default()),
             Err(e) => return Err(e.to_string()),
         }
     }
 }
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}

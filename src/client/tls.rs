@@ -51,35 +51,23 @@ impl TlsOptions {
         Ok(roots)
     }
 
-    /// Connects TLS over `sock` to `addr` and completes the handshake.
-    pub fn connect(&self, mut sock: TcpStream, addr: SocketAddr) -> io::Result<TlsStream> {
+    /// The TLS client settings: TLS 1.3 and 1.2, these roots.
+    pub fn client_config(&self) -> io::Result<Arc<ClientConfig>> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(io::Error::other)?
             .with_root_certificates(self.roots()?)
             .with_no_client_auth();
+        Ok(Arc::new(config))
+    }
+
+    /// Connects TLS over `sock` to `addr` and completes the handshake.
+    pub fn connect(&self, mut sock: TcpStream, addr: SocketAddr) -> io::Result<TlsStream> {
         let name = ServerName::IpAddress(addr.ip().into());
-        let mut tls = ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
-        while tls.is_handshaking() {
-            tls.complete_io(&mut sock).map_err(|e| {
-                let tls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
-                match tls_error {
-                    Some(rustls::Error::InvalidCertificate(_)) => io::Error::new(
-                        io::ErrorKind::PermissionDenied,
-                        format!("the server's certificate does not verify: {}", inner(&e)),
-                    ),
-                    Some(_) => io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "the TLS handshake failed (is this a TLS port?): {}",
-                            inner(&e)
-                        ),
-                    ),
-                    None => e,
-                }
-            })?;
-        }
+        let mut tls =
+            ClientConnection::new(self.client_config()?, name).map_err(io::Error::other)?;
+        handshake(&mut tls, &mut sock)?;
         let leaf = tls
             .peer_certificates()
             .and_then(|chain| chain.first())
@@ -96,6 +84,31 @@ impl TlsOptions {
             binding,
         })
     }
+}
+
+/// Completes a client's handshake over a blocking socket; a certificate
+/// that does not verify is `PermissionDenied`, with the reason.
+pub fn handshake(tls: &mut ClientConnection, sock: &mut TcpStream) -> io::Result<()> {
+    while tls.is_handshaking() {
+        tls.complete_io(sock).map_err(|e| {
+            let tls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+            match tls_error {
+                Some(rustls::Error::InvalidCertificate(_)) => io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("the server's certificate does not verify: {}", inner(&e)),
+                ),
+                Some(_) => io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the TLS handshake failed (is this a TLS port?): {}",
+                        inner(&e)
+                    ),
+                ),
+                None => e,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 fn read_certs(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {

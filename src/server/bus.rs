@@ -5,12 +5,13 @@
 
 use super::{Server, Source};
 use crate::bus::{self, Event, LINES, Line};
+use crate::net::Stream;
 use crate::net::{IoClass, classify};
 use crate::reactor::{Reactor, TimerId};
 use mio::Interest;
 use mio::net::TcpStream;
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The first wait before connecting again, doubled at each failure up to `MAX_BACKOFF`.
@@ -25,10 +26,9 @@ const READS_PER_VISIT: usize = 16;
 const MAX_UNWRITTEN: usize = 64 << 20;
 
 pub(super) struct BusLink {
-    addr: SocketAddr,
-    /// Shown in logs (no password).
-    name: String,
-    socks: [Option<TcpStream>; 2],
+    target: bus::Target,
+    /// Plain TCP, or TLS with `rediss://`.
+    socks: [Option<Stream>; 2],
     /// Armed while connecting (the hello's deadline) and while down (the next try).
     timer: Option<TimerId>,
     backoff: Duration,
@@ -38,16 +38,31 @@ pub(super) struct BusLink {
 }
 
 impl BusLink {
-    pub(super) fn new(addr: SocketAddr, name: String) -> BusLink {
+    pub(super) fn new(target: bus::Target) -> BusLink {
         BusLink {
-            addr,
-            name,
+            target,
             socks: [None, None],
             timer: None,
             backoff: FIRST_BACKOFF,
             up: false,
             said_lost: false,
         }
+    }
+}
+
+impl BusLink {
+    /// A new connection to Redis, being made (non-blocking); with TLS, its
+    /// handshake goes on as the loop reads and writes it.
+    fn stream(&self) -> std::io::Result<Stream> {
+        let sock = TcpStream::connect(self.target.addr)?;
+        Ok(match &self.target.tls {
+            None => Stream::Tcp(sock),
+            Some((config, name)) => {
+                let session = rustls::ClientConnection::new(Arc::clone(config), name.clone())
+                    .map_err(std::io::Error::other)?;
+                Stream::Tls(Box::new(crate::tls::TlsStream::new(sock, session.into())))
+            }
+        })
     }
 }
 
@@ -58,7 +73,7 @@ impl Server {
             return;
         };
         for line in LINES {
-            let made = TcpStream::connect(link.addr).and_then(|mut sock| {
+            let made = link.stream().and_then(|mut sock| {
                 let token = Source::Bus(line as usize).token();
                 r.register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)?;
                 Ok(sock)
@@ -87,6 +102,7 @@ impl Server {
             else {
                 return;
             };
+            let sock_drains = sock.short_read_drains();
             let n = match sock.read(&mut self.scratch) {
                 Ok(0) => return self.bus_lost(r, "Redis closed the connection"),
                 Ok(n) => n,
@@ -103,7 +119,7 @@ impl Server {
             if let Err(why) = self.bus_events(r, line) {
                 return self.bus_lost(r, why);
             }
-            if n < self.scratch.len() {
+            if n < self.scratch.len() && sock_drains {
                 // A short read: drained (the next bytes raise a new edge).
                 return self.bus_flush(r);
             }
@@ -132,7 +148,7 @@ impl Server {
                 if let Some(timer) = link.timer.take() {
                     r.cancel_timer(timer);
                 }
-                log::info!("bus up: {}", link.name);
+                log::info!("bus up: {}", link.target.url);
             }
             self.services.bus_event(event);
         }
@@ -156,7 +172,12 @@ impl Server {
             let mut written = 0;
             let failed = loop {
                 let Some(rest) = out.get(written..).filter(|rest| !rest.is_empty()) else {
-                    break None;
+                    // TLS: the records rustls still holds.
+                    break sock
+                        .flush()
+                        .err()
+                        .filter(|e| classify(e) == IoClass::Fatal)
+                        .map(|e| e.to_string());
                 };
                 match sock.write(rest) {
                     Ok(0) => break Some("Redis stopped taking bytes".to_string()),
@@ -210,7 +231,7 @@ impl Server {
             link.said_lost = true;
             log::warn!(
                 "bus lost ({}: {why}): chat answers 503 until it is back; trying again within {:?}",
-                link.name,
+                link.target.url,
                 MAX_BACKOFF
             );
         }

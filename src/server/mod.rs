@@ -147,13 +147,10 @@ impl Server {
         me: usize,
     ) -> Server {
         services.join(Arc::clone(&team.hub), me);
-        let bus = match (&config.bus, config.bus_addr) {
-            (Some(url), Some(addr)) => {
-                services.use_bus(bus::node(&config, url, me));
-                Some(bus::BusLink::new(addr, url.to_string()))
-            }
-            _ => None,
-        };
+        let bus = config.bus_target.clone().map(|target| {
+            services.use_bus(bus::node(&config, &target.url, me));
+            bus::BusLink::new(target)
+        });
         Server {
             bus,
             rules: Rules {

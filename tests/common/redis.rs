@@ -1,33 +1,52 @@
 //! A redis-server for the bus tests (contract section 12), on a free loopback
-//! port with a password, stopped when dropped. `.ci/run` installs Redis;
-//! without it a test says so and passes, except under `CI=true`.
+//! port with a password, stopped when dropped; plain, or TLS only with a
+//! self-signed certificate. `.ci/run` installs Redis; without it a test says
+//! so and passes, except under `CI=true`.
 
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-pub const PASSWORD: &str = "s3cret pass";
 
 pub struct Redis {
     bin: &'static str,
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// With TLS only (`rediss://`): its certificate, for `localhost`.
+    pub cert: Option<PathBuf>,
 }
 
 impl Redis {
-    /// A new Redis, or `None` when none is installed (see [`installed`]).
+    /// A new Redis, or `None` when none is installed (see `installed`).
     pub fn start() -> Option<Redis> {
-        let bin = super::installed(
-            &["redis-server", "/usr/bin/redis-server"],
-            "--version",
-            "redis-server",
-        )?;
+        Redis::start_with(false)
+    }
+
+    /// A new Redis that speaks TLS only.
+    pub fn start_tls() -> Option<Redis> {
+        Redis::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Option<Redis> {
+        let names = ["redis-server", "/usr/bin/redis-server"];
+        let bin = super::installed(&names, "--version", "redis-server")?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = tls.then(|| {
+            let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+                .expect("a certificate");
+            let cert = dir.path().join("cert.pem");
+            std::fs::write(&cert, made.cert.pem()).expect("cert");
+            let key = made.signing_key.serialize_pem();
+            std::fs::write(dir.path().join("key.pem"), key).expect("key");
+            cert
+        });
         let mut redis = Redis {
             bin,
             child: None,
             port: 0,
-            dir: tempfile::tempdir().expect("tempdir"),
+            dir,
+            cert,
         };
         // A free port may be taken before Redis binds it: try a few.
         for _ in 0..5 {
@@ -45,19 +64,23 @@ impl Redis {
 
     /// Starts redis-server on `self.port`; true once it accepts connections.
     fn run(&mut self) -> bool {
-        let child = Command::new(self.bin)
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
-                "--requirepass",
-                PASSWORD,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(std::fs::File::create(self.dir.path().join("redis.log")).expect("log"))
+        let port = self.port.to_string();
+        let mut cmd = Command::new(self.bin);
+        cmd.args(["--bind", "127.0.0.1", "--requirepass", PASSWORD]);
+        cmd.args(["--save", "", "--appendonly", "no", "--dir"]);
+        cmd.arg(self.dir.path());
+        match &self.cert {
+            None => cmd.args(["--port", &port]),
+            Some(cert) => cmd
+                .args(["--port", "0", "--tls-port", &port, "--tls-cert-file"])
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(self.dir.path().join("key.pem"))
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("log");
+        let child = cmd
+            .stdout(log)
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server");
@@ -77,7 +100,12 @@ impl Redis {
 
     /// The `--bus` address, password included.
     pub fn url(&self) -> String {
-        format!("redis://:s3cret%20pass@127.0.0.1:{}", self.port)
+        let scheme = if self.cert.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://:s3cret%20pass@localhost:{}", self.port)
     }
 
     /// Kills Redis: every server loses its bus.
@@ -104,3 +132,5 @@ impl Drop for Redis {
         self.stop();
     }
 }
+
+pub const PASSWORD: &str = "s3cret pass";
