@@ -255,6 +255,11 @@ impl ServeArgs {
             workers: self.workers,
             bus: self
                 .bus
+                .or_else(|| {
+                    std::env::var("FRAMELOOP_BUS")
+                        .ok()
+                        .filter(|b| !b.is_empty())
+                })
                 .as_deref()
                 .map(frameloop::bus::Url::parse)
                 .transpose()?,

@@ -114,6 +114,11 @@ fn rooms_and_dm_span_the_servers() {
     ok(&mut b2, "leave", json!({"room": "lobby"}), b"");
     assert_eq!(push(&mut a1, "left").str("user"), Some("ann"));
     quiet(&mut b2);
+    // Idle on the bus, the loop sleeps (it once spun on a drained connection).
+    let before = a.cpu_ticks();
+    std::thread::sleep(Duration::from_millis(500));
+    let spent = a.cpu_ticks() - before;
+    assert!(spent <= 10, "{spent} ticks of CPU in 500 ms idle");
 }
 
 #[test]

@@ -107,7 +107,7 @@ impl Server {
                 Ok(0) => return self.bus_lost(r, "Redis closed the connection"),
                 Ok(n) => n,
                 Err(e) => match classify(&e) {
-                    IoClass::WouldBlock => break,
+                    IoClass::WouldBlock => return self.bus_flush(r),
                     IoClass::Retry => continue,
                     IoClass::Fatal => return self.bus_lost(r, &e.to_string()),
                 },
