@@ -15,14 +15,17 @@ use std::time::{Duration, Instant};
 
 /// A server on the bus, its users file holding `guest` and `users`.
 fn on_bus(redis: &Redis, users: &[&str], more: &[&str]) -> Server {
+    on_bus_as(&redis.url(), users, more)
+}
+
+fn on_bus_as(url: &str, users: &[&str], more: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let lines: Vec<String> = std::iter::once("guest")
         .chain(users.iter().copied())
         .map(|u| frameloop::auth::keygen_line(u).unwrap())
         .collect();
     std::fs::write(dir.path().join("users"), lines.join("\n") + "\n").unwrap();
-    let url = redis.url();
-    let mut args = vec!["--bus", url.as_str()];
+    let mut args = vec!["--bus", url];
     args.extend_from_slice(more);
     Server::start_in(dir, "127.0.0.1:0", &args)
 }
@@ -62,7 +65,9 @@ fn quiet(c: &mut Client) {
 #[test]
 fn rooms_and_dm_span_the_servers() {
     let Some(redis) = Redis::start() else { return };
-    let (a, b) = (on_bus(&redis, &[], &[]), on_bus(&redis, &["ann"], &[]));
+    // B logs in to Redis as a user allowed only the bus's commands and channels.
+    let a = on_bus(&redis, &[], &[]);
+    let b = on_bus_as(&redis.url_as("frameloop"), &["ann"], &[]);
     let mut a1 = login(&a, "guest");
     let (mut b1, mut b2) = (login(&b, "guest"), login(&b, "ann"));
     // A join's 200 comes once its server has subscribed: from then on the

@@ -6,7 +6,7 @@
 mod probe;
 mod url;
 
-pub use probe::{Target, probe};
+pub use probe::{Target, greet, probe};
 pub use url::Url;
 
 use crate::proto::resp::{self, Bounds, Malformed, Value};
@@ -144,6 +144,15 @@ impl Node {
             conn.out.extend_from_slice(&self.hello);
         }
         lost
+    }
+
+    /// `line` was greeted before it reached the loop ([`greet`]): its hello
+    /// is not to be sent again. `Up` once both are.
+    pub fn greeted(&mut self, line: Line) -> Option<Event> {
+        let conn = self.conn(line);
+        conn.out.clear();
+        conn.ready = true;
+        self.is_up().then_some(Event::Up)
     }
 
     /// Both connections are in.

@@ -1,12 +1,13 @@
 //! The bus checked once at start, blocking (the loop is not running yet): a
 //! server whose Redis is unreachable, refuses its password, or (`rediss://`)
-//! shows a certificate that does not verify, does not start.
+//! shows a certificate that does not verify, does not start. Each worker's
+//! first connections are made the same way, before its loop serves anyone.
 
 use super::{Line, Node, ORIGIN_LEN, Url};
 use crate::client::tls::{TlsOptions, handshake};
 use crate::proto::resp::{self, Value};
-use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -53,26 +54,33 @@ pub fn probe(url: &Url, ca: Option<PathBuf>) -> Result<Target, String> {
     let mut last = "no address".to_string();
     for addr in addrs {
         target.addr = addr;
-        match hello(&target) {
-            Ok(()) => return Ok(target),
+        match greet(&target) {
+            Ok(_) => return Ok(target),
             Err(e) => last = e,
         }
     }
     Err(fail(last))
 }
 
-fn hello(target: &Target) -> Result<(), String> {
+/// A connection to Redis that has said hello and been answered (blocking),
+/// with its TLS session for `rediss://`.
+pub fn greet(target: &Target) -> Result<(TcpStream, Option<ClientConnection>), String> {
     let mut sock = TcpStream::connect_timeout(&target.addr, PATIENCE).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(PATIENCE))
         .and_then(|()| sock.set_write_timeout(Some(PATIENCE)))
         .map_err(|e| e.to_string())?;
     match &target.tls {
-        None => talk(&target.url, &mut sock),
+        None => {
+            talk(&target.url, &mut sock)?;
+            Ok((sock, None))
+        }
         Some((config, name)) => {
-            let mut tls = rustls::ClientConnection::new(Arc::clone(config), name.clone())
+            let mut tls = ClientConnection::new(Arc::clone(config), name.clone())
                 .map_err(|e| e.to_string())?;
             handshake(&mut tls, &mut sock).map_err(|e| e.to_string())?;
-            talk(&target.url, &mut rustls::StreamOwned::new(tls, sock))
+            let mut stream = rustls::StreamOwned::new(tls, sock);
+            talk(&target.url, &mut stream)?;
+            Ok((stream.sock, Some(stream.conn)))
         }
     }
 }

@@ -67,6 +67,56 @@ impl BusLink {
 }
 
 impl Server {
+    /// Before the loop serves anyone: the bus's connections made and greeted,
+    /// blocking as the check at start was, so no client meets a bus still
+    /// coming up. Should Redis have gone since, the loop makes them as after
+    /// a loss.
+    pub(super) fn bus_start(&mut self, r: &mut Reactor) {
+        for line in LINES {
+            let Some(link) = &mut self.bus else {
+                return;
+            };
+            let made = bus::greet(&link.target).and_then(|(sock, tls)| {
+                let fail = |e: std::io::Error| e.to_string();
+                sock.set_nonblocking(true).map_err(fail)?;
+                let sock = TcpStream::from_std(sock);
+                let mut stream = match tls {
+                    None => Stream::Tcp(sock),
+                    Some(tls) => {
+                        Stream::Tls(Box::new(crate::tls::TlsStream::new(sock, tls.into())))
+                    }
+                };
+                let token = Source::Bus(line as usize).token();
+                r.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                    .map_err(fail)?;
+                Ok(stream)
+            });
+            match made {
+                Ok(stream) => link.socks[line as usize] = Some(stream),
+                Err(why) => return self.bus_lost(r, &why),
+            }
+            let up = self.services.bus_node().and_then(|node| node.greeted(line));
+            if let Some(event) = up {
+                self.bus_up(r);
+                self.services.bus_event(event);
+            }
+        }
+    }
+
+    /// Both connections are in: chat spans the servers (again).
+    fn bus_up(&mut self, r: &mut Reactor) {
+        let Some(link) = &mut self.bus else {
+            return;
+        };
+        link.up = true;
+        link.backoff = FIRST_BACKOFF;
+        link.said_lost = false;
+        if let Some(timer) = link.timer.take() {
+            r.cancel_timer(timer);
+        }
+        log::info!("bus up: {}", link.target.url);
+    }
+
     /// Connects the bus's two connections (their hello is already queued).
     pub(super) fn bus_connect(&mut self, r: &mut Reactor) {
         let Some(link) = &mut self.bus else {
@@ -139,16 +189,8 @@ impl Server {
             .map_err(|e| e.0)?
             .flatten()
         {
-            if event == Event::Up
-                && let Some(link) = &mut self.bus
-            {
-                link.up = true;
-                link.backoff = FIRST_BACKOFF;
-                link.said_lost = false;
-                if let Some(timer) = link.timer.take() {
-                    r.cancel_timer(timer);
-                }
-                log::info!("bus up: {}", link.target.url);
+            if event == Event::Up {
+                self.bus_up(r);
             }
             self.services.bus_event(event);
         }

@@ -232,7 +232,7 @@ impl Server {
         self.services.start_pool(Arc::new(move || {
             let _ = waker.wake();
         }))?;
-        self.bus_connect(&mut reactor);
+        self.bus_start(&mut reactor);
         reactor.run(&mut self)?;
         // Connections still open after the shutdown's time: their jobs end here
         // (uploads' temp files go, exec children are killed).

@@ -35,8 +35,16 @@ impl Services {
         }
     }
 
+    /// An answer to `ticket` (`None`: none will come). The op resumes with
+    /// the last count once every answer it waits for is in.
     fn answer(&mut self, ticket: Ticket, count: Option<i64>) {
-        if let Some(key) = self.bus_waits.remove(&ticket) {
+        let Some((key, left)) = self.bus_waits.get_mut(&ticket) else {
+            return;
+        };
+        *left = left.saturating_sub(1);
+        if *left == 0 || count.is_none() {
+            let key = *key;
+            self.bus_waits.remove(&ticket);
             self.bus_answers.insert(ticket, count);
             self.ready.push(key);
         }

@@ -180,8 +180,9 @@ pub struct Services {
     queue_waiters: std::collections::VecDeque<usize>,
     /// Uploads' hash steps queued or running on the pool (at most `HASH_STEPS`).
     hash_steps: usize,
-    /// Chat ops waiting for the bus: ticket -> the connection's key.
-    bus_waits: HashMap<crate::bus::Ticket, usize>,
+    /// Chat ops waiting for the bus: ticket -> the connection's key, and the
+    /// answers still to come.
+    bus_waits: HashMap<crate::bus::Ticket, (usize, u32)>,
     /// The bus's answers, until their connection resumes (`None`: bus lost).
     bus_answers: HashMap<crate::bus::Ticket, Option<i64>>,
 }

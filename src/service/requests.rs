@@ -1,7 +1,7 @@
 //! Serving requests once logged in: the op dispatch (stateless ops, files,
 //! exec, chat), request bodies, and requests that run on past their frame.
 
-use super::chat::Target;
+use super::chat::{self, Target};
 use super::jobs::{BusWait, Job, Then};
 use super::ops::{self, OpError, Reply};
 use super::stats::Stats;
@@ -266,12 +266,14 @@ impl Services {
         &mut self,
         session: &mut Session,
         id: Option<u64>,
-        result: Result<Option<(crate::bus::Ticket, BusWait)>, super::ops::OpError>,
+        result: Result<Option<(chat::Awaited, BusWait)>, super::ops::OpError>,
         out: &mut OutBuf,
     ) -> Next {
         match result {
-            Ok(Some((ticket, waits))) => {
-                self.bus_waits.insert(ticket, session.chat.key);
+            Ok(Some((awaited, waits))) => {
+                let ticket = awaited.ticket;
+                self.bus_waits
+                    .insert(ticket, (session.chat.key, awaited.answers));
                 session.job = Some(Job::Bus { id, ticket, waits });
                 Next::Job(Wait::Bus)
             }

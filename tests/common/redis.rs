@@ -67,6 +67,11 @@ impl Redis {
         let port = self.port.to_string();
         let mut cmd = Command::new(self.bin);
         cmd.args(["--bind", "127.0.0.1", "--requirepass", PASSWORD]);
+        // A user allowed only what the bus does, on its channels only.
+        let password = format!(">{PASSWORD}");
+        cmd.args(["--user", "frameloop", "on", &password, "resetchannels"]);
+        cmd.args(["&frameloop:*", "-@all", "+auth", "+ping"]);
+        cmd.args(["+subscribe", "+unsubscribe", "+publish"]);
         cmd.args(["--save", "", "--appendonly", "no", "--dir"]);
         cmd.arg(self.dir.path());
         match &self.cert {
@@ -98,14 +103,19 @@ impl Redis {
         false
     }
 
-    /// The `--bus` address, password included.
+    /// The `--bus` address, password included (the default user's).
     pub fn url(&self) -> String {
+        self.url_as("")
+    }
+
+    /// The `--bus` address as `user` (`frameloop`: the user allowed only the bus).
+    pub fn url_as(&self, user: &str) -> String {
         let scheme = if self.cert.is_some() {
             "rediss"
         } else {
             "redis"
         };
-        format!("{scheme}://:s3cret%20pass@localhost:{}", self.port)
+        format!("{scheme}://{user}:s3cret%20pass@localhost:{}", self.port)
     }
 
     /// Kills Redis: every server loses its bus.

@@ -8,6 +8,14 @@ use crate::bus::{Channel, Event, Node, Ticket};
 use crate::service::ops::OpError;
 use std::rc::Rc;
 
+/// What an op waits for on the bus: `answers` replies from Redis to `ticket`
+/// (a subscription confirmed, a publish counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Awaited {
+    pub ticket: Ticket,
+    pub answers: u32,
+}
+
 /// The bus as chat sees it: the node and the tickets it hands out.
 #[derive(Debug)]
 pub(super) struct Bus {
@@ -67,13 +75,17 @@ impl Chat {
             .unwrap_or_default()
     }
 
+    /// A ticket for an op to wait on, while the bus is up.
+    pub(super) fn bus_ticket(&mut self) -> Option<Ticket> {
+        self.up_node().map(Bus::ticket)
+    }
+
     /// Subscribes to `channel` (a room's first member, a user's first
-    /// connection here); `wait`: a ticket for the confirmation.
-    pub(super) fn bus_subscribe(&mut self, channel: Channel, wait: bool) -> Option<Ticket> {
-        let bus = self.up_node()?;
-        let ticket = wait.then(|| bus.ticket());
-        bus.node.subscribe(channel, ticket);
-        ticket
+    /// connection here); `ticket`: someone waits for the confirmation.
+    pub(super) fn bus_subscribe(&mut self, channel: Channel, ticket: Option<Ticket>) {
+        if let Some(bus) = self.up_node() {
+            bus.node.subscribe(channel, ticket);
+        }
     }
 
     pub(super) fn bus_unsubscribe(&mut self, channel: Channel) {
@@ -82,17 +94,11 @@ impl Chat {
         }
     }
 
-    /// Publishes a push; `wait`: a ticket for the count of receivers.
-    pub(super) fn bus_publish(
-        &mut self,
-        channel: Channel,
-        frame: &[u8],
-        wait: bool,
-    ) -> Option<Ticket> {
-        let bus = self.up_node()?;
-        let ticket = wait.then(|| bus.ticket());
-        bus.node.publish(channel, frame, ticket);
-        ticket
+    /// Publishes a push; `ticket`: someone waits for the count of receivers.
+    pub(super) fn bus_publish(&mut self, channel: Channel, frame: &[u8], ticket: Option<Ticket>) {
+        if let Some(bus) = self.up_node() {
+            bus.node.publish(channel, frame, ticket);
+        }
     }
 
     /// What the bus said, but answers (which the services match to their
@@ -104,10 +110,10 @@ impl Chat {
                 let rooms: Vec<Rc<str>> = self.rooms.keys().cloned().collect();
                 let users: Vec<Rc<str>> = self.users.keys().cloned().collect();
                 for room in rooms {
-                    self.bus_subscribe(Channel::Room(&room), false);
+                    self.bus_subscribe(Channel::Room(&room), None);
                 }
                 for user in users {
-                    self.bus_subscribe(Channel::User(&user), false);
+                    self.bus_subscribe(Channel::User(&user), None);
                 }
             }
             Event::Message { room, name, frame } => {

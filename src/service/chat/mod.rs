@@ -21,7 +21,7 @@ use std::sync::Arc;
 mod bus;
 mod frames;
 
-pub use bus::unavailable;
+pub use bus::{Awaited, unavailable};
 
 /// Longest room (and user) name.
 pub const MAX_NAME: usize = 64;
@@ -139,21 +139,23 @@ impl Chat {
             let conns = self.users.entry(Rc::from(user)).or_default();
             conns.push(member.key);
             if conns.len() == 1 {
-                self.bus_subscribe(Channel::User(user), false);
+                self.bus_subscribe(Channel::User(user), None);
             }
         }
         admitted
     }
 
     /// `join`: idempotent (joining a room again is a 200 with no push). With
-    /// the bus, a room's first member here waits for the subscription (the
-    /// ticket): from its 200 on, it hears every message sent to the room.
+    /// the bus, the 200 waits for Redis to confirm the room's subscription (its
+    /// first member here) and to count the `joined` publish: from its 200 on
+    /// the member hears every message said in the room, and nobody can hear
+    /// of it joining after it hears of others who join later.
     pub fn join(
         &mut self,
         member: &mut Member,
         user: &str,
         header: &Header,
-    ) -> Result<Option<Ticket>, OpError> {
+    ) -> Result<Option<Awaited>, OpError> {
         let room = name_field(header.room, "room")?;
         if member.rooms.iter().any(|r| **r == *room) {
             return Ok(None);
@@ -168,19 +170,23 @@ impl Chat {
         let members = self.rooms.entry(Rc::clone(&name)).or_default();
         let others = !members.is_empty();
         members.push(member.key);
-        let mut wait = None;
+        let ticket = self.bus_ticket();
+        let mut answers = 0;
         if !others {
             // Its first member here.
             if let Some((hub, me)) = self.hub() {
                 hub.subscribe(me, &name);
             }
-            wait = self.bus_subscribe(Channel::Room(&name), true);
+            self.bus_subscribe(Channel::Room(&name), ticket);
+            answers += 1;
         }
         if others || self.link.is_some() || self.bus.is_some() {
-            self.push_room(&name, member.key, membership("joined", &name, user));
+            let joined = membership("joined", &name, user);
+            self.push_room(&name, member.key, joined, ticket);
+            answers += 1;
         }
         member.rooms.push(name);
-        Ok(wait)
+        Ok(ticket.map(|ticket| Awaited { ticket, answers }))
     }
 
     /// `leave`: 403 when the connection is not in the room.
@@ -215,17 +221,23 @@ impl Chat {
                 return; // nobody else to tell
             }
         }
-        self.push_room(room, key, membership("left", room, user));
+        self.push_room(room, key, membership("left", room, user), None);
     }
 
     /// Queues `frame` for every member of `room` but `except`, here and (posted
     /// once to each, or published once on the bus) on the other workers with
-    /// members in it.
-    fn push_room(&mut self, room: &Rc<str>, except: usize, frame: Rc<[u8]>) {
+    /// members in it; `ticket`: someone waits for the publish to be counted.
+    fn push_room(
+        &mut self,
+        room: &Rc<str>,
+        except: usize,
+        frame: Rc<[u8]>,
+        ticket: Option<Ticket>,
+    ) {
         if let Some((hub, me)) = self.hub() {
             hub.publish_room(me, room, &frame);
         }
-        self.bus_publish(Channel::Room(room), &frame, false);
+        self.bus_publish(Channel::Room(room), &frame, ticket);
         if !self.rooms.contains_key(room) {
             return; // no member left here
         }
@@ -285,7 +297,7 @@ impl Chat {
         from: &str,
         target: &Target,
         body: &[u8],
-    ) -> Result<Option<Ticket>, OpError> {
+    ) -> Result<Option<Awaited>, OpError> {
         self.check_bus()?; // lost since the header came
         let room = match target {
             Target::Room(room) => {
@@ -308,17 +320,18 @@ impl Chat {
         let push = message(room, from, body);
         match target {
             Target::Room(room) => {
-                self.push_room(room, member.key, push);
+                self.push_room(room, member.key, push, None);
                 Ok(None)
             }
             Target::User(user) => {
                 if let Some((hub, me)) = self.hub() {
                     hub.publish_user(me, user, &push);
                 }
-                let here = self.online_here(user);
-                let wait = self.bus_publish(Channel::User(user), &push, !here);
+                // Online here: 200 now. Elsewhere or nowhere: Redis's count says.
+                let ticket = self.bus_ticket().filter(|_| !self.online_here(user));
+                self.bus_publish(Channel::User(user), &push, ticket);
                 self.push_user(user, member.key, &push);
-                Ok(wait)
+                Ok(ticket.map(|ticket| Awaited { ticket, answers: 1 }))
             }
         }
     }
