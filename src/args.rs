@@ -426,7 +426,8 @@ mod tests {
 
     /// Flags whose "(default ...)" in the help describes what leaving them out
     /// means rather than a value the flag takes.
-    const DESCRIBED: [(&str, &str); 8] = [
+    const DESCRIBED: [(&str, &str); 9] = [
+        ("serve", "--bus-ca"),
         ("client", "--addr"),
         ("client", "--tls-ca"),
         ("load", "--tls-ca"),
