@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../fuzz"
 SECS="${1:-60}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(codec header path auth tls proxy)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(codec header path auth tls proxy bus)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 # cargo-fuzz passes nightly-only flags (-Zsanitizer=address); RUSTC_BOOTSTRAP=1
 # lets the stable toolchain accept them, so no nightly toolchain is needed.

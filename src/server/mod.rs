@@ -29,8 +29,7 @@ use mio::{Interest, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
-use source::{Source, TCP, TLS};
-use std::net::SocketAddr;
+use source::{Source, TLS};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -178,27 +177,6 @@ impl Server {
             serials: 0,
             mail: Vec::new(),
         }
-    }
-
-    /// The TCP listener's address (the port, when port 0 was asked for).
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        match self.listeners.get(TCP) {
-            Some(Some(Listener::Tcp(l))) => l.local_addr(),
-            _ => Err(std::io::ErrorKind::NotConnected.into()),
-        }
-    }
-
-    /// The TLS listener's address, when TLS is on.
-    pub fn tls_addr(&self) -> Option<SocketAddr> {
-        match self.listeners.get(TLS) {
-            Some(Some(Listener::Tcp(l))) => l.local_addr().ok(),
-            _ => None,
-        }
-    }
-
-    /// The UDP socket's address, when UDP is on.
-    pub fn udp_addr(&self) -> Option<SocketAddr> {
-        self.udp.as_ref().and_then(|u| u.socket.local_addr().ok())
     }
 
     /// From now on SIGINT and SIGTERM shut the server down gracefully (a second

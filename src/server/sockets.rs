@@ -2,9 +2,10 @@
 //! binds them as a lone server always has. Several each bind their own on the
 //! same addresses with SO_REUSEPORT (as nginx's `reuseport`: the kernel spreads
 //! new connections and datagrams over them, and no worker waits on another's
-//! accept), and share the one Unix socket.
+//! accept), and share the one Unix socket. Also: the addresses bound.
 
-use super::context;
+use super::source::{TCP, TLS};
+use super::{Server, context};
 use crate::config::Config;
 use crate::net::{self, Listener};
 use crate::proto::Limits;
@@ -22,6 +23,29 @@ pub struct Sockets {
     pub(super) listeners: Vec<Option<Listener>>,
     pub(super) tls: Option<Tls>,
     pub(super) udp: Option<Udp>,
+}
+
+impl Server {
+    /// The TCP listener's address (the port, when port 0 was asked for).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self.listeners.get(TCP) {
+            Some(Some(Listener::Tcp(l))) => l.local_addr(),
+            _ => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// The TLS listener's address, when TLS is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        match self.listeners.get(TLS) {
+            Some(Some(Listener::Tcp(l))) => l.local_addr().ok(),
+            _ => None,
+        }
+    }
+
+    /// The UDP socket's address, when UDP is on.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp.as_ref().and_then(|u| u.socket.local_addr().ok())
+    }
 }
 
 /// Binds every worker's sockets (`udp_limits`: the decoder limits datagrams are

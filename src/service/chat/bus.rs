@@ -3,7 +3,7 @@
 //! connections here, publishes what its members say, and delivers what
 //! comes in. The bus [`Node`] is pure code; the server moves its bytes.
 
-use super::{Chat, Member, NOBODY, Push, Recipients};
+use super::{Chat, Member, NOBODY};
 use crate::bus::{Channel, Event, Node, Ticket};
 use crate::service::ops::OpError;
 use std::rc::Rc;
@@ -119,16 +119,7 @@ impl Chat {
             Event::Message { room, name, frame } => {
                 let frame: Rc<[u8]> = frame.into();
                 if room {
-                    if let Some((room, _)) = self.rooms.get_key_value(&*name) {
-                        let room = Rc::clone(room);
-                        self.pushes.push(Push {
-                            to: Recipients::Room {
-                                room,
-                                except: NOBODY,
-                            },
-                            frame,
-                        });
-                    }
+                    self.push_room_here(&name, frame);
                 } else {
                     self.push_user(&name, NOBODY, &frame);
                 }
@@ -144,5 +135,108 @@ impl Chat {
             let name = member.rooms.swap_remove(i);
             self.part(member.key, &name, user);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{LINES, Line, Url};
+    use crate::proto::Header;
+    use crate::service::chat::Target;
+
+    fn up(chat: &mut Chat) {
+        for line in LINES {
+            let node = chat.bus_node().unwrap();
+            node.received(line, b"+PONG\r\n");
+            while let Some(event) = chat.bus_node().unwrap().next_event(line).unwrap() {
+                chat.bus_event(event);
+            }
+        }
+    }
+
+    /// What the node would write on `line` now (taken).
+    fn written(chat: &mut Chat, line: Line) -> String {
+        let out = std::mem::take(chat.bus_node().unwrap().output(line));
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn chat_on_bus() -> Chat {
+        let mut chat = Chat::default();
+        let url = Url::parse("redis://h:1").unwrap();
+        chat.use_bus(Node::new(&url, *b"aaaaaaaaaaaaaa00", 1 << 16));
+        assert_eq!(chat.check_bus().unwrap_err().status, 503, "down until up");
+        up(&mut chat);
+        assert!(chat.check_bus().is_ok());
+        for line in LINES {
+            written(&mut chat, line); // the hellos
+        }
+        chat
+    }
+
+    fn member(key: usize) -> Member {
+        Member {
+            key,
+            ..Member::default()
+        }
+    }
+
+    #[test]
+    fn a_room_is_subscribed_while_it_has_members_here() {
+        let mut chat = chat_on_bus();
+        let room = Header::parse(br#"{"room":"r"}"#).unwrap();
+        let (mut a, mut b) = (member(1), member(2));
+        let first = chat.join(&mut a, "ann", &room).unwrap().unwrap();
+        assert_eq!(first.answers, 2, "the subscription and the joined");
+        assert!(written(&mut chat, Line::Sub).contains("SUBSCRIBE\r\n$16\r\nframeloop:room:r"));
+        assert!(written(&mut chat, Line::Pub).contains(r#""op":"joined""#));
+        let second = chat.join(&mut b, "bob", &room).unwrap().unwrap();
+        assert_eq!(second.answers, 1, "subscribed already");
+        assert_ne!(first.ticket, second.ticket);
+        assert!(written(&mut chat, Line::Sub).is_empty());
+        chat.leave(&mut a, "ann", &room).unwrap();
+        assert!(
+            written(&mut chat, Line::Sub).is_empty(),
+            "bob is still here"
+        );
+        chat.hang_up(&mut b, "bob");
+        assert!(written(&mut chat, Line::Sub).contains("UNSUBSCRIBE"));
+        assert!(written(&mut chat, Line::Pub).contains(r#""op":"left""#));
+    }
+
+    #[test]
+    fn a_dm_waits_for_redis_only_for_a_user_not_here() {
+        let mut chat = chat_on_bus();
+        let (mut a, b) = (member(1), member(2));
+        assert!(chat.online(&mut a, "ann", 0));
+        assert!(written(&mut chat, Line::Sub).contains("frameloop:user:ann"));
+        let to_ann = Target::User("ann".into());
+        assert_eq!(chat.send(&b, "bob", &to_ann, b"hi").unwrap(), None);
+        assert!(written(&mut chat, Line::Pub).contains("frameloop:user:ann"));
+        let to_cy = Target::User("cy".into());
+        let waits = chat.send(&b, "bob", &to_cy, b"hi").unwrap().unwrap();
+        assert_eq!(waits.answers, 1);
+        // Lost: the ticket comes back unanswered, chat is refused.
+        assert_eq!(chat.bus_lost(), [waits.ticket]);
+        assert_eq!(chat.send(&b, "bob", &to_cy, b"hi").unwrap_err().status, 503);
+    }
+
+    #[test]
+    fn back_up_it_subscribes_again_to_what_is_here() {
+        let mut chat = chat_on_bus();
+        let mut a = member(1);
+        assert!(chat.online(&mut a, "ann", 0));
+        let room = Header::parse(br#"{"room":"r"}"#).unwrap();
+        chat.join(&mut a, "ann", &room).unwrap();
+        chat.bus_lost();
+        for line in LINES {
+            written(&mut chat, line);
+        }
+        up(&mut chat);
+        let again = written(&mut chat, Line::Sub);
+        assert!(again.contains("frameloop:room:r") && again.contains("frameloop:user:ann"));
+        // A join cut by the loss is undone: the member is not in the room.
+        chat.undo_join(&mut a, "ann", "r");
+        assert_eq!(chat.counts(), (0, 1));
     }
 }

@@ -9,7 +9,7 @@
 use super::ops::OpError;
 use crate::auth::valid_name;
 use crate::bus::{Channel, Ticket};
-use crate::hub::{Delivery, Hub, To};
+use crate::hub::Hub;
 use crate::proto::Header;
 use crate::proto::header::{Raw, req_str};
 use frames::{membership, message};
@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 mod bus;
 mod frames;
+mod hub;
 
 pub use bus::{Awaited, unavailable};
 
@@ -109,20 +110,6 @@ pub(super) fn not_online(user: &str) -> OpError {
 }
 
 impl Chat {
-    /// This worker is worker `me` of several, which meet at `hub`.
-    pub fn link(&mut self, hub: Arc<Hub>, me: usize) {
-        self.link = Some((hub, me));
-    }
-
-    /// The hub, when pushes cross workers through it (not with the bus,
-    /// which carries them to every worker itself).
-    fn hub(&self) -> Option<(&Hub, usize)> {
-        match (&self.link, &self.bus) {
-            (Some((hub, me)), None) => Some((hub, *me)),
-            _ => None,
-        }
-    }
-
     /// The connection authenticated as `user`: it can now receive `dm`s. False
     /// (and not counted) when the user already has `max` connections logged in
     /// (`--max-conns-per-user`, 0: no limit), on every worker together.
@@ -278,14 +265,6 @@ impl Chat {
         }
     }
 
-    /// Whether `user` has a connection on this server (any worker).
-    fn online_here(&self, user: &str) -> bool {
-        match &self.link {
-            Some((hub, _)) => hub.is_online(user),
-            None => self.users.get(user).is_some_and(|c| !c.is_empty()),
-        }
-    }
-
     /// A `say` or `dm` with its whole body: fans the `msg` push out to every
     /// other member connection (or every other connection of the user). The frame
     /// is built once and shared. A `dm` whose user went away meanwhile: 404.
@@ -336,6 +315,21 @@ impl Chat {
         }
     }
 
+    /// A push from another worker or server: queued for the members of `room`
+    /// here, if it has any, sharing `frame`.
+    fn push_room_here(&mut self, room: &str, frame: Rc<[u8]>) {
+        if let Some((room, _)) = self.rooms.get_key_value(room) {
+            let room = Rc::clone(room);
+            self.pushes.push(Push {
+                to: Recipients::Room {
+                    room,
+                    except: NOBODY,
+                },
+                frame,
+            });
+        }
+    }
+
     /// Queues `frame` for every connection of `user` on this worker but `except`.
     fn push_user(&mut self, user: &str, except: usize, frame: &Rc<[u8]>) {
         let to = self.users.get(user).map(Vec::as_slice).unwrap_or_default();
@@ -377,25 +371,6 @@ impl Chat {
                 self.users.remove(user);
                 self.bus_unsubscribe(Channel::User(user));
             }
-        }
-    }
-
-    /// A push another worker posted: queued for this worker's members of its
-    /// room, or connections of its user, all sharing one copy of the frame.
-    pub fn deliver(&mut self, Delivery { to, frame }: Delivery) {
-        match to {
-            To::Room(room) => {
-                if let Some(room) = self.rooms.get_key_value(&*room).map(|(r, _)| Rc::clone(r)) {
-                    self.pushes.push(Push {
-                        to: Recipients::Room {
-                            room,
-                            except: NOBODY,
-                        },
-                        frame: Rc::from(&*frame),
-                    });
-                }
-            }
-            To::User(user) => self.push_user(&user, NOBODY, &Rc::from(&*frame)),
         }
     }
 
