@@ -7,7 +7,10 @@
 //!
 //! cargo run --release --example bus_bench -- ADDR,ADDR,.. USERS_FILE [PER_SERVER] [RATE] [SECS] [SIZE]
 
-use frameloop::client::{Client, Credentials};
+mod common;
+
+use common::{Member, member};
+use frameloop::client::Credentials;
 use frameloop::proto::encode_frame;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
@@ -18,24 +21,6 @@ use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 const ROOM: &str = "bus";
-
-struct Member {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    /// The next message number due to this member.
-    next: u64,
-}
-
-fn member(addr: &str, creds: &Credentials) -> Result<TcpStream, Box<dyn Error>> {
-    let mut c = Client::connect(addr, creds)?;
-    let r = c.request("join", json!({ "room": ROOM }), b"")?;
-    if r.status() != 200 {
-        return Err(format!("join: {r:?}").into());
-    }
-    let stream = c.into_stream()?;
-    stream.set_nonblocking(true)?;
-    Ok(TcpStream::from_std(stream))
-}
 
 /// Takes the whole frames at the front of `m.buf`: each `msg` is checked (in
 /// order) and its latency recorded; other pushes (`joined`) are skipped.
@@ -109,7 +94,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut members = Vec::new();
     for addr in &addrs {
         for _ in 0..per_server {
-            let mut stream = member(addr, &creds)?;
+            let mut stream = member(addr, &creds, ROOM)?;
             let token = Token(members.len());
             poll.registry()
                 .register(&mut stream, token, Interest::READABLE)?;
@@ -121,15 +106,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
     }
     let sender_token = Token(members.len());
-    let mut sender = member(addrs[0], &creds)?;
-    poll.registry().register(
-        &mut sender,
-        sender_token,
-        Interest::READABLE | Interest::WRITABLE,
-    )?;
+    let mut sender = common::sender(&poll, sender_token, addrs[0], &creds, ROOM)?;
 
-    let msg_head = format!(r#"{{"op":"msg","room":"{ROOM}","from":"guest","size":{size}}}"#);
-    let say_head = format!(r#"{{"op":"say","room":"{ROOM}","size":{size}}}"#);
+    let (msg_head, say_head) = common::heads(ROOM, size);
     let mut body = vec![b'.'; size as usize];
     let mut lat = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
     let t0 = Instant::now();

@@ -5,9 +5,11 @@
 //!
 //! cargo run --release --example chat_bench -- ADDR USERS_FILE [MEMBERS] [MESSAGES] [SIZE] [WINDOW] [SERVER_PID]
 
-use frameloop::client::{Client, Credentials};
+mod common;
+
+use common::{Member, member};
+use frameloop::client::Credentials;
 use frameloop::proto::encode_frame;
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use serde_json::json;
 use std::error::Error;
@@ -15,27 +17,6 @@ use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 const ROOM: &str = "bench";
-
-struct Member {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    /// The next message number this member must receive.
-    next: u64,
-}
-
-/// One connection, authenticated and in the room, handed to mio. Members join
-/// one after another, so nothing is sent to this one between its join reply
-/// and the next join: the client library has read nothing ahead.
-fn member(addr: &str, creds: &Credentials) -> Result<TcpStream, Box<dyn Error>> {
-    let mut c = Client::connect(addr, creds)?;
-    let r = c.request("join", json!({ "room": ROOM }), b"")?;
-    if r.status() != 200 {
-        return Err(format!("join: {r:?}").into());
-    }
-    let stream = c.into_stream()?;
-    stream.set_nonblocking(true)?;
-    Ok(TcpStream::from_std(stream))
-}
 
 /// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: u32) -> Option<u64> {
@@ -121,7 +102,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut poll = Poll::new()?;
     let mut members = Vec::new();
     for i in 0..members_n as usize {
-        let mut stream = member(addr, &creds)?;
+        let mut stream = member(addr, &creds, ROOM)?;
         poll.registry()
             .register(&mut stream, Token(i), Interest::READABLE)?;
         members.push(Member {
@@ -131,16 +112,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         });
     }
     let sender_token = Token(members.len());
-    let mut sender = member(addr, &creds)?;
-    poll.registry().register(
-        &mut sender,
-        sender_token,
-        Interest::READABLE | Interest::WRITABLE,
-    )?;
+    let mut sender = common::sender(&poll, sender_token, addr, &creds, ROOM)?;
 
-    let msg_head = format!(r#"{{"op":"msg","room":"{ROOM}","from":"guest","size":{size}}}"#);
+    let (msg_head, say_head) = common::heads(ROOM, size);
     let mut body = vec![b'.'; size as usize];
-    let say_head = format!(r#"{{"op":"say","room":"{ROOM}","size":{size}}}"#);
     let mut out: Vec<u8> = Vec::new();
     let mut sent = 0u64; // messages written to the sender's buffer
     let mut delivered = 0u64;

@@ -327,3 +327,25 @@ pub fn installed(names: &[&'static str], arg: &str, package: &str) -> Option<&'s
     }
     found
 }
+
+/// `frameloop load` for a second through `addr` with 20 connections, logging
+/// in from `users`: every reply right, and more than a hundred of them.
+pub fn load_without_errors(addr: &str, users: &std::path::Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_frameloop"))
+        .args(["load", "--addr", addr, "--users"])
+        .arg(users)
+        .args([
+            "--conns",
+            "20",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+        ])
+        .output()
+        .expect("run load");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(report["requests"].as_u64() > Some(100), "{report}");
+}
