@@ -86,8 +86,10 @@ pub enum Event {
 struct Conn {
     /// Commands not yet written (the server writes from the front).
     out: Vec<u8>,
-    /// Bytes read, not yet decoded.
+    /// Bytes read; those before `decoded` are used (dropped all at once when
+    /// nothing whole is left, not per value: a read may hold thousands).
     input: Vec<u8>,
+    decoded: usize,
     /// Its first reply (to `AUTH`, or `PING` without a password) came.
     ready: bool,
     /// What each reply still to come answers, in order.
@@ -205,10 +207,13 @@ impl Node {
         loop {
             let bounds = self.bounds;
             let conn = self.conn(line);
-            let Some((value, used)) = resp::decode(&conn.input, bounds)? else {
+            let rest = conn.input.get(conn.decoded..).unwrap_or_default();
+            let Some((value, used)) = resp::decode(rest, bounds)? else {
+                conn.input.drain(..conn.decoded);
+                conn.decoded = 0;
                 return Ok(None);
             };
-            conn.input.drain(..used);
+            conn.decoded += used;
             if let Some(event) = self.understand(line, value)? {
                 return Ok(Some(event));
             }
