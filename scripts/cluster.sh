@@ -17,19 +17,30 @@ SERVER_PORTS="${SERVER_PORTS:-7901 7902 7903}"
 REDIS_PORT="${REDIS_PORT:-7904}"
 PIDS="$DIR/pids"
 
-# alive NAME PID: the process is still the one we started (a pid may be reused).
+# start_time PID: when the process started (field 22 of /proc/PID/stat, after
+# the name, which may hold spaces): with the pid, it names one process for good.
+start_time() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    awk '{ print $20 }' <<<"$stat"
+}
+
+# alive PID START: the process we started still runs (a pid may be reused;
+# one that ended but was not yet waited for is a zombie, state Z).
 alive() {
-    local cmd
-    cmd="$(tr '\0' ' ' <"/proc/$2/cmdline" 2>/dev/null)" || return 1
-    [[ "$cmd" == *"$1"* ]]
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [[ "${stat:0:1}" != Z && "$(awk '{ print $20 }' <<<"$stat")" == "$2" ]]
 }
 
 stop() {
     [[ -f "$PIDS" ]] || { echo "nothing to stop ($PIDS not found)"; return 0; }
-    local name pid left=()
-    while read -r name pid; do
-        if alive "$name" "$pid"; then
-            kill -TERM "$pid" 2>/dev/null && left+=("$name:$pid")
+    local name pid start left=()
+    while read -r name pid start; do
+        if alive "$pid" "$start"; then
+            kill -TERM "$pid" 2>/dev/null && left+=("$pid:$start")
         fi
     done <"$PIDS"
     for _ in $(seq 100); do
@@ -42,20 +53,28 @@ stop() {
         sleep 0.05
     done
     for entry in "${left[@]}"; do
-        kill -KILL "${entry##*:}" 2>/dev/null || true
+        kill -KILL "${entry%%:*}" 2>/dev/null || true
     done
     rm -f "$PIDS"
     echo "cluster stopped"
 }
 
-# started NAME PID: recorded at once, so a failed start can stop it.
+# started NAME PID: recorded at once (with its start time), so a failed start
+# can stop it.
 started() {
-    echo "$1 $2" >>"$PIDS"
+    echo "$1 $2 $(start_time "$2" || echo gone)" >>"$PIDS"
 }
 
-# wait_port PORT WHAT: until something accepts on 127.0.0.1:PORT.
+# wait_port PORT WHAT PID: until 127.0.0.1:PORT accepts, while PID (the
+# process that should) still runs: another program on the port is a failure.
 wait_port() {
+    local start
+    start="$(start_time "$3" || echo gone)"
     for _ in $(seq 200); do
+        if ! alive "$3" "$start"; then
+            echo "$2 ended at its start (logs in $DIR)" >&2
+            return 1
+        fi
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.05
     done
@@ -87,11 +106,14 @@ start() {
     pass="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
     (umask 077 && echo "$pass" >"$DIR/redis.pass")
     # The password goes in a config file, not on a command line others can read.
-    (umask 077 && printf 'bind 127.0.0.1\nport %s\nrequirepass %s\nsave ""\nappendonly no\ndir %s\n' \
-        "$REDIS_PORT" "$pass" "$DIR" >"$DIR/redis.conf")
+    # Subscribers may fall behind by a few --max-body messages (16 MiB each)
+    # before Redis drops them: its default hard limit is 32 MB.
+    (umask 077 && printf '%s\n' "bind 127.0.0.1" "port $REDIS_PORT" "requirepass $pass" \
+        'save ""' "appendonly no" "dir \"$DIR\"" \
+        "client-output-buffer-limit pubsub 256mb 64mb 60" >"$DIR/redis.conf")
     redis-server "$DIR/redis.conf" >"$DIR/redis.log" 2>&1 &
     started redis-server $!
-    wait_port "$REDIS_PORT" redis-server
+    wait_port "$REDIS_PORT" redis-server $!
 
     local i=0 port servers=""
     for port in $SERVER_PORTS; do
@@ -102,7 +124,7 @@ start() {
             "$bin" serve --listen "127.0.0.1:$port" --udp off --data-dir "$DIR/data" \
             --proxy-protocol >"$DIR/server$i.out" 2>"$DIR/server$i.log" &
         started "frameloop" $!
-        wait_port "$port" "server $i"
+        wait_port "$port" "server $i" $!
         servers+="    server s$i 127.0.0.1:$port send-proxy-v2 check check-send-proxy inter 500ms fall 2 rise 1"$'\n'
     done
 
@@ -128,7 +150,7 @@ $servers
 CFG
     "$haproxy" -f "$DIR/haproxy.cfg" -db >"$DIR/haproxy.log" 2>&1 &
     started haproxy $!
-    wait_port "$HAPROXY_PORT" haproxy
+    wait_port "$HAPROXY_PORT" haproxy $!
     trap - ERR
 
     cat <<SAID

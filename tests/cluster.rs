@@ -39,7 +39,8 @@ impl Cluster {
             .unwrap_or_default()
             .lines()
             .filter_map(|l| {
-                let (name, pid) = l.split_once(' ')?;
+                let mut words = l.split(' ');
+                let (name, pid) = (words.next()?, words.next()?);
                 Some((name.to_string(), pid.parse().ok()?))
             })
             .collect()

@@ -77,7 +77,7 @@ pub fn greet(target: &Target) -> Result<(TcpStream, Option<ClientConnection>), S
         Some((config, name)) => {
             let mut tls = ClientConnection::new(Arc::clone(config), name.clone())
                 .map_err(|e| e.to_string())?;
-            handshake(&mut tls, &mut sock).map_err(|e| e.to_string())?;
+            handshake(&mut tls, &mut sock).map_err(said)?;
             let mut stream = rustls::StreamOwned::new(tls, sock);
             talk(&target.url, &mut stream)?;
             Ok((stream.sock, Some(stream.conn)))
@@ -92,7 +92,7 @@ fn talk(url: &Url, stream: &mut impl ReadWrite) -> Result<(), String> {
     stream
         .write_all(node.output(Line::Sub))
         .and_then(|()| stream.flush())
-        .map_err(|e| e.to_string())?;
+        .map_err(said)?;
     let mut input = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -105,8 +105,18 @@ fn talk(url: &Url, stream: &mut impl ReadWrite) -> Result<(), String> {
         match stream.read(&mut chunk) {
             Ok(0) => return Err("Redis closed the connection".into()),
             Ok(n) => input.extend_from_slice(chunk.get(..n).unwrap_or_default()),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(said(e)),
         }
+    }
+}
+
+/// An error as one line; a read that timed out says so.
+fn said(e: std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            format!("no answer within {} s", PATIENCE.as_secs())
+        }
+        _ => e.to_string(),
     }
 }
 

@@ -143,7 +143,9 @@ impl Server {
         let Some(line) = LINES.get(line).copied() else {
             return;
         };
-        // Edge-triggered: read until `WouldBlock`, or revisit.
+        // Edge-triggered: read until `WouldBlock` (or the end), or revisit. No
+        // short-read shortcut: Redis's close may come in the edge that brought
+        // its last bytes, and no later edge would tell of it.
         for _ in 0..READS_PER_VISIT {
             let Some(sock) = self
                 .bus
@@ -152,7 +154,6 @@ impl Server {
             else {
                 return;
             };
-            let sock_drains = sock.short_read_drains();
             let n = match sock.read(&mut self.scratch) {
                 Ok(0) => return self.bus_lost(r, "Redis closed the connection"),
                 Ok(n) => n,
@@ -168,10 +169,6 @@ impl Server {
             node.received(line, self.scratch.get(..n).unwrap_or_default());
             if let Err(why) = self.bus_events(r, line) {
                 return self.bus_lost(r, why);
-            }
-            if n < self.scratch.len() && sock_drains {
-                // A short read: drained (the next bytes raise a new edge).
-                return self.bus_flush(r);
             }
         }
         // Budget spent with bytes perhaps left: no new edge will come for them.
