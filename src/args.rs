@@ -133,8 +133,8 @@ pub struct ServeArgs {
     /// redis://[USER:PASSWORD@]HOST:PORT (rediss:// for TLS)
     #[argh(option)]
     bus: Option<String>,
-    /// PEM certificates that verify Redis with rediss:// (default as client
-    /// --tls-ca: ./frameloop-data/tls/cert.pem if it exists, else the system's)
+    /// PEM certificates that verify Redis with rediss:// (default: the
+    /// system's roots)
     #[argh(option)]
     bus_ca: Option<PathBuf>,
     /// every stream connection begins with a PROXY protocol header (v1 or v2, as
@@ -426,8 +426,7 @@ mod tests {
 
     /// Flags whose "(default ...)" in the help describes what leaving them out
     /// means rather than a value the flag takes.
-    const DESCRIBED: [(&str, &str); 9] = [
-        ("serve", "--bus-ca"),
+    const DESCRIBED: [(&str, &str); 8] = [
         ("client", "--addr"),
         ("client", "--tls-ca"),
         ("load", "--tls-ca"),

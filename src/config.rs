@@ -41,8 +41,8 @@ pub struct Config {
     pub workers: usize,
     /// The Redis that chat spans servers through (`--bus`, contract section 12).
     pub bus: Option<crate::bus::Url>,
-    /// Certificates that verify Redis with `rediss://` (`--bus-ca`; as a
-    /// client's `--tls-ca`).
+    /// Certificates that verify Redis with `rediss://` (`--bus-ca`; `None`:
+    /// the system's roots).
     pub bus_ca: Option<PathBuf>,
     /// Where the bus is, as the check at start found it.
     pub bus_target: Option<crate::bus::Target>,

@@ -129,20 +129,29 @@ fn rooms_and_dm_span_the_servers() {
 #[test]
 fn workers_on_the_bus_deliver_once() {
     let Some(redis) = Redis::start() else { return };
-    let a = on_bus(&redis, &[], &["--workers", "2"]);
-    let b = on_bus(&redis, &[], &[]);
+    let users: Vec<String> = (0..7).map(|i| format!("u{i}")).collect();
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
+    let a = on_bus(&redis, &names, &["--workers", "2"]);
+    let b = on_bus(&redis, &names, &[]);
     // Enough connections that both workers have some (the kernel spreads them).
-    let mut members: Vec<Client> = (0..6).map(|_| login(&a, "guest")).collect();
-    members.push(login(&b, "guest"));
+    let mut members: Vec<Client> = names[..6].iter().map(|u| login(&a, u)).collect();
+    members.push(login(&b, names[6]));
     for c in members.iter_mut() {
         ok(c, "join", json!({"room": "r"}), b"");
     }
-    // Each hears of every later joiner once.
-    let n = members.len();
+    // Each hears of every later joiner once, and of no earlier one (what was
+    // said before a join is not heard after it).
     for (i, c) in members.iter_mut().enumerate() {
-        for _ in i + 1..n {
-            assert_eq!(push(c, "joined").str("room"), Some("r"), "member {i}");
-        }
+        let mut heard: Vec<String> = (i + 1..names.len())
+            .map(|_| {
+                push(c, "joined")
+                    .str("user")
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        heard.sort();
+        assert_eq!(heard, names[i + 1..], "member {i}");
         quiet(c);
     }
     ok(&mut members[6], "say", json!({"room": "r"}), b"hi");
@@ -202,6 +211,21 @@ fn a_lost_bus_answers_503_until_it_is_back() {
     a.wait_for("the return logged", |s| {
         s.log().matches("bus up").count() >= 2
     });
+    // A Redis that stops answering (paused: the connections stay open) is lost
+    // too: the join waiting for it is answered 503 within a few seconds.
+    redis.pause(true);
+    let start = Instant::now();
+    let stuck = a1.request("join", json!({"room": "third"}), b"").unwrap();
+    redis.pause(false);
+    assert_eq!(stuck.status(), 503, "{stuck:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
+    a.wait_for("the silence logged", |s| {
+        s.log().contains("no answer from Redis")
+    });
 }
 
 #[test]
@@ -209,7 +233,7 @@ fn an_unreachable_bus_stops_the_start() {
     let Some(redis) = Redis::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     let closed = format!("redis://127.0.0.1:{}", common::free_port());
-    let wrong = format!("redis://:wrong@127.0.0.1:{}", redis.port);
+    let wrong = format!("redis://:Wr0ngPassw0rd@127.0.0.1:{}", redis.port);
     for (url, says) in [(closed.as_str(), "refused"), (wrong.as_str(), "WRONGPASS")] {
         let out = common::serve_command(dir.path())
             .args(["--bus", url])
@@ -222,7 +246,10 @@ fn an_unreachable_bus_stops_the_start() {
             line.contains("cannot reach the bus at redis://127.0.0.1:") && line.contains(says),
             "{err}"
         );
-        assert!(!err.contains("wrong"), "the password is not shown: {err}");
+        assert!(
+            !err.contains("Wr0ngPassw0rd"),
+            "the password is not shown: {err}"
+        );
     }
 }
 
@@ -264,6 +291,7 @@ fn rediss_verifies_redis_and_carries_the_bus() {
         .arg(&other_ca)
         .output()
         .unwrap();
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not verify"), "{err}");
 }

@@ -104,6 +104,8 @@ pub struct Node {
     hello: Vec<u8>,
     conns: [Conn; 2],
     bounds: Bounds,
+    /// What Redis last answered with an error.
+    error: Option<String>,
 }
 
 impl Node {
@@ -123,6 +125,7 @@ impl Node {
             origin,
             hello,
             conns: Default::default(),
+            error: None,
             bounds: Bounds {
                 max_bulk,
                 max_items: 8,
@@ -239,39 +242,87 @@ impl Node {
         };
         match (line, value) {
             (Line::Pub, Value::Int(count)) => answer(conn, count),
+            // A barrier's PING: `+PONG` while nothing is subscribed, else a push.
+            (Line::Sub, Value::Simple(_)) => answer(conn, 1),
             (Line::Sub, Value::Array(Some(items))) => match &items[..] {
                 [Value::Bulk(Some(kind)), _, Value::Int(_)]
                     if kind == b"subscribe" || kind == b"unsubscribe" =>
                 {
                     answer(conn, 1)
                 }
+                [Value::Bulk(Some(kind)), Value::Bulk(_)] if kind == b"pong" => answer(conn, 1),
                 [
                     Value::Bulk(Some(kind)),
                     Value::Bulk(Some(channel)),
                     Value::Bulk(Some(payload)),
-                ] if kind == b"message" => {
-                    let Some((from, frame)) = payload.split_at_checked(ORIGIN_LEN) else {
-                        return Err(Malformed("a message without its origin"));
-                    };
-                    if from == origin {
-                        return Ok(None); // our own, back from Redis
-                    }
-                    let (room, name) = match Channel::parse(channel) {
-                        Some(Channel::Room(name)) => (true, name),
-                        Some(Channel::User(name)) => (false, name),
-                        None => return Ok(None), // not a channel of ours
-                    };
-                    Ok(Some(Event::Message {
-                        room,
-                        name: name.to_string(),
-                        frame: frame.to_vec(),
-                    }))
-                }
+                ] if kind == b"message" => Ok(message(&origin, channel, payload)),
                 _ => Err(Malformed("an unexpected push")),
             },
-            (_, Value::Error(_)) => Err(Malformed("Redis answered an error")),
+            (_, Value::Error(e)) => {
+                self.error = Some(e);
+                Err(Malformed("Redis answered an error"))
+            }
             _ => Err(Malformed("an unexpected reply")),
         }
+    }
+
+    /// What Redis last answered with an error (it explains the loss), once.
+    pub fn take_error(&mut self) -> Option<String> {
+        self.error.take()
+    }
+
+    /// Asks Redis, on the subscribed connection, for an answer that comes after
+    /// everything it sends there before (`ticket`: who waits for it).
+    pub fn barrier(&mut self, ticket: Ticket) {
+        let conn = self.conn(Line::Sub);
+        resp::command(&mut conn.out, &[b"PING"]);
+        conn.awaiting.push_back(Some(ticket));
+    }
+
+    /// Whether `line` owes answers (a Redis that stops answering is lost).
+    pub fn owes(&self, line: Line) -> bool {
+        !self.conns[line as usize].awaiting.is_empty()
+    }
+}
+
+/// A message from another worker or server, for the members here. `None`:
+/// ours come back, or not on a channel of ours, or not a push frame that
+/// members could read (dropped, not passed on to break their framing).
+fn message(origin: &[u8], channel: &[u8], payload: &[u8]) -> Option<Event> {
+    let (from, frame) = payload.split_at_checked(ORIGIN_LEN)?;
+    if from == origin || !is_push(frame) {
+        return None;
+    }
+    let (room, name) = match Channel::parse(channel)? {
+        Channel::Room(name) => (true, name),
+        Channel::User(name) => (false, name),
+    };
+    Some(Event::Message {
+        room,
+        name: name.to_string(),
+        frame: frame.to_vec(),
+    })
+}
+
+/// Whether `frame` is one whole chat push: a length, a JSON header whose op
+/// is a push chat makes, and exactly the body its `size` says.
+fn is_push(frame: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        op: std::borrow::Cow<'a, str>,
+        #[serde(default)]
+        size: u64,
+    }
+    let Some((len, rest)) = frame.split_first_chunk::<4>() else {
+        return false;
+    };
+    let Some((head, body)) = rest.split_at_checked(u32::from_be_bytes(*len) as usize) else {
+        return false;
+    };
+    match serde_json::from_slice::<Head>(head) {
+        Ok(h) => matches!(&*h.op, "msg" | "joined" | "left") && body.len() as u64 == h.size,
+        Err(_) => false,
     }
 }
 

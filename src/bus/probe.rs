@@ -4,7 +4,7 @@
 //! first connections are made the same way, before its loop serves anyone.
 
 use super::{Line, Node, ORIGIN_LEN, Url};
-use crate::client::tls::{TlsOptions, handshake};
+use crate::client::tls::{client_config_from, handshake};
 use crate::proto::resp::{self, Value};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
@@ -29,15 +29,13 @@ pub struct Target {
 }
 
 /// Connects to Redis and says hello as a worker will. `ca`: the certificates
-/// that verify Redis with `rediss://`, as a client's `--tls-ca` does.
+/// that verify Redis with `rediss://` (`None`: the system's roots).
 pub fn probe(url: &Url, ca: Option<PathBuf>) -> Result<Target, String> {
     let fail = |why: String| format!("cannot reach the bus at {url}: {why}");
     let tls = match url.tls {
         false => None,
         true => {
-            let config = TlsOptions { ca }
-                .client_config()
-                .map_err(|e| fail(e.to_string()))?;
+            let config = client_config_from(ca).map_err(|e| fail(e.to_string()))?;
             let name = ServerName::try_from(url.host.clone())
                 .map_err(|e| fail(format!("{e}: {}", url.host)))?;
             Some((config, name))

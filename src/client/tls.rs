@@ -26,42 +26,60 @@ pub struct TlsOptions {
 impl TlsOptions {
     /// The trusted roots, or why there are none.
     fn roots(&self) -> io::Result<RootCertStore> {
-        let mut roots = RootCertStore::empty();
         let file = match &self.ca {
             Some(path) => Some(path.clone()),
             None => Some(PathBuf::from(DEFAULT_CA)).filter(|p| p.exists()),
         };
-        match file {
-            Some(path) => {
-                for cert in read_certs(&path)? {
-                    roots.add(cert).map_err(|e| bad_ca(&path, e))?;
-                }
-            }
-            None => {
-                let found = rustls_native_certs::load_native_certs();
-                roots.add_parsable_certificates(found.certs);
-            }
-        }
-        if roots.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "no CA certificate to verify the server with (give --tls-ca FILE)",
-            ));
-        }
-        Ok(roots)
+        roots_from(file)
     }
 
     /// The TLS client settings: TLS 1.3 and 1.2, these roots.
     pub fn client_config(&self) -> io::Result<Arc<ClientConfig>> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(io::Error::other)?
-            .with_root_certificates(self.roots()?)
-            .with_no_client_auth();
-        Ok(Arc::new(config))
+        client_config(self.roots()?)
     }
+}
 
+/// The certificates in `file`, or (`None`) the system's roots.
+fn roots_from(file: Option<PathBuf>) -> io::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    match file {
+        Some(path) => {
+            for cert in read_certs(&path)? {
+                roots.add(cert).map_err(|e| bad_ca(&path, e))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+        }
+    }
+    if roots.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no CA certificate to verify the server with (give a CA file)",
+        ));
+    }
+    Ok(roots)
+}
+
+/// TLS client settings (TLS 1.3 and 1.2) trusting `roots`.
+fn client_config(roots: RootCertStore) -> io::Result<Arc<ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// TLS client settings trusting the certificates in `ca`, or (`None`) the
+/// system's roots: for a peer that is not a frameloop server (the bus's Redis).
+pub fn client_config_from(ca: Option<PathBuf>) -> io::Result<Arc<ClientConfig>> {
+    client_config(roots_from(ca)?)
+}
+
+impl TlsOptions {
     /// Connects TLS over `sock` to `addr` and completes the handshake.
     pub fn connect(&self, mut sock: TcpStream, addr: SocketAddr) -> io::Result<TlsStream> {
         let name = ServerName::IpAddress(addr.ip().into());

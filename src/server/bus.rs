@@ -1,7 +1,8 @@
 //! The chat bus's two connections to Redis (contract section 12): made
 //! without blocking, read and written by this loop like any socket, and made
-//! again after a loss with a backoff that doubles up to 5 s. What the bytes
-//! mean is the bus node's business (src/bus); chat sees only its events.
+//! again after a loss with a backoff that doubles up to 5 s. A Redis that
+//! owes answers and sends nothing for 3 s is lost too. What the bytes mean is
+//! the bus node's business (src/bus); chat sees only its events.
 
 use super::{Server, Source};
 use crate::bus::{self, Event, LINES, Line};
@@ -19,6 +20,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long Redis has to answer our hello on new connections.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
+/// While up, the bus's timer ticks this often; a connection that owes answers
+/// and was silent for `STALL_TICKS` ticks in a row is lost.
+const TICK: Duration = Duration::from_secs(1);
+const STALL_TICKS: u8 = 3;
 /// Reads of one connection per visit: the bus is one source among thousands.
 const READS_PER_VISIT: usize = 16;
 /// Commands waiting to be written past this: Redis does not keep up, and the
@@ -29,12 +34,22 @@ pub(super) struct BusLink {
     target: bus::Target,
     /// Plain TCP, or TLS with `rediss://`.
     socks: [Option<Stream>; 2],
-    /// Armed while connecting (the hello's deadline) and while down (the next try).
+    /// Armed while connecting (the hello's deadline), while down (the next
+    /// try), and while up (the tick that looks for a silent Redis).
     timer: Option<TimerId>,
     backoff: Duration,
+    /// Both connections are in.
     up: bool,
+    /// Chat is served through it (subscribed again to everything here): only
+    /// then is the backoff reset, so a Redis that takes the hello but refuses
+    /// the rest is not tried ten times a second.
+    served: bool,
     /// The current outage was logged (one line per outage, not per try).
     said_lost: bool,
+    /// Bytes came on each connection since the last tick; ticks in a row
+    /// each owed answers and heard nothing.
+    heard: [bool; 2],
+    stalls: [u8; 2],
 }
 
 impl BusLink {
@@ -45,7 +60,10 @@ impl BusLink {
             timer: None,
             backoff: FIRST_BACKOFF,
             up: false,
+            served: false,
             said_lost: false,
+            heard: [false; 2],
+            stalls: [0; 2],
         }
     }
 }
@@ -99,22 +117,35 @@ impl Server {
             if let Some(event) = up {
                 self.bus_up(r);
                 self.services.bus_event(event);
+                self.bus_served();
             }
         }
     }
 
-    /// Both connections are in: chat spans the servers (again).
+    /// Both connections are in: chat subscribes again to everything here, and
+    /// the timer ticks from now on.
     fn bus_up(&mut self, r: &mut Reactor) {
         let Some(link) = &mut self.bus else {
             return;
         };
         link.up = true;
-        link.backoff = FIRST_BACKOFF;
-        link.said_lost = false;
         if let Some(timer) = link.timer.take() {
             r.cancel_timer(timer);
         }
-        log::info!("bus up: {}", link.target.url);
+        link.timer = Some(r.add_timer(r.now() + TICK, Source::Bus(0).token()));
+    }
+
+    /// Once chat is served through the bus again: said, and the backoff reset.
+    fn bus_served(&mut self) {
+        let Some(link) = &mut self.bus else {
+            return;
+        };
+        if link.up && !link.served && self.services.bus_usable() {
+            link.served = true;
+            link.backoff = FIRST_BACKOFF;
+            link.said_lost = false;
+            log::info!("bus up: {}", link.target.url);
+        }
     }
 
     /// Connects the bus's two connections (their hello is already queued).
@@ -167,6 +198,9 @@ impl Server {
                 return;
             };
             node.received(line, self.scratch.get(..n).unwrap_or_default());
+            if let Some(link) = &mut self.bus {
+                link.heard[line as usize] = true;
+            }
             if let Err(why) = self.bus_events(r, line) {
                 return self.bus_lost(r, why);
             }
@@ -191,6 +225,7 @@ impl Server {
             }
             self.services.bus_event(event);
         }
+        self.bus_served();
         // Answers ready the ops waiting for them; messages queued pushes.
         self.pool_ready(r);
         self.pushes_now(r);
@@ -238,19 +273,35 @@ impl Server {
         }
     }
 
-    /// The bus's timer: Redis did not answer the hello in time, or it is time
-    /// to try again.
+    /// The bus's timer: a tick while up (a Redis silent while it owes answers
+    /// is lost), Redis did not answer the hello in time, or it is time to try
+    /// again.
     pub(super) fn bus_timer(&mut self, r: &mut Reactor, id: TimerId) {
-        let Some(link) = &mut self.bus else {
+        let (Some(link), Some(node)) = (&mut self.bus, self.services.bus_node()) else {
             return;
         };
         if link.timer != Some(id) {
             return; // stale
         }
         link.timer = None;
-        if link.socks.iter().all(Option::is_none) {
+        if link.up {
+            for line in LINES {
+                let i = line as usize;
+                let silent = node.owes(line) && !link.heard[i];
+                link.stalls[i] = if silent {
+                    link.stalls[i].saturating_add(1)
+                } else {
+                    0
+                };
+                link.heard[i] = false;
+            }
+            if link.stalls.iter().any(|&n| n >= STALL_TICKS) {
+                return self.bus_lost(r, "no answer from Redis for 3 s");
+            }
+            link.timer = Some(r.add_timer(r.now() + TICK, Source::Bus(0).token()));
+        } else if link.socks.iter().all(Option::is_none) {
             self.bus_connect(r);
-        } else if !link.up {
+        } else {
             self.bus_lost(r, "no answer from Redis");
         }
     }
@@ -258,6 +309,11 @@ impl Server {
     /// The bus is lost (or a try failed): its connections go, chat answers 503
     /// meanwhile, and a new try is timed.
     fn bus_lost(&mut self, r: &mut Reactor, why: &str) {
+        let said = self.services.bus_node().and_then(|node| node.take_error());
+        let why = match said {
+            Some(e) => format!("{why}: {e}"),
+            None => why.to_string(),
+        };
         let Some(link) = &mut self.bus else {
             return;
         };
@@ -275,6 +331,9 @@ impl Server {
             );
         }
         link.up = false;
+        link.served = false;
+        link.heard = [false; 2];
+        link.stalls = [0; 2];
         if let Some(timer) = link.timer.take() {
             r.cancel_timer(timer);
         }

@@ -352,6 +352,9 @@ impl Handler for Server {
     fn end_of_turn(&mut self, r: &mut Reactor) {
         // Chat pushes not yet carried out (a member's close sent its rooms `left`).
         self.send_pushes(r);
+        // The turn's publishes go to Redis before the settling: a bus found
+        // lost here answers its waiting ops 503 in this turn's writes.
+        self.bus_flush(r);
         loop {
             // Write at the end of the turn: replies produced by several events go
             // out in one writev.
@@ -371,7 +374,7 @@ impl Handler for Server {
                 break;
             }
         }
-        // The turn's publishes and subscriptions go to Redis together.
+        // And what the settling published (a member closed by a write error).
         self.bus_flush(r);
     }
 

@@ -13,6 +13,12 @@ impl Services {
         self.chat.use_bus(node);
     }
 
+    /// Chat is served across the servers: the bus is up, and subscribed again
+    /// to everything here.
+    pub fn bus_usable(&self) -> bool {
+        self.chat.check_bus().is_ok()
+    }
+
     /// The bus's node, for the server to move its bytes (`None`: no bus).
     pub fn bus_node(&mut self) -> Option<&mut Node> {
         self.chat.bus_node()
@@ -22,6 +28,7 @@ impl Services {
     /// it ([`Services::pool_ready`] names it).
     pub fn bus_event(&mut self, event: Event) {
         match event {
+            Event::Answer { ticket, .. } if self.chat.bus_synced(ticket) => {}
             Event::Answer { ticket, count } => self.answer(ticket, Some(count)),
             event => self.chat.bus_event(event),
         }
@@ -62,7 +69,11 @@ impl Services {
         let user = session.user.as_deref().unwrap_or_default();
         let result = match (waits, count) {
             (BusWait::Dm(to), Some(0)) => Err(super::chat::not_online(&to)),
-            (_, Some(_)) => Ok(()),
+            (BusWait::Join(room), Some(_)) => {
+                self.chat.joined(&session.chat, &room);
+                Ok(())
+            }
+            (BusWait::Dm(_), Some(_)) => Ok(()),
             (BusWait::Join(room), None) => {
                 self.chat.undo_join(&mut session.chat, user, &room);
                 Err(super::chat::unavailable())

@@ -126,6 +126,17 @@ impl Redis {
         }
     }
 
+    /// Pauses Redis (SIGSTOP: its connections stay open, nothing is answered),
+    /// or lets it go on (SIGCONT).
+    pub fn pause(&self, on: bool) {
+        if let Some(child) = &self.child {
+            let signal = if on { "-STOP" } else { "-CONT" };
+            let pid = child.id().to_string();
+            let done = Command::new("kill").args([signal, &pid]).status();
+            assert!(done.is_ok_and(|s| s.success()), "kill {signal} {pid}");
+        }
+    }
+
     /// Starts Redis again on the same port, empty.
     pub fn restart(&mut self) {
         self.stop();

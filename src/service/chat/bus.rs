@@ -3,6 +3,7 @@
 //! connections here, publishes what its members say, and delivers what
 //! comes in. The bus [`Node`] is pure code; the server moves its bytes.
 
+use super::frames::membership;
 use super::{Chat, Member, NOBODY};
 use crate::bus::{Channel, Event, Node, Ticket};
 use crate::service::ops::OpError;
@@ -21,6 +22,10 @@ pub struct Awaited {
 pub(super) struct Bus {
     pub(super) node: Node,
     next_ticket: Ticket,
+    /// Subscribed again to everything here since the bus came (back) up:
+    /// chat is served only then. `syncing`: the PING whose answer says so.
+    synced: bool,
+    syncing: Option<Ticket>,
 }
 
 impl Bus {
@@ -45,6 +50,8 @@ impl Chat {
         self.bus = Some(Bus {
             node,
             next_ticket: 0,
+            synced: false,
+            syncing: None,
         });
     }
 
@@ -58,10 +65,11 @@ impl Chat {
         self.bus.as_mut().filter(|b| b.node.is_up())
     }
 
-    /// 503 while the bus is lost; chat ops are refused then.
+    /// 503 while the bus is lost, or back but not yet subscribed again to
+    /// everything here; chat ops are refused then.
     pub fn check_bus(&self) -> Result<(), OpError> {
         match &self.bus {
-            Some(b) if !b.node.is_up() => Err(unavailable()),
+            Some(b) if !(b.node.is_up() && b.synced) => Err(unavailable()),
             _ => Ok(()),
         }
     }
@@ -69,10 +77,66 @@ impl Chat {
     /// The bus was lost (or is being made again): the tickets that will not be
     /// answered now.
     pub fn bus_lost(&mut self) -> Vec<Ticket> {
-        self.bus
-            .as_mut()
-            .map(|b| b.node.restart())
-            .unwrap_or_default()
+        let Some(bus) = &mut self.bus else {
+            return Vec::new();
+        };
+        bus.synced = false;
+        bus.syncing = None;
+        bus.node.restart()
+    }
+
+    /// Whether `ticket` is the answer that ends the subscribing again after
+    /// the bus came up (chat is served from now on).
+    pub fn bus_synced(&mut self, ticket: Ticket) -> bool {
+        match &mut self.bus {
+            Some(bus) if bus.syncing == Some(ticket) => {
+                bus.syncing = None;
+                bus.synced = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A join with the bus. The member waits in `joining`, hearing nothing of
+    /// the room, until Redis has confirmed the room's subscription (its first
+    /// member here), counted its `joined`, and answered a PING sent after them
+    /// on the subscribed connection: what Redis delivers before that answer
+    /// was said before the join, and from it on the member hears the room.
+    pub(super) fn join_on_bus(
+        &mut self,
+        member: &mut Member,
+        user: &str,
+        name: Rc<str>,
+        ticket: Ticket,
+    ) -> Awaited {
+        let mut answers = 1; // the `joined`
+        if !self.here(&name) {
+            self.bus_subscribe(Channel::Room(&name), Some(ticket));
+            answers += 1;
+        }
+        let joined = membership("joined", &name, user);
+        self.push_room(&name, member.key, joined, Some(ticket));
+        if let Some(bus) = self.up_node() {
+            bus.node.barrier(ticket);
+            answers += 1;
+        }
+        self.joining.push((Rc::clone(&name), member.key));
+        member.rooms.push(name);
+        Awaited { ticket, answers }
+    }
+
+    /// The join's answers are in: the member hears the room from now on.
+    pub fn joined(&mut self, member: &Member, room: &str) {
+        let key = member.key;
+        if let Some(i) = self
+            .joining
+            .iter()
+            .position(|(r, k)| **r == *room && *k == key)
+        {
+            let (name, key) = self.joining.swap_remove(i);
+            self.rooms.entry(name).or_default().push(key);
+        }
     }
 
     /// A ticket for an op to wait on, while the bus is up.
@@ -107,13 +171,26 @@ impl Chat {
     pub fn bus_event(&mut self, event: Event) {
         match event {
             Event::Up => {
-                let rooms: Vec<Rc<str>> = self.rooms.keys().cloned().collect();
+                let mut rooms: Vec<Rc<str>> = self.rooms.keys().cloned().collect();
+                rooms.extend(self.joining.iter().map(|(room, _)| Rc::clone(room)));
+                rooms.sort();
+                rooms.dedup();
                 let users: Vec<Rc<str>> = self.users.keys().cloned().collect();
-                for room in rooms {
-                    self.bus_subscribe(Channel::Room(&room), None);
+                for room in &rooms {
+                    self.bus_subscribe(Channel::Room(room), None);
                 }
-                for user in users {
-                    self.bus_subscribe(Channel::User(&user), None);
+                for user in &users {
+                    self.bus_subscribe(Channel::User(user), None);
+                }
+                let Some(bus) = self.up_node() else {
+                    return;
+                };
+                if rooms.is_empty() && users.is_empty() {
+                    bus.synced = true;
+                } else {
+                    let ticket = bus.ticket();
+                    bus.node.barrier(ticket);
+                    bus.syncing = Some(ticket);
                 }
             }
             Event::Message { room, name, frame } => {
@@ -143,7 +220,7 @@ mod tests {
     use super::*;
     use crate::bus::{LINES, Line, Url};
     use crate::proto::Header;
-    use crate::service::chat::Target;
+    use crate::service::chat::{Recipients, Target};
 
     fn up(chat: &mut Chat) {
         for line in LINES {
@@ -187,21 +264,40 @@ mod tests {
         let room = Header::parse(br#"{"room":"r"}"#).unwrap();
         let (mut a, mut b) = (member(1), member(2));
         let first = chat.join(&mut a, "ann", &room).unwrap().unwrap();
-        assert_eq!(first.answers, 2, "the subscription and the joined");
-        assert!(written(&mut chat, Line::Sub).contains("SUBSCRIBE\r\n$16\r\nframeloop:room:r"));
+        assert_eq!(
+            first.answers, 3,
+            "the subscription, the joined, the barrier"
+        );
+        let sub = written(&mut chat, Line::Sub);
+        assert!(sub.contains("SUBSCRIBE\r\n$16\r\nframeloop:room:r") && sub.ends_with("PING\r\n"));
         assert!(written(&mut chat, Line::Pub).contains(r#""op":"joined""#));
+        // Joining, ann hears nothing of the room (what comes was said before).
+        let mut keys = Vec::new();
+        let to_room = Recipients::Room {
+            room: "r".into(),
+            except: NOBODY,
+        };
+        chat.recipients(&to_room, &mut keys);
+        assert!(keys.is_empty());
+        chat.joined(&a, "r");
+        chat.recipients(&to_room, &mut keys);
+        assert_eq!(keys, [1], "in once its answers are in");
         let second = chat.join(&mut b, "bob", &room).unwrap().unwrap();
-        assert_eq!(second.answers, 1, "subscribed already");
+        assert_eq!(
+            second.answers, 2,
+            "subscribed already: the joined, the barrier"
+        );
         assert_ne!(first.ticket, second.ticket);
-        assert!(written(&mut chat, Line::Sub).is_empty());
+        assert!(!written(&mut chat, Line::Sub).contains("SUBSCRIBE"));
         chat.leave(&mut a, "ann", &room).unwrap();
         assert!(
-            written(&mut chat, Line::Sub).is_empty(),
-            "bob is still here"
+            !written(&mut chat, Line::Sub).contains("UNSUBSCRIBE"),
+            "bob is joining"
         );
         chat.hang_up(&mut b, "bob");
         assert!(written(&mut chat, Line::Sub).contains("UNSUBSCRIBE"));
         assert!(written(&mut chat, Line::Pub).contains(r#""op":"left""#));
+        assert_eq!(chat.counts(), (0, 0));
     }
 
     #[test]
@@ -233,7 +329,21 @@ mod tests {
             written(&mut chat, line);
         }
         up(&mut chat);
+        assert_eq!(
+            chat.check_bus().unwrap_err().status,
+            503,
+            "until subscribed again"
+        );
         let again = written(&mut chat, Line::Sub);
+        let node = chat.bus_node().unwrap();
+        node.received(Line::Sub, b"*3\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n:1\r\n");
+        node.received(Line::Sub, b"*3\r\n$9\r\nsubscribe\r\n$1\r\ny\r\n:2\r\n");
+        node.received(Line::Sub, b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+        let Ok(Some(Event::Answer { ticket, .. })) = node.next_event(Line::Sub) else {
+            panic!("the barrier's answer");
+        };
+        assert!(chat.bus_synced(ticket));
+        assert!(chat.check_bus().is_ok());
         assert!(again.contains("frameloop:room:r") && again.contains("frameloop:user:ann"));
         // A join cut by the loss is undone: the member is not in the room.
         chat.undo_join(&mut a, "ann", "r");

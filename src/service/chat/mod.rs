@@ -88,6 +88,8 @@ pub struct Chat {
     link: Option<(Arc<Hub>, usize)>,
     /// With `--bus`: the bus, which carries pushes to every other worker.
     bus: Option<bus::Bus>,
+    /// Members joining through the bus, not yet hearing the room (`bus.rs`).
+    joining: Vec<(Rc<str>, usize)>,
 }
 
 /// A required room or user name field: a string of a valid name, or a 400.
@@ -150,30 +152,41 @@ impl Chat {
         if member.rooms.len() >= MAX_ROOMS {
             return Err(refused(403, format!("already in {MAX_ROOMS} rooms")));
         }
-        let name = match self.rooms.get_key_value(&*room) {
-            Some((name, _)) => Rc::clone(name),
-            None => Rc::from(&*room),
-        };
+        let name = self.room_name(&room);
+        if let Some(ticket) = self.bus_ticket() {
+            return Ok(Some(self.join_on_bus(member, user, name, ticket)));
+        }
         let members = self.rooms.entry(Rc::clone(&name)).or_default();
         let others = !members.is_empty();
         members.push(member.key);
-        let ticket = self.bus_ticket();
-        let mut answers = 0;
-        if !others {
-            // Its first member here.
-            if let Some((hub, me)) = self.hub() {
-                hub.subscribe(me, &name);
-            }
-            self.bus_subscribe(Channel::Room(&name), ticket);
-            answers += 1;
+        if !others && let Some((hub, me)) = self.hub() {
+            hub.subscribe(me, &name); // its first member here
         }
-        if others || self.link.is_some() || self.bus.is_some() {
+        if others || self.link.is_some() {
             let joined = membership("joined", &name, user);
-            self.push_room(&name, member.key, joined, ticket);
-            answers += 1;
+            self.push_room(&name, member.key, joined, None);
         }
         member.rooms.push(name);
-        Ok(ticket.map(|ticket| Awaited { ticket, answers }))
+        Ok(None)
+    }
+
+    /// The room's name, shared with the tables when the room is known here.
+    fn room_name(&self, room: &str) -> Rc<str> {
+        let known = self.rooms.get_key_value(room).map(|(name, _)| name);
+        let joining = self.joining.iter().map(|(name, _)| name);
+        match known
+            .into_iter()
+            .chain(joining)
+            .find(|name| ***name == *room)
+        {
+            Some(name) => Rc::clone(name),
+            None => Rc::from(room),
+        }
+    }
+
+    /// Whether `room` has a member here, or one joining through the bus.
+    fn here(&self, room: &str) -> bool {
+        self.rooms.contains_key(room) || self.joining.iter().any(|(r, _)| **r == *room)
     }
 
     /// `leave`: 403 when the connection is not in the room.
@@ -192,14 +205,24 @@ impl Chat {
         Ok(())
     }
 
-    /// Removes `key` from `room`; the members left get `left`, an empty room goes.
+    /// Removes `key` from `room` (or from those joining it); the members left
+    /// get `left`, an empty room goes.
     fn part(&mut self, key: usize, room: &Rc<str>, user: &str) {
-        let Some(members) = self.rooms.get_mut(room) else {
+        let joining = self.joining.len();
+        self.joining.retain(|(r, k)| !(r == room && *k == key));
+        let mut was_in = self.joining.len() < joining;
+        if let Some(members) = self.rooms.get_mut(room) {
+            let before = members.len();
+            members.retain(|&k| k != key);
+            was_in |= members.len() < before;
+            if members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+        if !was_in {
             return;
-        };
-        members.retain(|&k| k != key);
-        if members.is_empty() {
-            self.rooms.remove(room);
+        }
+        if !self.here(room) {
             if let Some((hub, me)) = self.hub() {
                 hub.unsubscribe(me, room);
             }
