@@ -65,20 +65,21 @@ started() {
     echo "$1 $2 $(start_time "$2" || echo gone)" >>"$PIDS"
 }
 
-# wait_port PORT WHAT PID: until 127.0.0.1:PORT accepts, while PID (the
-# process that should) still runs: another program on the port is a failure.
-wait_port() {
+# wait_ready WHAT PID FILE TEXT: until the process says TEXT in FILE (that it
+# listens: a port that merely accepts may be another program's), failing as
+# soon as the process has ended.
+wait_ready() {
     local start
-    start="$(start_time "$3" || echo gone)"
+    start="$(start_time "$2" || echo gone)"
     for _ in $(seq 200); do
-        if ! alive "$3" "$start"; then
-            echo "$2 ended at its start (logs in $DIR)" >&2
+        if ! alive "$2" "$start"; then
+            echo "$1 ended at its start (logs in $DIR)" >&2
             return 1
         fi
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        grep -q "$4" "$3" 2>/dev/null && return 0
         sleep 0.05
     done
-    echo "$2 did not come up on port $1 (logs in $DIR)" >&2
+    echo "$1 did not come up (logs in $DIR)" >&2
     return 1
 }
 
@@ -113,7 +114,7 @@ start() {
         "client-output-buffer-limit pubsub 256mb 64mb 60" >"$DIR/redis.conf")
     redis-server "$DIR/redis.conf" >"$DIR/redis.log" 2>&1 &
     started redis-server $!
-    wait_port "$REDIS_PORT" redis-server $!
+    wait_ready redis-server $! "$DIR/redis.log" "Ready to accept connections"
 
     local i=0 port servers=""
     for port in $SERVER_PORTS; do
@@ -124,7 +125,7 @@ start() {
             "$bin" serve --listen "127.0.0.1:$port" --udp off --data-dir "$DIR/data" \
             --proxy-protocol >"$DIR/server$i.out" 2>"$DIR/server$i.log" &
         started "frameloop" $!
-        wait_port "$port" "server $i" $!
+        wait_ready "server $i" $! "$DIR/server$i.out" "listening on"
         servers+="    server s$i 127.0.0.1:$port send-proxy-v2 check check-send-proxy inter 500ms fall 2 rise 1"$'\n'
     done
 
@@ -148,9 +149,15 @@ backend be
     tcp-check expect binary $hello
 $servers
 CFG
+    # HAProxy binds its port before it runs: when it runs, it listens.
     "$haproxy" -f "$DIR/haproxy.cfg" -db >"$DIR/haproxy.log" 2>&1 &
     started haproxy $!
-    wait_port "$HAPROXY_PORT" haproxy $!
+    local hp=$!
+    for _ in $(seq 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$HAPROXY_PORT") 2>/dev/null && alive $hp "$(start_time $hp)" && break
+        sleep 0.05
+    done
+    alive $hp "$(start_time $hp || echo gone)" || { echo "haproxy ended at its start (logs in $DIR)" >&2; false; }
     trap - ERR
 
     cat <<SAID

@@ -232,6 +232,10 @@ impl Node {
                     conn.ready = true;
                     Ok(self.is_up().then_some(Event::Up))
                 }
+                Value::Error(e) => {
+                    self.error = Some(e);
+                    Err(Malformed("Redis refused the AUTH or PING"))
+                }
                 _ => Err(Malformed("Redis refused the AUTH or PING")),
             };
         }
@@ -320,6 +324,9 @@ fn is_push(frame: &[u8]) -> bool {
     let Some((head, body)) = rest.split_at_checked(u32::from_be_bytes(*len) as usize) else {
         return false;
     };
+    if head.first() != Some(&b'{') {
+        return false; // an object, not the array serde would also read
+    }
     match serde_json::from_slice::<Head>(head) {
         Ok(h) => matches!(&*h.op, "msg" | "joined" | "left") && body.len() as u64 == h.size,
         Err(_) => false,

@@ -30,7 +30,7 @@ impl TlsOptions {
             Some(path) => Some(path.clone()),
             None => Some(PathBuf::from(DEFAULT_CA)).filter(|p| p.exists()),
         };
-        roots_from(file)
+        roots_from(file, "--tls-ca")
     }
 
     /// The TLS client settings: TLS 1.3 and 1.2, these roots.
@@ -39,8 +39,9 @@ impl TlsOptions {
     }
 }
 
-/// The certificates in `file`, or (`None`) the system's roots.
-fn roots_from(file: Option<PathBuf>) -> io::Result<RootCertStore> {
+/// The certificates in `file`, or (`None`) the system's roots; `flag` names
+/// the file in the error when there are none.
+fn roots_from(file: Option<PathBuf>, flag: &str) -> io::Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     match file {
         Some(path) => {
@@ -56,7 +57,7 @@ fn roots_from(file: Option<PathBuf>) -> io::Result<RootCertStore> {
     if roots.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
-            "no CA certificate to verify the server with (give a CA file)",
+            format!("no CA certificate to verify the server with (give {flag} FILE)"),
         ));
     }
     Ok(roots)
@@ -76,7 +77,7 @@ fn client_config(roots: RootCertStore) -> io::Result<Arc<ClientConfig>> {
 /// TLS client settings trusting the certificates in `ca`, or (`None`) the
 /// system's roots: for a peer that is not a frameloop server (the bus's Redis).
 pub fn client_config_from(ca: Option<PathBuf>) -> io::Result<Arc<ClientConfig>> {
-    client_config(roots_from(ca)?)
+    client_config(roots_from(ca, "--bus-ca")?)
 }
 
 impl TlsOptions {

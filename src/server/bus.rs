@@ -13,7 +13,7 @@ use mio::Interest;
 use mio::net::TcpStream;
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The first wait before connecting again, doubled at each failure up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -21,9 +21,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long Redis has to answer our hello on new connections.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 /// While up, the bus's timer ticks this often; a connection that owes answers
-/// and was silent for `STALL_TICKS` ticks in a row is lost.
+/// and neither read nor wrote a byte for `SILENCE` is lost.
 const TICK: Duration = Duration::from_secs(1);
-const STALL_TICKS: u8 = 3;
+const SILENCE: Duration = Duration::from_secs(3);
 /// Reads of one connection per visit: the bus is one source among thousands.
 const READS_PER_VISIT: usize = 16;
 /// Commands waiting to be written past this: Redis does not keep up, and the
@@ -44,12 +44,12 @@ pub(super) struct BusLink {
     /// then is the backoff reset, so a Redis that takes the hello but refuses
     /// the rest is not tried ten times a second.
     served: bool,
-    /// The current outage was logged (one line per outage, not per try).
-    said_lost: bool,
-    /// Bytes came on each connection since the last tick; ticks in a row
-    /// each owed answers and heard nothing.
-    heard: [bool; 2],
-    stalls: [u8; 2],
+    /// The current outage was logged, and why (a line per outage and reason,
+    /// not per try).
+    said_lost: Option<String>,
+    /// When each connection last read or wrote a byte (a long publish still
+    /// being written keeps its connection alive).
+    last_io: [Instant; 2],
 }
 
 impl BusLink {
@@ -61,9 +61,8 @@ impl BusLink {
             backoff: FIRST_BACKOFF,
             up: false,
             served: false,
-            said_lost: false,
-            heard: [false; 2],
-            stalls: [0; 2],
+            said_lost: None,
+            last_io: [Instant::now(); 2],
         }
     }
 }
@@ -129,6 +128,7 @@ impl Server {
             return;
         };
         link.up = true;
+        link.last_io = [r.now(); 2];
         if let Some(timer) = link.timer.take() {
             r.cancel_timer(timer);
         }
@@ -143,7 +143,7 @@ impl Server {
         if link.up && !link.served && self.services.bus_usable() {
             link.served = true;
             link.backoff = FIRST_BACKOFF;
-            link.said_lost = false;
+            link.said_lost = None;
             log::info!("bus up: {}", link.target.url);
         }
     }
@@ -199,7 +199,7 @@ impl Server {
             };
             node.received(line, self.scratch.get(..n).unwrap_or_default());
             if let Some(link) = &mut self.bus {
-                link.heard[line as usize] = true;
+                link.last_io[line as usize] = r.now();
             }
             if let Err(why) = self.bus_events(r, line) {
                 return self.bus_lost(r, why);
@@ -220,8 +220,12 @@ impl Server {
             .map_err(|e| e.0)?
             .flatten()
         {
-            if event == Event::Up {
-                self.bus_up(r);
+            match event {
+                Event::Up => self.bus_up(r),
+                // A join's barrier among the answers: what came before it goes
+                // to the members of then, before the joiner is one.
+                Event::Answer { .. } => self.pushes_now(r),
+                Event::Message { .. } => {}
             }
             self.services.bus_event(event);
         }
@@ -264,6 +268,9 @@ impl Server {
                 }
             };
             out.drain(..written);
+            if written > 0 {
+                link.last_io[line as usize] = r.now();
+            }
             let failed = failed.or_else(|| {
                 (out.len() > MAX_UNWRITTEN).then(|| "Redis does not keep up".to_string())
             });
@@ -285,17 +292,12 @@ impl Server {
         }
         link.timer = None;
         if link.up {
-            for line in LINES {
-                let i = line as usize;
-                let silent = node.owes(line) && !link.heard[i];
-                link.stalls[i] = if silent {
-                    link.stalls[i].saturating_add(1)
-                } else {
-                    0
-                };
-                link.heard[i] = false;
-            }
-            if link.stalls.iter().any(|&n| n >= STALL_TICKS) {
+            let now = r.now();
+            let silent = |line: Line| {
+                node.owes(line)
+                    && now.saturating_duration_since(link.last_io[line as usize]) >= SILENCE
+            };
+            if LINES.into_iter().any(silent) {
                 return self.bus_lost(r, "no answer from Redis for 3 s");
             }
             link.timer = Some(r.add_timer(r.now() + TICK, Source::Bus(0).token()));
@@ -322,18 +324,16 @@ impl Server {
                 let _ = r.deregister(&mut sock);
             }
         }
-        if !link.said_lost {
-            link.said_lost = true;
+        if link.said_lost.as_deref() != Some(why.as_str()) {
             log::warn!(
                 "bus lost ({}: {why}): chat answers 503 until it is back; trying again within {:?}",
                 link.target.url,
                 MAX_BACKOFF
             );
         }
+        link.said_lost = Some(why);
         link.up = false;
         link.served = false;
-        link.heard = [false; 2];
-        link.stalls = [0; 2];
         if let Some(timer) = link.timer.take() {
             r.cancel_timer(timer);
         }

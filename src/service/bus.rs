@@ -29,6 +29,7 @@ impl Services {
     pub fn bus_event(&mut self, event: Event) {
         match event {
             Event::Answer { ticket, .. } if self.chat.bus_synced(ticket) => {}
+            Event::Answer { ticket, .. } if self.chat.barrier(ticket) => {}
             Event::Answer { ticket, count } => self.answer(ticket, Some(count)),
             event => self.chat.bus_event(event),
         }
@@ -69,11 +70,7 @@ impl Services {
         let user = session.user.as_deref().unwrap_or_default();
         let result = match (waits, count) {
             (BusWait::Dm(to), Some(0)) => Err(super::chat::not_online(&to)),
-            (BusWait::Join(room), Some(_)) => {
-                self.chat.joined(&session.chat, &room);
-                Ok(())
-            }
-            (BusWait::Dm(_), Some(_)) => Ok(()),
+            (_, Some(_)) => Ok(()),
             (BusWait::Join(room), None) => {
                 self.chat.undo_join(&mut session.chat, user, &room);
                 Err(super::chat::unavailable())

@@ -17,6 +17,17 @@ pub struct Awaited {
     pub answers: u32,
 }
 
+/// A member joining through the bus, until its barrier is answered.
+#[derive(Debug)]
+pub(super) struct Joining {
+    pub(super) room: Rc<str>,
+    pub(super) key: usize,
+    user: Box<str>,
+    /// The PING's ticket, and the join's (which waits for the `joined`).
+    barrier: Ticket,
+    join: Ticket,
+}
+
 /// The bus as chat sees it: the node and the tickets it hands out.
 #[derive(Debug)]
 pub(super) struct Bus {
@@ -75,14 +86,16 @@ impl Chat {
     }
 
     /// The bus was lost (or is being made again): the tickets that will not be
-    /// answered now.
+    /// answered now, the joins still at their barrier's included.
     pub fn bus_lost(&mut self) -> Vec<Ticket> {
         let Some(bus) = &mut self.bus else {
             return Vec::new();
         };
         bus.synced = false;
         bus.syncing = None;
-        bus.node.restart()
+        let mut lost = bus.node.restart();
+        lost.extend(self.joining.iter().map(|j| j.join));
+        lost
     }
 
     /// Whether `ticket` is the answer that ends the subscribing again after
@@ -99,10 +112,11 @@ impl Chat {
     }
 
     /// A join with the bus. The member waits in `joining`, hearing nothing of
-    /// the room, until Redis has confirmed the room's subscription (its first
-    /// member here), counted its `joined`, and answered a PING sent after them
-    /// on the subscribed connection: what Redis delivers before that answer
-    /// was said before the join, and from it on the member hears the room.
+    /// the room and said to nobody, until Redis answers a PING sent on the
+    /// subscribed connection after the room's subscription (its first member
+    /// here): what Redis delivers before that answer was said before the
+    /// join. Then it is a member, and its `joined` is said ([`Chat::barrier`]);
+    /// the join's 200 waits for that publish to be counted.
     pub(super) fn join_on_bus(
         &mut self,
         member: &mut Member,
@@ -110,33 +124,41 @@ impl Chat {
         name: Rc<str>,
         ticket: Ticket,
     ) -> Awaited {
-        let mut answers = 1; // the `joined`
+        let mut answers = 1; // the `joined`, said at the barrier
         if !self.here(&name) {
             self.bus_subscribe(Channel::Room(&name), Some(ticket));
             answers += 1;
         }
-        let joined = membership("joined", &name, user);
-        self.push_room(&name, member.key, joined, Some(ticket));
         if let Some(bus) = self.up_node() {
-            bus.node.barrier(ticket);
-            answers += 1;
+            let barrier = bus.ticket();
+            bus.node.barrier(barrier);
+            self.joining.push(Joining {
+                room: Rc::clone(&name),
+                key: member.key,
+                user: user.into(),
+                barrier,
+                join: ticket,
+            });
         }
-        self.joining.push((Rc::clone(&name), member.key));
         member.rooms.push(name);
         Awaited { ticket, answers }
     }
 
-    /// The join's answers are in: the member hears the room from now on.
-    pub fn joined(&mut self, member: &Member, room: &str) {
-        let key = member.key;
-        if let Some(i) = self
-            .joining
-            .iter()
-            .position(|(r, k)| **r == *room && *k == key)
-        {
-            let (name, key) = self.joining.swap_remove(i);
-            self.rooms.entry(name).or_default().push(key);
-        }
+    /// Whether `ticket` is a joining member's barrier. If so, that member
+    /// hears the room from now on (the caller has carried out every push
+    /// queued before), and its `joined` is said, counted for its join.
+    pub fn barrier(&mut self, ticket: Ticket) -> bool {
+        let Some(i) = self.joining.iter().position(|j| j.barrier == ticket) else {
+            return false;
+        };
+        let j = self.joining.swap_remove(i);
+        self.rooms
+            .entry(Rc::clone(&j.room))
+            .or_default()
+            .push(j.key);
+        let joined = membership("joined", &j.room, &j.user);
+        self.push_room(&j.room, j.key, joined, Some(j.join));
+        true
     }
 
     /// A ticket for an op to wait on, while the bus is up.
@@ -172,7 +194,7 @@ impl Chat {
         match event {
             Event::Up => {
                 let mut rooms: Vec<Rc<str>> = self.rooms.keys().cloned().collect();
-                rooms.extend(self.joining.iter().map(|(room, _)| Rc::clone(room)));
+                rooms.extend(self.joining.iter().map(|j| Rc::clone(&j.room)));
                 rooms.sort();
                 rooms.dedup();
                 let users: Vec<Rc<str>> = self.users.keys().cloned().collect();
@@ -264,13 +286,13 @@ mod tests {
         let room = Header::parse(br#"{"room":"r"}"#).unwrap();
         let (mut a, mut b) = (member(1), member(2));
         let first = chat.join(&mut a, "ann", &room).unwrap().unwrap();
-        assert_eq!(
-            first.answers, 3,
-            "the subscription, the joined, the barrier"
-        );
+        assert_eq!(first.answers, 2, "the subscription, and the joined's count");
         let sub = written(&mut chat, Line::Sub);
         assert!(sub.contains("SUBSCRIBE\r\n$16\r\nframeloop:room:r") && sub.ends_with("PING\r\n"));
-        assert!(written(&mut chat, Line::Pub).contains(r#""op":"joined""#));
+        assert!(
+            written(&mut chat, Line::Pub).is_empty(),
+            "joined: said at the barrier"
+        );
         // Joining, ann hears nothing of the room (what comes was said before).
         let mut keys = Vec::new();
         let to_room = Recipients::Room {
@@ -279,25 +301,46 @@ mod tests {
         };
         chat.recipients(&to_room, &mut keys);
         assert!(keys.is_empty());
-        chat.joined(&a, "r");
-        chat.recipients(&to_room, &mut keys);
-        assert_eq!(keys, [1], "in once its answers are in");
-        let second = chat.join(&mut b, "bob", &room).unwrap().unwrap();
-        assert_eq!(
-            second.answers, 2,
-            "subscribed already: the joined, the barrier"
+        // The confirmation, then the barrier's answer: ann is in, and said to be.
+        let waits = answer(
+            &mut chat,
+            b"*3\r\n$9\r\nsubscribe\r\n$1\r\nr\r\n:1\r\n+PONG\r\n",
         );
-        assert_ne!(first.ticket, second.ticket);
+        assert_eq!(waits, [first.ticket], "the barrier is chat's own");
+        chat.recipients(&to_room, &mut keys);
+        assert_eq!(keys, [1]);
+        assert!(written(&mut chat, Line::Pub).contains(r#""op":"joined""#));
+        let second = chat.join(&mut b, "bob", &room).unwrap().unwrap();
+        assert_eq!(second.answers, 1, "subscribed already: the joined's count");
         assert!(!written(&mut chat, Line::Sub).contains("SUBSCRIBE"));
         chat.leave(&mut a, "ann", &room).unwrap();
+        assert!(written(&mut chat, Line::Pub).contains(r#""op":"left""#));
         assert!(
             !written(&mut chat, Line::Sub).contains("UNSUBSCRIBE"),
             "bob is joining"
         );
         chat.hang_up(&mut b, "bob");
         assert!(written(&mut chat, Line::Sub).contains("UNSUBSCRIBE"));
-        assert!(written(&mut chat, Line::Pub).contains(r#""op":"left""#));
+        assert!(
+            written(&mut chat, Line::Pub).is_empty(),
+            "bob was never said to be in"
+        );
         assert_eq!(chat.counts(), (0, 0));
+    }
+
+    /// Feeds Redis's `bytes` on the subscribed line; answers that are not
+    /// chat's own barriers come back.
+    fn answer(chat: &mut Chat, bytes: &[u8]) -> Vec<Ticket> {
+        chat.bus_node().unwrap().received(Line::Sub, bytes);
+        let mut others = Vec::new();
+        while let Some(e) = chat.bus_node().unwrap().next_event(Line::Sub).unwrap() {
+            if let Event::Answer { ticket, .. } = e
+                && !chat.barrier(ticket)
+            {
+                others.push(ticket);
+            }
+        }
+        others
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub struct Chat {
     /// With `--bus`: the bus, which carries pushes to every other worker.
     bus: Option<bus::Bus>,
     /// Members joining through the bus, not yet hearing the room (`bus.rs`).
-    joining: Vec<(Rc<str>, usize)>,
+    joining: Vec<bus::Joining>,
 }
 
 /// A required room or user name field: a string of a valid name, or a 400.
@@ -173,7 +173,7 @@ impl Chat {
     /// The room's name, shared with the tables when the room is known here.
     fn room_name(&self, room: &str) -> Rc<str> {
         let known = self.rooms.get_key_value(room).map(|(name, _)| name);
-        let joining = self.joining.iter().map(|(name, _)| name);
+        let joining = self.joining.iter().map(|j| &j.room);
         match known
             .into_iter()
             .chain(joining)
@@ -186,7 +186,7 @@ impl Chat {
 
     /// Whether `room` has a member here, or one joining through the bus.
     fn here(&self, room: &str) -> bool {
-        self.rooms.contains_key(room) || self.joining.iter().any(|(r, _)| **r == *room)
+        self.rooms.contains_key(room) || self.joining.iter().any(|j| *j.room == *room)
     }
 
     /// `leave`: 403 when the connection is not in the room.
@@ -208,9 +208,9 @@ impl Chat {
     /// Removes `key` from `room` (or from those joining it); the members left
     /// get `left`, an empty room goes.
     fn part(&mut self, key: usize, room: &Rc<str>, user: &str) {
-        let joining = self.joining.len();
-        self.joining.retain(|(r, k)| !(r == room && *k == key));
-        let mut was_in = self.joining.len() < joining;
+        // One still joining was never said to be in: it leaves quietly.
+        self.joining.retain(|j| !(j.room == *room && j.key == key));
+        let mut was_in = false;
         if let Some(members) = self.rooms.get_mut(room) {
             let before = members.len();
             members.retain(|&k| k != key);
@@ -218,9 +218,6 @@ impl Chat {
             if members.is_empty() {
                 self.rooms.remove(room);
             }
-        }
-        if !was_in {
-            return;
         }
         if !self.here(room) {
             if let Some((hub, me)) = self.hub() {
@@ -231,7 +228,9 @@ impl Chat {
                 return; // nobody else to tell
             }
         }
-        self.push_room(room, key, membership("left", room, user), None);
+        if was_in {
+            self.push_room(room, key, membership("left", room, user), None);
+        }
     }
 
     /// Queues `frame` for every member of `room` but `except`, here and (posted
