@@ -21,8 +21,10 @@ use std::sync::Arc;
 mod bus;
 mod frames;
 mod hub;
+mod users;
 
 pub use bus::{Awaited, unavailable};
+pub(super) use users::not_online;
 
 /// Longest room (and user) name.
 pub const MAX_NAME: usize = 64;
@@ -107,38 +109,9 @@ fn refused(status: u16, message: String) -> OpError {
     OpError { status, message }
 }
 
-pub(super) fn not_online(user: &str) -> OpError {
-    refused(404, format!("{user} has no open connection"))
-}
-
 impl Chat {
-    /// The connection authenticated as `user`: it can now receive `dm`s. False
-    /// (and not counted) when the user already has `max` connections logged in
-    /// (`--max-conns-per-user`, 0: no limit), on every worker together.
-    pub fn online(&mut self, member: &mut Member, user: &str, max: usize) -> bool {
-        if member.online {
-            return true;
-        }
-        let admitted = match &self.link {
-            Some((hub, me)) => hub.login(*me, user, max),
-            None => max == 0 || self.users.get(user).map_or(0, Vec::len) < max,
-        };
-        if admitted {
-            member.online = true;
-            let conns = self.users.entry(Rc::from(user)).or_default();
-            conns.push(member.key);
-            if conns.len() == 1 {
-                self.bus_subscribe(Channel::User(user), None);
-            }
-        }
-        admitted
-    }
-
     /// `join`: idempotent (joining a room again is a 200 with no push). With
-    /// the bus, the 200 waits for Redis to confirm the room's subscription (its
-    /// first member here) and to count the `joined` publish: from its 200 on
-    /// the member hears every message said in the room, and nobody can hear
-    /// of it joining after it hears of others who join later.
+    /// the bus, the join waits for Redis (`Chat::join_on_bus`).
     pub fn join(
         &mut self,
         member: &mut Member,
@@ -279,14 +252,6 @@ impl Chat {
             .ok_or_else(|| refused(403, format!("not a member of {room}")))
     }
 
-    fn check_online(&self, to: &str) -> Result<(), OpError> {
-        if self.online_here(to) {
-            Ok(())
-        } else {
-            Err(not_online(to))
-        }
-    }
-
     /// A `say` or `dm` with its whole body: fans the `msg` push out to every
     /// other member connection (or every other connection of the user). The frame
     /// is built once and shared. A `dm` whose user went away meanwhile: 404.
@@ -350,16 +315,6 @@ impl Chat {
                 frame,
             });
         }
-    }
-
-    /// Queues `frame` for every connection of `user` on this worker but `except`.
-    fn push_user(&mut self, user: &str, except: usize, frame: &Rc<[u8]>) {
-        let to = self.users.get(user).map(Vec::as_slice).unwrap_or_default();
-        self.pushes
-            .extend(to.iter().filter(|&&k| k != except).map(|&to| Push {
-                to: Recipients::Conn(to),
-                frame: Rc::clone(frame),
-            }));
     }
 
     /// The connections a push goes to now, into `into` (cleared first).
