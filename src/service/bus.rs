@@ -2,7 +2,7 @@
 //! says, handed to chat, and its answers matched to the ops waiting for them
 //! (a `join`'s subscription, a `dm`'s count of receivers).
 
-use super::jobs::BusWait;
+use super::chat::AwaitedOp;
 use super::{Services, Session};
 use crate::bus::{Event, Node, Ticket};
 use crate::outbuf::OutBuf;
@@ -64,18 +64,18 @@ impl Services {
         session: &mut Session,
         out: &mut OutBuf,
         id: Option<u64>,
-        waits: BusWait,
+        op: AwaitedOp,
         count: Option<i64>,
     ) {
         let user = session.user.as_deref().unwrap_or_default();
-        let result = match (waits, count) {
-            (BusWait::Dm(to), Some(0)) => Err(super::chat::not_online(&to)),
+        let result = match (op, count) {
+            (AwaitedOp::Dm(to), Some(0)) => Err(super::chat::not_online(&to)),
             (_, Some(_)) => Ok(()),
-            (BusWait::Join(room), None) => {
+            (AwaitedOp::Join(room), None) => {
                 self.chat.undo_join(&mut session.chat, user, &room);
                 Err(super::chat::unavailable())
             }
-            (BusWait::Dm(_), None) => Err(super::chat::unavailable()),
+            (AwaitedOp::Dm(_), None) => Err(super::chat::unavailable()),
         };
         self.finish(out, id, result.map(|()| super::ops::Reply::Empty));
     }

@@ -23,21 +23,11 @@ pub(super) enum Job {
         id: Option<u64>,
         exec: exec::Exec,
     },
-    /// A chat op waiting for the bus's answer to `ticket` (contract section 12).
+    /// A chat op waiting for the bus's answers (contract section 12).
     Bus {
         id: Option<u64>,
-        ticket: crate::bus::Ticket,
-        waits: BusWait,
+        awaited: super::chat::Awaited,
     },
-}
-
-/// What a chat op waits for on the bus.
-#[derive(Debug)]
-pub(super) enum BusWait {
-    /// Its room's subscription (the first member here), before its 200.
-    Join(String),
-    /// Redis's count of the user's connections that the `dm` reached: 0 is a 404.
-    Dm(String),
 }
 
 /// What a pool result becomes, back on the loop.
@@ -62,12 +52,7 @@ impl std::fmt::Debug for Job {
         match self {
             Job::Pool { id, ticket, .. } => write!(f, "Pool {{ id: {id:?}, ticket: {ticket:?} }}"),
             Job::Exec { id, exec } => write!(f, "Exec {{ id: {id:?}, exec: {exec:?} }}"),
-            Job::Bus { id, ticket, waits } => {
-                write!(
-                    f,
-                    "Bus {{ id: {id:?}, ticket: {ticket}, waits: {waits:?} }}"
-                )
-            }
+            Job::Bus { id, awaited } => write!(f, "Bus {{ id: {id:?}, awaited: {awaited:?} }}"),
         }
     }
 }
@@ -165,12 +150,12 @@ impl Services {
                     return self.pool_done(session, out, id, then, done);
                 }
             }
-            Job::Bus { ticket, .. } => {
-                let Some(answer) = self.bus_answers.remove(ticket) else {
+            Job::Bus { awaited, .. } => {
+                let Some(answer) = self.bus_answers.remove(&awaited.ticket) else {
                     return Next::Job(Wait::Bus);
                 };
-                if let Some(Job::Bus { id, waits, .. }) = session.job.take() {
-                    self.bus_done(session, out, id, waits, answer);
+                if let Some(Job::Bus { id, awaited }) = session.job.take() {
+                    self.bus_done(session, out, id, awaited.op, answer);
                 }
             }
         }
@@ -287,9 +272,9 @@ impl Services {
                 self.pooled.remove(&ticket);
                 self.results.remove(&ticket);
             }
-            Some(Job::Bus { ticket, .. }) => {
-                self.bus_waits.remove(&ticket);
-                self.bus_answers.remove(&ticket);
+            Some(Job::Bus { awaited, .. }) => {
+                self.bus_waits.remove(&awaited.ticket);
+                self.bus_answers.remove(&awaited.ticket);
             }
             Some(Job::Pool { ticket: None, .. }) | None => {}
         }

@@ -1,14 +1,13 @@
 //! Serving requests once logged in: the op dispatch (stateless ops, files,
 //! exec, chat), request bodies, and requests that run on past their frame.
 
-use super::chat::{self, Target};
-use super::jobs::{BusWait, Job, Then};
+use super::chat;
+use super::jobs::{Job, Then};
 use super::ops::{self, OpError, Reply};
 use super::stats::Stats;
 use super::{Body, HASH_STEPS, Next, Op, Services, Session, Wait};
 use crate::bufpool;
 use crate::outbuf::OutBuf;
-use crate::proto::header::req_str;
 use crate::proto::{HeadWriter, Header};
 
 /// How error replies are worded: in full on streams; short over UDP, where a
@@ -123,11 +122,7 @@ impl Services {
                             .map(|()| None)
                     }
                 });
-                let waits = |ticket| {
-                    let room = req_str(header.room, "room").unwrap_or_default();
-                    (ticket, BusWait::Join(room.into_owned()))
-                };
-                return self.chat_answer(session, id, result.map(|t| t.map(waits)), out);
+                return self.chat_answer(session, id, result, out);
             }
             Some(op) => return self.file_op(op, session, header, id, out),
         }
@@ -244,11 +239,7 @@ impl Services {
                 let from = session.user.as_deref().unwrap_or_default();
                 let result = self.chat.send(&session.chat, from, &target, &bytes);
                 bufpool::give(bytes);
-                let waits = |ticket| match target {
-                    Target::User(to) => (ticket, BusWait::Dm(to)),
-                    Target::Room(room) => (ticket, BusWait::Join(room.to_string())),
-                };
-                return self.chat_answer(session, id, result.map(|t| t.map(waits)), out);
+                return self.chat_answer(session, id, result, out);
             }
             Body::Upload { id, mut upload } => match upload.verify() {
                 // The last hashing and the flush (which waits on the disk): the
@@ -266,15 +257,14 @@ impl Services {
         &mut self,
         session: &mut Session,
         id: Option<u64>,
-        result: Result<Option<(chat::Awaited, BusWait)>, super::ops::OpError>,
+        result: Result<Option<chat::Awaited>, super::ops::OpError>,
         out: &mut OutBuf,
     ) -> Next {
         match result {
-            Ok(Some((awaited, waits))) => {
-                let ticket = awaited.ticket;
+            Ok(Some(awaited)) => {
                 self.bus_waits
-                    .insert(ticket, (session.chat.key, awaited.answers));
-                session.job = Some(Job::Bus { id, ticket, waits });
+                    .insert(awaited.ticket, (session.chat.key, awaited.answers));
+                session.job = Some(Job::Bus { id, awaited });
                 Next::Job(Wait::Bus)
             }
             result => {

@@ -10,11 +10,21 @@ use crate::service::ops::OpError;
 use std::rc::Rc;
 
 /// What an op waits for on the bus: `answers` replies from Redis to `ticket`
-/// (a subscription confirmed, a publish counted).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// (a subscription confirmed, a publish counted), for its `op`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Awaited {
     pub ticket: Ticket,
     pub answers: u32,
+    pub op: AwaitedOp,
+}
+
+/// The op waiting, and what its answer depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AwaitedOp {
+    /// A join of this room: undone if the bus is lost first.
+    Join(Rc<str>),
+    /// A `dm` to this user: Redis's count of receivers 0 is a 404.
+    Dm(String),
 }
 
 /// A member joining through the bus, until its barrier is answered.
@@ -140,8 +150,12 @@ impl Chat {
                 join: ticket,
             });
         }
-        member.rooms.push(name);
-        Awaited { ticket, answers }
+        member.rooms.push(Rc::clone(&name));
+        Awaited {
+            ticket,
+            answers,
+            op: AwaitedOp::Join(name),
+        }
     }
 
     /// Whether `ticket` is a joining member's barrier. If so, that member

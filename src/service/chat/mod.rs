@@ -23,7 +23,7 @@ mod frames;
 mod hub;
 mod users;
 
-pub use bus::{Awaited, unavailable};
+pub use bus::{Awaited, AwaitedOp, unavailable};
 pub(super) use users::not_online;
 
 /// Longest room (and user) name.
@@ -297,7 +297,11 @@ impl Chat {
                 let ticket = self.bus_ticket().filter(|_| !self.online_here(user));
                 self.bus_publish(Channel::User(user), &push, ticket);
                 self.push_user(user, member.key, &push);
-                Ok(ticket.map(|ticket| Awaited { ticket, answers: 1 }))
+                Ok(ticket.map(|ticket| Awaited {
+                    ticket,
+                    answers: 1,
+                    op: AwaitedOp::Dm(user.clone()),
+                }))
             }
         }
     }
