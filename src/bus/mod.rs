@@ -74,7 +74,8 @@ pub enum Event {
     Message {
         room: bool,
         name: String,
-        frame: Vec<u8>,
+        /// Copied once out of what was read, then shared by every member here.
+        frame: std::rc::Rc<[u8]>,
     },
     /// An answer someone waits for: 1 for a subscription made, the number of
     /// subscribers reached for a `PUBLISH`.
@@ -304,7 +305,7 @@ fn message(origin: &[u8], channel: &[u8], payload: &[u8]) -> Option<Event> {
     Some(Event::Message {
         room,
         name: name.to_string(),
-        frame: frame.to_vec(),
+        frame: frame.into(),
     })
 }
 

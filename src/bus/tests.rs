@@ -68,7 +68,7 @@ fn a_subscription_answers_its_ticket_and_messages_come_in() {
         Ok(vec![Event::Message {
             room: true,
             name: "lobby".into(),
-            frame
+            frame: frame.into()
         }]),
         "binary-safe, and our own message skipped"
     );

@@ -230,7 +230,6 @@ impl Chat {
                 }
             }
             Event::Message { room, name, frame } => {
-                let frame: Rc<[u8]> = frame.into();
                 if room {
                     self.push_room_here(&name, frame);
                 } else {
