@@ -72,14 +72,30 @@ impl BusLink {
     /// handshake goes on as the loop reads and writes it.
     fn stream(&self) -> std::io::Result<Stream> {
         let sock = TcpStream::connect(self.target.addr)?;
-        Ok(match &self.target.tls {
-            None => Stream::Tcp(sock),
-            Some((config, name)) => {
-                let session = rustls::ClientConnection::new(Arc::clone(config), name.clone())
-                    .map_err(std::io::Error::other)?;
-                Stream::Tls(Box::new(crate::tls::TlsStream::new(sock, session.into())))
-            }
-        })
+        let session = match &self.target.tls {
+            None => None,
+            Some((config, name)) => Some(
+                rustls::ClientConnection::new(Arc::clone(config), name.clone())
+                    .map_err(std::io::Error::other)?,
+            ),
+        };
+        Ok(stream(sock, session))
+    }
+
+    /// `stream` as `line`, registered with the loop.
+    fn register(&mut self, r: &Reactor, line: Line, mut stream: Stream) -> std::io::Result<()> {
+        let token = Source::Bus(line as usize).token();
+        r.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        self.socks[line as usize] = Some(stream);
+        Ok(())
+    }
+}
+
+/// A bus connection: plain, or inside TLS with `session`.
+fn stream(sock: TcpStream, session: Option<rustls::ClientConnection>) -> Stream {
+    match session {
+        None => Stream::Tcp(sock),
+        Some(session) => Stream::Tls(Box::new(crate::tls::TlsStream::new(sock, session.into()))),
     }
 }
 
@@ -93,24 +109,13 @@ impl Server {
             let Some(link) = &mut self.bus else {
                 return;
             };
-            let made = bus::greet(&link.target).and_then(|(sock, tls)| {
-                let fail = |e: std::io::Error| e.to_string();
-                sock.set_nonblocking(true).map_err(fail)?;
-                let sock = TcpStream::from_std(sock);
-                let mut stream = match tls {
-                    None => Stream::Tcp(sock),
-                    Some(tls) => {
-                        Stream::Tls(Box::new(crate::tls::TlsStream::new(sock, tls.into())))
-                    }
-                };
-                let token = Source::Bus(line as usize).token();
-                r.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-                    .map_err(fail)?;
-                Ok(stream)
+            let made = bus::greet(&link.target).and_then(|(sock, session)| {
+                sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+                let stream = stream(TcpStream::from_std(sock), session);
+                link.register(r, line, stream).map_err(|e| e.to_string())
             });
-            match made {
-                Ok(stream) => link.socks[line as usize] = Some(stream),
-                Err(why) => return self.bus_lost(r, &why),
+            if let Err(why) = made {
+                return self.bus_lost(r, &why);
             }
             let up = self.services.bus_node().and_then(|node| node.greeted(line));
             if let Some(event) = up {
@@ -154,14 +159,11 @@ impl Server {
             return;
         };
         for line in LINES {
-            let made = link.stream().and_then(|mut sock| {
-                let token = Source::Bus(line as usize).token();
-                r.register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)?;
-                Ok(sock)
-            });
-            match made {
-                Ok(sock) => link.socks[line as usize] = Some(sock),
-                Err(e) => return self.bus_lost(r, &format!("cannot connect: {e}")),
+            let made = link
+                .stream()
+                .and_then(|stream| link.register(r, line, stream));
+            if let Err(e) = made {
+                return self.bus_lost(r, &format!("cannot connect: {e}"));
             }
         }
         let deadline = r.now() + HELLO_TIMEOUT;
