@@ -101,7 +101,7 @@ struct Conn {
 #[derive(Debug)]
 pub struct Node {
     origin: [u8; ORIGIN_LEN],
-    /// `AUTH` written first on each connection (`None`: a `PING`).
+    /// What each connection says first: `AUTH`, or a `PING` without a password.
     hello: Vec<u8>,
     conns: [Conn; 2],
     bounds: Bounds,
